@@ -1,0 +1,253 @@
+"""Reading real X-rays exactly one way, for training and for scoring.
+
+`load_image` is the single definition of how a file becomes a model-ready array:
+
+1. decode the bytes with OpenCV, keeping the bit depth and channels
+   (8- or 16-bit; gray, RGB or RGBA);
+2. scale to [0, 1] by the type's full range (255 or 65535);
+3. convert colour to gray with OpenCV's ITU-R 601 weights; an alpha channel is dropped;
+4. `stretch` (the default, as the study): resize the whole image to size x size,
+   ignoring its aspect ratio; `crop`: centre-crop to a square first;
+   the resize uses area interpolation (`cv2.INTER_AREA`) on float32 data;
+5. map [0, 1] to [-1, 1] (the generator's tanh range).
+
+Files that cannot be used are reported with a reason, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cxr_runtime.io import atomic_write_bytes, load_npy, save_npy, sha256_bytes
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff")
+RESIZE_MODES = ("stretch", "crop")
+# Bump when anything in decode_image/preprocess changes: it is part of the cache key.
+PREPROCESS_VERSION = 1
+
+# OpenCV prints libjpeg/libpng complaints itself; we report problems our own way.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+class ImageDecodeError(ValueError):
+    """A file that is not a usable image; the message is the reason, for the user."""
+
+
+class NoImagesError(ValueError):
+    """A folder that holds no usable image."""
+
+
+def _sniff(data: bytes) -> str | None:
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:2] == b"BM":
+        return "bmp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return None
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode image bytes to a float32 gray array in [0, 1], shape (H, W).
+
+    Raises ImageDecodeError with a short reason for empty, truncated or non-image data.
+    """
+    if len(data) == 0:
+        raise ImageDecodeError("empty file")
+    kind = _sniff(data)
+    if kind is None:
+        raise ImageDecodeError("not an image (unrecognised file header)")
+    # libjpeg and libpng fill a truncated file's missing rows with grey and only warn,
+    # so truncation is checked on the bytes: JPEG must end with EOI, PNG with IEND.
+    if kind == "jpeg" and b"\xff\xd9" not in data[-64:]:
+        raise ImageDecodeError("truncated JPEG (no end-of-image marker)")
+    if kind == "png" and b"IEND" not in data[-16:]:
+        raise ImageDecodeError("truncated PNG (no IEND chunk)")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise ImageDecodeError(f"{kind.upper()} data could not be decoded")
+    if img.dtype == np.uint8:
+        img = img.astype(np.float32) / 255.0
+    elif img.dtype == np.uint16:
+        img = img.astype(np.float32) / 65535.0
+    elif img.dtype == np.float32:
+        img = np.clip(np.nan_to_num(img), 0.0, 1.0)
+    else:
+        raise ImageDecodeError(f"unsupported pixel type {img.dtype}")
+    if img.ndim == 3:
+        channels = img.shape[2]
+        if channels == 1:
+            img = img[:, :, 0]
+        elif channels == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        elif channels == 4:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
+        else:
+            raise ImageDecodeError(f"unsupported channel count {channels}")
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def preprocess(gray: np.ndarray, size: int = 128, resize: str = "stretch") -> np.ndarray:
+    """Gray [0, 1] (H, W) -> float32 (size, size) in [-1, 1]."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
+    if resize == "crop":
+        h, w = gray.shape
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        gray = gray[top : top + s, left : left + s]
+    out = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
+    return np.clip(out * 2.0 - 1.0, -1.0, 1.0).astype(np.float32)
+
+
+def load_image(path: str | os.PathLike, size: int = 128, resize: str = "stretch") -> np.ndarray:
+    """Read one file the training way: float32 (size, size) in [-1, 1]."""
+    return preprocess(decode_image(Path(path).read_bytes()), size, resize)
+
+
+def find_images(root: str | os.PathLike) -> list[Path]:
+    """Every file under `root` (recursively) with an image extension, sorted.
+
+    Symbolic links to folders are not followed (no loops); hidden folders are skipped.
+    """
+    root = Path(root)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(Path(dirpath) / name)
+    return sorted(found)
+
+
+@dataclass
+class ImageSet:
+    """Images read from a folder, with what was used and what was not."""
+
+    root: str
+    images: np.ndarray  # float32 (N, size, size) in [-1, 1]
+    files: list[str]  # paths relative to root, in the order of `images`
+    sha256: list[str]  # content hash of each used file
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+
+    def fingerprint(self) -> dict:
+        """The data's identity: file list and content hashes, and one hash over them."""
+        listing = "\n".join(f"{h}  {f}" for f, h in zip(self.files, self.sha256))
+        return {
+            "root": self.root,
+            "count": len(self.files),
+            "sha256": sha256_bytes(listing.encode("utf-8")),
+            "files": [{"path": f, "sha256": h} for f, h in zip(self.files, self.sha256)],
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+        }
+
+    def skipped_warning(self) -> str | None:
+        """One warning naming every skipped file and why, or None."""
+        if not self.skipped:
+            return None
+        total = len(self.skipped) + len(self.files)
+        items = "; ".join(f"{p} ({r})" for p, r in self.skipped)
+        return f"warning: skipped {len(self.skipped)} of {total} image files under {self.root}: {items}"
+
+
+def load_folder(
+    root: str | os.PathLike,
+    size: int = 128,
+    resize: str = "stretch",
+    cache_dir: str | os.PathLike | None = None,
+) -> ImageSet:
+    """Read every image under `root` with `load_image`'s rules.
+
+    Unusable files are skipped and listed in `ImageSet.skipped`. With `cache_dir`, each
+    preprocessed array is stored under its file's content hash and the preprocessing
+    parameters, so a changed file can never be served from a stale entry.
+    Raises NoImagesError (with the reasons) when nothing usable is found.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NoImagesError(f"data folder not found: {root}")
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
+    cache = Path(cache_dir) if cache_dir else None
+    arrays, files, hashes, skipped = [], [], [], []
+    for path in find_images(root):
+        rel = path.relative_to(root).as_posix()
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            skipped.append((rel, f"unreadable: {e.strerror or e}"))
+            continue
+        digest = sha256_bytes(data)
+        entry = cache / f"{digest}-{size}-{resize}-v{PREPROCESS_VERSION}.npy" if cache else None
+        arr = _cache_get(entry, size)
+        if arr is None:
+            try:
+                arr = preprocess(decode_image(data), size, resize)
+            except ImageDecodeError as e:
+                skipped.append((rel, str(e)))
+                continue
+            if entry is not None:
+                _cache_put(entry, arr)
+        arrays.append(arr)
+        files.append(rel)
+        hashes.append(digest)
+    if not arrays:
+        detail = f" ({len(skipped)} image files skipped: " + "; ".join(f"{p}: {r}" for p, r in skipped) + ")" if skipped else ""
+        raise NoImagesError(f"no usable image under {root}{detail}")
+    return ImageSet(str(root), np.stack(arrays), files, hashes, skipped)
+
+
+def _cache_get(entry: Path | None, size: int) -> np.ndarray | None:
+    if entry is None or not entry.is_file():
+        return None
+    try:
+        arr = load_npy(entry)
+    except (OSError, ValueError):
+        return None
+    if arr.shape != (size, size) or arr.dtype != np.float32:
+        return None
+    return arr
+
+
+def _cache_put(entry: Path, arr: np.ndarray) -> None:
+    try:
+        save_npy(entry, arr)
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[-1, 1] floats -> uint8 [0, 255], rounding to nearest."""
+    return np.clip(np.rint((np.asarray(images, np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile (N, H, W) images in [-1, 1] into one uint8 picture, `pad` black pixels apart."""
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[..., 0]
+    n, h, w = images.shape
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    grid = np.zeros((nrows * (h + pad) + pad, ncols * (w + pad) + pad), np.uint8)
+    tiles = to_uint8(images)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        grid[y : y + h, x : x + w] = tiles[i]
+    return grid
+
+
+def write_png(path: str | os.PathLike, image_u8: np.ndarray) -> None:
+    """Write an 8-bit gray image as PNG, atomically."""
+    ok, buf = cv2.imencode(".png", image_u8)
+    if not ok:
+        raise OSError(f"PNG encoding failed for {path}")
+    atomic_write_bytes(path, buf.tobytes())

@@ -1,0 +1,142 @@
+"""Checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint is a folder `checkpoints/epoch-NNNN/` holding
+- `state.npz`: every variable of G, D (including the dropout seed state) and both
+  optimizers (Adam moments and iteration counters), stored as plain arrays (no pickle);
+- `meta.json`: epoch, global step, the resolved config, the RNG description, the name,
+  shape and dtype of each stored variable, and the sha256 of `state.npz`.
+
+It is written into a hidden temporary folder and renamed into place, so a checkpoint
+folder either is complete or does not exist. Loading verifies the hash and every
+variable's name and shape; a damaged checkpoint is skipped with a warning in favour of
+the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cxr_runtime.io import atomic_write_json, sha256_file
+
+CKPT_DIR = "checkpoints"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _groups(gan) -> dict[str, list]:
+    return {
+        "generator": list(gan.generator.variables),
+        "discriminator": list(gan.discriminator.variables),
+        "g_optimizer": list(gan.g_optimizer.variables),
+        "d_optimizer": list(gan.d_optimizer.variables),
+    }
+
+
+def save(run_dir: Path, gan, epoch: int, step: int, config: dict, keep: int) -> Path:
+    """Write checkpoint `epoch` atomically and prune to the newest `keep`."""
+    root = Path(run_dir) / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"epoch-{epoch:04d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-epoch-{epoch:04d}-", dir=root))
+    try:
+        arrays, listing = {}, []
+        for group, variables in _groups(gan).items():
+            for i, v in enumerate(variables):
+                key = f"{group}/{i:03d}"
+                value = np.asarray(v.numpy())
+                arrays[key] = value
+                listing.append({"key": key, "path": v.path, "shape": list(value.shape), "dtype": str(value.dtype)})
+        state = tmp / "state.npz"
+        with open(state, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        meta = {
+            "format": FORMAT_VERSION,
+            "epoch": epoch,
+            "step": step,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "rng": {
+                "kind": "stateless (seed, global step)",
+                "seed": config.get("seed"),
+                "step": step,
+                "note": "batches and latents derive from (seed, step); dropout's seed state is stored with D",
+            },
+            "config": config,
+            "variables": listing,
+            "state_sha256": sha256_file(state),
+        }
+        atomic_write_json(tmp / "meta.json", meta)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint folders, oldest first."""
+    root = Path(run_dir) / CKPT_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("epoch-*") if p.is_dir() and (p / "meta.json").is_file())
+
+
+def read_meta(ckpt: Path) -> dict:
+    """meta.json of a checkpoint, after checking the state file's hash."""
+    try:
+        meta = json.loads((ckpt / "meta.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{ckpt.name}: unreadable meta.json ({e})") from None
+    state = ckpt / "state.npz"
+    if not state.is_file():
+        raise CheckpointError(f"{ckpt.name}: state.npz missing")
+    if sha256_file(state) != meta.get("state_sha256"):
+        raise CheckpointError(f"{ckpt.name}: state.npz does not match its recorded hash (torn or corrupt)")
+    return meta
+
+
+def latest_valid(run_dir: Path, warn=print) -> tuple[Path, dict] | None:
+    """Newest checkpoint whose hash verifies; damaged newer ones are reported via `warn`."""
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        try:
+            return ckpt, read_meta(ckpt)
+        except CheckpointError as e:
+            warn(f"warning: skipping checkpoint {e}")
+    return None
+
+
+def restore(gan, ckpt: Path, meta: dict) -> None:
+    """Load a checkpoint into a GAN whose optimizers are already built."""
+    with np.load(ckpt / "state.npz", allow_pickle=False) as data:
+        listing = {item["key"]: item for item in meta["variables"]}
+        groups = _groups(gan)
+        expected = sum(len(v) for v in groups.values())
+        if expected != len(listing):
+            raise CheckpointError(f"{ckpt.name}: holds {len(listing)} variables, the model has {expected}")
+        for group, variables in groups.items():
+            for i, v in enumerate(variables):
+                key = f"{group}/{i:03d}"
+                item = listing.get(key)
+                if item is None or key not in data.files:
+                    raise CheckpointError(f"{ckpt.name}: variable {key} ({v.path}) missing")
+                value = data[key]
+                if tuple(value.shape) != tuple(v.shape) or item["path"] != v.path:
+                    raise CheckpointError(
+                        f"{ckpt.name}: {key} is {item['path']} {tuple(value.shape)}, model has {v.path} {tuple(v.shape)}"
+                    )
+                v.assign(value)

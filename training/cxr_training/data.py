@@ -1,0 +1,48 @@
+"""Training data: the real images, read by cxr_runtime's rules, and their progressive stages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cxr_runtime.images import ImageSet, load_folder
+from cxr_training.config import Config
+
+DATA_ENV = "CXR_DATA"
+CACHE_ENV = "CXR_CACHE_DIR"
+
+
+def default_cache_dir() -> Path | None:
+    """Where preprocessed arrays are cached: $CXR_CACHE_DIR ('off' disables), else
+    $XDG_CACHE_HOME/cxr-gan/images, else ~/.cache/cxr-gan/images."""
+    env = os.environ.get(CACHE_ENV)
+    if env is not None:
+        return None if env.strip().lower() in ("", "off", "0", "none") else Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cxr-gan" / "images"
+
+
+def load_training_images(data_dir: str | os.PathLike, cfg: Config) -> ImageSet:
+    return load_folder(data_dir, size=cfg.image_size, resize=cfg.resize, cache_dir=default_cache_dir())
+
+
+def downscaled(images: np.ndarray, factor: int) -> np.ndarray:
+    """Shrink (N, S, S) images by `factor` (area) and bring them back to S x S (bilinear)."""
+    if factor == 1:
+        return images.copy()
+    n, s, _ = images.shape
+    small = s // factor
+    out = np.empty_like(images)
+    for i in range(n):
+        low = cv2.resize(images[i], (small, small), interpolation=cv2.INTER_AREA)
+        out[i] = cv2.resize(low, (s, s), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def real_stages(images: np.ndarray, cfg: Config) -> np.ndarray:
+    """float32 (stages, N, S, S, 1): the real set at each progressive-resizing stage."""
+    factors = [f for _, f in cfg.progressive_schedule] if cfg.progressive else [1]
+    return np.stack([downscaled(images, f) for f in factors])[..., None].astype(np.float32)

@@ -1,0 +1,62 @@
+"""The study's two metric figures, redrawn from the full history each epoch.
+
+- `losses_ssim_mse.png` (the paper's Fig. 6): G and D loss, SSIM and MSE, with the
+  real-vs-real reference as a dashed line.
+- `discriminator.png` (the paper's Fig. 7): precision and recall, real and fake accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cxr_runtime.io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def plot_history(rows: list[dict], out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    epochs = [r["epoch"] for r in rows]
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax = axes[0]
+    ax.plot(epochs, [r["g_loss"] for r in rows], "o-", label="G loss")
+    ax.plot(epochs, [r["d_loss"] for r in rows], "o-", label="D loss")
+    ax.set_title("Losses (epoch mean)")
+    for ax, key, title in ((axes[1], "ssim", "SSIM vs real"), (axes[2], "mse", "MSE vs real")):
+        ax.plot(epochs, [r[key] for r in rows], "o-", label="generated vs real")
+        ax.axhline(rows[-1][f"ref_{key}"], color="grey", ls="--", label="real vs real")
+        ax.set_title(title)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig6 = out_dir / "losses_ssim_mse.png"
+    _save(fig, fig6)
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for key in ("precision", "recall"):
+        axes[0].plot(epochs, [r[key] for r in rows], "o-", label=key)
+    axes[0].set_title("D precision / recall (real = positive)")
+    for key in ("real_acc", "fake_acc"):
+        axes[1].plot(epochs, [r[key] for r in rows], "o-", label=key)
+    axes[1].set_title("D accuracy on real / generated")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.set_ylim(-0.05, 1.05)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig7 = out_dir / "discriminator.png"
+    _save(fig, fig7)
+    return [fig6, fig7]
