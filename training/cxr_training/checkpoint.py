@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -31,6 +32,12 @@ FORMAT_VERSION = 1
 
 class CheckpointError(RuntimeError):
     pass
+
+
+def _canonical(path: str) -> str:
+    """Variable path without Keras' per-process uniquifying suffixes
+    ('seed_generator_2/seed_generator_state' -> 'seed_generator/seed_generator_state')."""
+    return "/".join(re.sub(r"_\d+$", "", part) for part in path.split("/"))
 
 
 def _groups(gan) -> dict[str, list]:
@@ -135,7 +142,7 @@ def restore(gan, ckpt: Path, meta: dict) -> None:
                 if item is None or key not in data.files:
                     raise CheckpointError(f"{ckpt.name}: variable {key} ({v.path}) missing")
                 value = data[key]
-                if tuple(value.shape) != tuple(v.shape) or item["path"] != v.path:
+                if tuple(value.shape) != tuple(v.shape) or _canonical(item["path"]) != _canonical(v.path):
                     raise CheckpointError(
                         f"{ckpt.name}: {key} is {item['path']} {tuple(value.shape)}, model has {v.path} {tuple(v.shape)}"
                     )

@@ -25,11 +25,14 @@ def eval_latents(n: int, latent_dim: int, seed: int) -> np.ndarray:
 class Evaluator:
     """Holds the fixed evaluation inputs and computes the eight per-epoch metrics."""
 
-    def __init__(self, generator, discriminator, real: np.ndarray, latent_dim: int, seed: int, max_images: int):
+    def __init__(self, generator, discriminator, real: np.ndarray, latent_dim: int, seed: int, max_images: int,
+                 grid_images: int = 16):
         n = min(len(real), max_images)
         # the first n images in file order: a fixed, documented subset when there are more
         self.real = np.asarray(real[:n], np.float32)
-        self.z = eval_latents(n, latent_dim, seed)
+        # one fixed latent set: the first n score the metrics, the first grid_images draw the grid
+        self.z = eval_latents(max(n, grid_images), latent_dim, seed)
+        self.n = n
         self.generator = generator
         self.discriminator = discriminator
         self._gen = tf.function(lambda z: generator(z, training=False))
@@ -49,8 +52,9 @@ class Evaluator:
         return {"ref_ssim": ref_ssim, "ref_mse": ref_mse}
 
     def run(self) -> tuple[dict[str, float], np.ndarray]:
-        """Return (metrics, generated images) for the current weights."""
-        fake = self.generate(self.z)
+        """Return (metrics, images generated from all fixed latents) for the current weights."""
+        fake_all = self.generate(self.z)
+        fake = fake_all[: self.n]
         scores = metrics.discriminator_scores(self.discriminate(self.real), self.discriminate(fake))
         ssim, mse = metrics.paired_ssim_mse(fake, self.real)
-        return {**scores, "ssim": ssim, "mse": mse}, fake
+        return {**scores, "ssim": ssim, "mse": mse}, fake_all

@@ -13,7 +13,7 @@ _, keras = import_tf()
 layers = keras.layers
 
 
-def build_generator(cfg: Config) -> "keras.Model":
+def build_generator(cfg: Config) -> keras.Model:
     """z (latent_dim,) -> image (size, size, 1) in [-1, 1] (tanh)."""
     base = cfg.image_size // 2 ** len(cfg.g_channels)
     z = keras.Input(shape=(cfg.latent_dim,), name="z")
@@ -27,7 +27,7 @@ def build_generator(cfg: Config) -> "keras.Model":
     return keras.Model(z, image, name="generator")
 
 
-def build_discriminator(cfg: Config) -> "keras.Model":
+def build_discriminator(cfg: Config) -> keras.Model:
     """image (size, size, 1) -> probability that it is real (sigmoid)."""
     image = keras.Input(shape=(cfg.image_size, cfg.image_size, 1), name="image")
     x = image

@@ -136,8 +136,7 @@ class EpochEnd(keras.callbacks.Callback):
         }
         self.history.append(row)
         write_history(self.run_dir, self.history)
-        n_grid = min(cfg.grid_images, len(fake))
-        write_png(self.run_dir / "samples" / f"epoch-{e:04d}.png", make_grid(fake[:n_grid]))
+        write_png(self.run_dir / "samples" / f"epoch-{e:04d}.png", make_grid(fake[: cfg.grid_images]))
         plot_history(self.history, self.run_dir / "plots")
         saved = ""
         if e % cfg.checkpoint_every == 0 or e == cfg.epochs:
@@ -261,7 +260,8 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
         write_history(run_dir, history)
 
     if start_epoch < cfg.epochs:
-        evaluator = Evaluator(generator, discriminator, images.images, cfg.latent_dim, cfg.seed, cfg.eval_max_images)
+        evaluator = Evaluator(generator, discriminator, images.images, cfg.latent_dim, cfg.seed, cfg.eval_max_images,
+                              cfg.grid_images)
         reference = evaluator.reference()
         atomic_write_json(run_dir / "reference.json", {
             **reference, "images": len(evaluator.real),

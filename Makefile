@@ -1,0 +1,55 @@
+# cxr-gan: one entry point for setup, training, tests and lint.
+# Variables can be overridden: make train DATA=/data/xrays PRESET=paper TRAIN_ARGS="--seed 1"
+
+PYTHON      ?= python3
+VENV        ?= .venv
+RUNTIME_VENV ?= .venv-runtime
+DATA        ?= ../shared/data/kermany-cxr/train/NORMAL
+PRESET      ?= quick
+RUNS        ?= runs
+TRAIN_ARGS  ?=
+EXPORT_SOURCE ?=
+ARTIFACT    ?= artifacts/generator.onnx
+
+BIN := $(VENV)/bin
+RBIN := $(RUNTIME_VENV)/bin
+
+.PHONY: setup setup-runtime train export test test-runtime lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[train,dev,dicom]"
+	touch $@
+
+# The runtime alone (no TensorFlow): what a hospital-side install gets, plus pytest.
+setup-runtime: $(RUNTIME_VENV)/.installed
+
+$(RUNTIME_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RBIN)/python -m pip install -q --upgrade pip
+	$(RBIN)/python -m pip install -q -e ".[dev,dicom]"
+	@if $(RBIN)/python -c "import tensorflow" 2>/dev/null; then echo "tensorflow leaked into $(RUNTIME_VENV)"; exit 1; fi
+	touch $@
+
+train: setup
+	$(BIN)/cxr-train --preset $(PRESET) --data "$(DATA)" --out $(RUNS) $(TRAIN_ARGS)
+
+# Converts EXPORT_SOURCE (a run folder or generator.keras), by default the newest finished
+# run under $(RUNS), to $(ARTIFACT) behind the parity gate. `make train export` chains both.
+export: setup
+	$(BIN)/cxr-export $(EXPORT_SOURCE) --runs $(RUNS) --out $(ARTIFACT)
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-runtime: setup-runtime
+	$(RBIN)/python -m pytest tests/runtime
+
+lint: setup
+	$(BIN)/ruff check runtime training export tests
+
+clean:
+	rm -rf $(VENV) $(RUNTIME_VENV) .pytest_cache .ruff_cache *.egg-info

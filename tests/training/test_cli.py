@@ -1,0 +1,80 @@
+"""cxr-train's command line: usage errors, exit codes, dry run, a smoke run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cxr_training.cli import main
+
+
+@pytest.fixture
+def run():
+    def _run(*args, env=None):
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return _run
+
+
+def test_help_explains(run):
+    r = run("--help")
+    assert r.exit_code == 0
+    for word in ("--preset", "paper", "quick", "smoke", "--resume", "--dry-run", "CXR_DATA", "generator.keras"):
+        assert word in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "Invalid value for '--epochs'"),
+    (["--batch-size", "many"], "Invalid value for '--batch-size'"),
+    (["--preset", "huge"], "Invalid value for '--preset'"),
+    (["--seed", "-1"], "Invalid value for '--seed'"),
+])
+def test_bad_values_are_usage_errors(run, few_real, args, message):
+    r = run("--data", str(few_real), *args)
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+
+
+def test_no_data_is_a_usage_error(run):
+    r = run(env={"CXR_DATA": ""})
+    assert r.exit_code == 2 and "no data" in r.output
+
+
+def test_resume_refuses_overrides(run, tmp_path):
+    r = run("--resume", str(tmp_path), "--epochs", "3")
+    assert r.exit_code == 2 and "saved config" in r.output
+
+
+def test_folder_without_images_exits_2(run, tmp_path):
+    (tmp_path / "x.jpg").write_text("text, not a JPEG")
+    r = run("--preset", "smoke", "--data", str(tmp_path), "--out", str(tmp_path / "runs"))
+    assert r.exit_code == 2
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: no usable image") and "x.jpg" in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_too_few_images_for_batch_exits_2(run, few_real, tmp_path):
+    r = run("--preset", "smoke", "--batch-size", "9", "--data", str(few_real), "--out", str(tmp_path / "runs"))
+    assert r.exit_code == 2 and "8 usable images" in r.output
+
+
+def test_dry_run_writes_nothing(run, few_real, tmp_path):
+    r = run("--preset", "paper", "--batch-size", "4", "--data", str(few_real), "--out", str(tmp_path / "runs"),
+            "--dry-run")
+    assert r.exit_code == 0
+    plan = json.loads(r.output)
+    assert plan["parameters"] == {"generator": 27_265_281, "discriminator": 582_785}
+    assert plan["data"]["usable"] == 8 and plan["total_steps"] == 60_000
+    assert not (tmp_path / "runs").exists()
+
+
+def test_smoke_run_and_numbering(run, few_real, tmp_path):
+    out = tmp_path / "runs"
+    for expected in ("00001-smoke", "00002-smoke"):
+        r = run("--preset", "smoke", "--data", str(few_real), "--out", str(out), "--epochs", "1")
+        assert r.exit_code == 0, r.output
+        assert (out / expected / "generator.keras").is_file()
+    cfg = json.loads((out / "00002-smoke" / "config.json").read_text())
+    assert cfg["config"]["epochs"] == 1 and cfg["data"]["count"] == 8
+    assert "epoch 1/1" in r.output and "ssim" in r.output

@@ -1,0 +1,60 @@
+"""Builders: the paper's shapes and parameter counts, named layers, LeakyReLU 0.2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxr_training.config import Config, preset
+from cxr_training.models import build_discriminator, build_generator
+from cxr_training.tfenv import import_tf
+
+tf, keras = import_tf()
+
+
+def test_paper_generator():
+    g = build_generator(preset("paper"))
+    assert g.count_params() == 27_265_281
+    assert g.input_shape == (None, 100) and g.inputs[0].name.startswith("z")
+    assert g.output_shape == (None, 128, 128, 1)
+    assert [layer.name for layer in g.layers] == [
+        "z", "g_dense", "g_dense_lrelu", "g_reshape", "g_up1", "g_up1_lrelu", "g_up2", "g_up2_lrelu", "g_out"]
+    assert g.get_layer("g_reshape").output.shape[1:] == (32, 32, 256)
+    assert g.get_layer("g_up1").output.shape[1:] == (64, 64, 128)
+    assert g.get_layer("g_out").activation.__name__ == "tanh"
+
+
+def test_paper_discriminator():
+    d = build_discriminator(preset("paper"))
+    assert d.count_params() == 582_785
+    assert d.input_shape == (None, 128, 128, 1) and d.output_shape == (None, 1)
+    assert [d.get_layer(f"d_conv{i}").strides for i in range(1, 5)] == [(1, 1), (2, 2), (2, 2), (2, 2)]
+    assert d.get_layer("d_dropout").rate == 0.4
+    assert d.get_layer("d_out").activation.__name__ == "sigmoid"
+
+
+@pytest.mark.parametrize("build", [build_generator, build_discriminator])
+def test_leaky_slope_is_explicit(build):
+    model = build(preset("paper"))
+    slopes = [layer.negative_slope for layer in model.layers if isinstance(layer, keras.layers.LeakyReLU)]
+    assert slopes and all(s == pytest.approx(0.2) for s in slopes)
+
+
+def test_tiny_config_builds_and_runs():
+    cfg = preset("smoke")
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    x = g(np.zeros((3, cfg.latent_dim), np.float32))
+    assert x.shape == (3, 32, 32, 1) and np.all(np.abs(x) <= 1)
+    assert d(x).shape == (3, 1)
+
+
+def test_config_validation_and_roundtrip():
+    cfg = preset("quick")
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    assert cfg.hash() == Config.from_dict(cfg.to_dict()).hash() != preset("paper").hash()
+    for bad in ({"image_size": 30}, {"d_dropout": 1.0}, {"lr_schedule": "cosine"},
+                {"progressive_schedule": ((0.0, 4), (0.5, 2))}, {"batch_size": 0}):
+        with pytest.raises(ValueError):
+            cfg.replace(**bad).validate()
+    with pytest.raises(ValueError, match="unknown config fields"):
+        Config.from_dict({**cfg.to_dict(), "bogus": 1})
