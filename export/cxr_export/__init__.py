@@ -1,4 +1,4 @@
-"""cxr_export: generator to ONNX with a numerical parity gate (not yet implemented).
+"""cxr_export: the trained generator to ONNX, behind a numerical parity gate.
 
-This package is reserved for the export step; it has no functionality yet.
+Imports cxr_training (to read runs) and cxr_runtime (file writing); adds tf2onnx and onnx.
 """

@@ -1,0 +1,71 @@
+"""`cxr-export`: the trained generator to ONNX, behind the parity gate."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cxr_runtime import __version__
+
+EXIT_USER_ERROR = 2
+EXIT_GATE_FAILED = 1
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("source", required=False, type=click.Path(path_type=str))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=str), default="artifacts/generator.onnx",
+              show_default=True, help="Where the ONNX model goes (its parity report goes beside it).")
+@click.option("--runs", "runs_root", type=click.Path(file_okay=False, path_type=str), default="runs",
+              show_default=True, help="Where to look for the newest finished run when SOURCE is omitted.")
+@click.option("--atol", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="Parity tolerance: max |Keras - ONNX| over the test latents [default: 1e-05].")
+@click.option("--opset", type=click.IntRange(min=17, max=21), default=17, show_default=True,
+              help="ONNX opset of the converted graph.")
+@click.option("--data-citation", default=None,
+              help="Citation of the training data recorded in the model (default: the study's dataset, "
+                   "Kermany et al. 2018). Set it when you trained on other data.")
+@click.option("--data-license", default=None, help="Licence of the training data (default: CC BY 4.0).")
+@click.version_option(__version__, prog_name="cxr-export")
+def main(source, out, runs_root, atol, opset, data_citation, data_license):
+    """Convert a trained generator to ONNX and check it against Keras before publishing it.
+
+    SOURCE is a run folder (runs/00001-quick) or a generator.keras file; without it, the
+    newest finished run under --runs. The model gets input `z` [batch, latent_dim] and output
+    `image` [batch, 1, size, size] in [-1, 1], with provenance in its metadata. The parity gate
+    runs Keras and onnxruntime on the same random latents at batch 1, 7 and 64: if any output
+    differs by more than --atol, nothing is written to --out and the exit code is 1. The report
+    (generator.parity.json beside --out) is written either way.
+    """
+    from cxr_export.export import (
+        DEFAULT_DATA_CITATION,
+        DEFAULT_DATA_LICENSE,
+        PARITY_ATOL,
+        ExportError,
+        ParityError,
+        export,
+    )
+
+    def log(msg):
+        click.echo(msg, err=True)
+
+    try:
+        path, report, seconds = export(
+            source, out, atol=PARITY_ATOL if atol is None else atol, opset=opset,
+            citation=data_citation or DEFAULT_DATA_CITATION, license_=data_license or DEFAULT_DATA_LICENSE,
+            runs_root=runs_root, log=log,
+        )
+    except ExportError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USER_ERROR)
+    except ParityError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_GATE_FAILED)
+    per_batch = ", ".join(f"batch {b['batch']}: max {b['max_abs_err']:.2e} mean {b['mean_abs_err']:.2e}"
+                          for b in report.batches)
+    click.echo(f"parity passed (atol {report.atol:g}): {per_batch}", err=True)
+    click.echo(f"wrote {path} (conversion {seconds:.1f} s)", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,236 @@
+"""Generator to ONNX: convert, check parity against Keras, then (and only then) publish.
+
+The ONNX interface (docs/export.md):
+- input  `z`:     float32 [batch, latent_dim], batch dynamic;
+- output `image`: float32 [batch, 1, size, size] (NCHW), values in [-1, 1] (tanh).
+
+NCHW is the layout ONNX tools and onnxruntime's convolution kernels expect; with a single
+channel it holds exactly the same numbers, in the same memory order, as Keras' NHWC.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from cxr_runtime.io import atomic_write_json, sha256_file
+from cxr_runtime.quiet import quiet_stderr
+from cxr_training.runs import library_versions, newest_run
+from cxr_training.tfenv import import_tf
+
+OPSET = 17
+PARITY_ATOL = 1e-5  # max |keras - onnx| allowed on [-1, 1] outputs (a trial conversion measured 3.6e-8)
+PARITY_BATCHES = (1, 7, 64)
+INPUT_NAME = "z"
+OUTPUT_NAME = "image"
+LAYOUT = "NCHW"
+
+# The study's training data. Override (cxr-export --data-citation/--data-license) for other data.
+DEFAULT_DATA_CITATION = (
+    "Kermany, Daniel; Zhang, Kang; Goldbaum, Michael (2018), Labeled Optical Coherence Tomography (OCT) "
+    "and Chest X-Ray Images for Classification, Mendeley Data, V2, doi: 10.17632/rscbjbr9sj.2"
+)
+DEFAULT_DATA_LICENSE = "CC BY 4.0"
+
+
+class ExportError(Exception):
+    """A problem with the input (missing or unfinished run); one line, exit code 2."""
+
+
+class ParityError(Exception):
+    """The converted model does not reproduce the Keras generator within tolerance."""
+
+
+@dataclass
+class ParityReport:
+    atol: float
+    passed: bool
+    seed: int
+    batches: list[dict] = field(default_factory=list)  # {batch, max_abs_err, mean_abs_err}
+    model: str = ""
+    keras_model: str = ""
+    checked: str = ""
+
+    @property
+    def max_abs_err(self) -> float:
+        return max((b["max_abs_err"] for b in self.batches), default=float("nan"))
+
+
+def resolve_generator(source: str | os.PathLike | None, runs_root: str | os.PathLike = "runs") -> Path:
+    """A run folder, or a generator.keras file, or (None) the newest finished run."""
+    if source is None:
+        root = Path(runs_root)
+        finished = [p for p in sorted(root.iterdir()) if (p / "generator.keras").is_file()] if root.is_dir() else []
+        if not finished:
+            newest = newest_run(root)
+            hint = f" ({newest.name} has not finished: resume it with cxr-train --resume {newest})" if newest else ""
+            raise ExportError(f"no finished run with a generator.keras under {root}{hint}")
+        return finished[-1] / "generator.keras"
+    path = Path(source)
+    if path.is_dir():
+        if not (path / "generator.keras").is_file():
+            raise ExportError(f"{path} has no generator.keras (not a finished run?)")
+        return path / "generator.keras"
+    if not path.is_file():
+        raise ExportError(f"not found: {path}")
+    if path.suffix != ".keras":
+        raise ExportError(f"expected a run folder or a .keras generator, got {path}")
+    return path
+
+
+def load_provenance(keras_path: Path) -> dict:
+    """generator.json (and config.json's data fingerprint) of the run that made the model."""
+    info_path = keras_path.with_suffix(".json")
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return info
+
+
+def convert(generator, opset: int = OPSET) -> onnx.ModelProto:
+    """tf2onnx conversion of a Keras generator, with the documented interface."""
+    import tf2onnx
+
+    tf, _ = import_tf()
+    latent_dim = int(generator.input_shape[-1])
+
+    signature = [tf.TensorSpec([None, latent_dim], tf.float32, name=INPUT_NAME)]
+
+    @tf.function(input_signature=signature)
+    def sample(z):
+        image = generator(z, training=False)  # NHWC
+        return {OUTPUT_NAME: tf.transpose(image, [0, 3, 1, 2])}
+
+    with quiet_stderr():  # TensorFlow's graph-freezing chatter
+        model, _ = tf2onnx.convert.from_function(sample, input_signature=signature, opset=opset)
+    # tf2onnx names graph outputs after the function's structure; make the contract explicit
+    if [o.name for o in model.graph.output] != [OUTPUT_NAME]:
+        old = model.graph.output[0].name
+        for node in model.graph.node:
+            node.output[:] = [OUTPUT_NAME if o == old else o for o in node.output]
+        model.graph.output[0].name = OUTPUT_NAME
+    return model
+
+
+def add_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, str(v)
+
+
+def provenance_metadata(generator, info: dict, keras_path: Path, citation: str, license_: str) -> dict[str, str]:
+    size = int(generator.output_shape[1])
+    return {
+        "cxr.format": "1",
+        "latent_dim": str(int(generator.input_shape[-1])),
+        "image_size": str(size),
+        "channels": "1",
+        "value_range": "-1,1",
+        "layout": LAYOUT,
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        "run_id": str(info.get("run_id", "")),
+        "epoch": str(info.get("epoch", "")),
+        "step": str(info.get("step", "")),
+        "config_hash": str(info.get("config_hash", "")),
+        "data_sha256": str(info.get("data_sha256", "")),
+        "data_count": str(info.get("data_count", "")),
+        "keras_sha256": sha256_file(keras_path),
+        "versions": json.dumps(library_versions(), sort_keys=True),
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data_citation": citation,
+        "data_license": license_,
+        "synthetic": "true",
+        "description": "Generates synthetic pediatric chest X-rays; outputs are not images of real patients.",
+    }
+
+
+def parity(generator, model_bytes: bytes, atol: float = PARITY_ATOL, batches=PARITY_BATCHES,
+           seed: int | None = None) -> ParityReport:
+    """Run Keras and onnxruntime (CPU) on the same fresh latents; compare."""
+    import onnxruntime as ort
+
+    tf, _ = import_tf()
+    seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else seed
+    rng = np.random.default_rng(seed)
+    latent_dim = int(generator.input_shape[-1])
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    report = ParityReport(atol=atol, passed=False, seed=seed)
+    for b in batches:
+        z = rng.standard_normal((b, latent_dim)).astype(np.float32)
+        want = np.transpose(generator(tf.constant(z), training=False).numpy(), (0, 3, 1, 2))
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: z})[0]
+        if got.shape != want.shape:
+            raise ParityError(f"batch {b}: ONNX output shape {got.shape}, Keras {want.shape}")
+        err = np.abs(got.astype(np.float64) - want)
+        report.batches.append({"batch": b, "max_abs_err": float(err.max()), "mean_abs_err": float(err.mean())})
+    report.passed = report.max_abs_err <= atol
+    report.checked = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return report
+
+
+def parity_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".parity.json")
+
+
+def export(source, out: str | os.PathLike, atol: float = PARITY_ATOL, opset: int = OPSET,
+           citation: str = DEFAULT_DATA_CITATION, license_: str = DEFAULT_DATA_LICENSE,
+           runs_root: str | os.PathLike = "runs", log=print) -> tuple[Path, ParityReport, float]:
+    """Convert, gate, publish. Returns (model path, parity report, conversion seconds).
+
+    The model reaches `out` only if the gate passes; the report is written either way.
+    Raises ParityError (report written, nothing at `out`) or ExportError.
+    """
+    _, keras = import_tf()
+    keras_path = resolve_generator(source, runs_root)
+    out = Path(out)
+    if out.exists() and out.is_dir():
+        raise ExportError(f"--out {out} is a folder; give a file name such as {out / 'generator.onnx'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log(f"loading {keras_path}")
+    generator = keras.models.load_model(keras_path, compile=False)
+    if len(generator.inputs) != 1 or len(generator.input_shape) != 2 or generator.output_shape[-1] != 1:
+        raise ExportError(f"{keras_path} is not a latent -> one-channel image generator")
+    info = load_provenance(keras_path)
+
+    t0 = time.perf_counter()
+    model = convert(generator, opset)
+    add_metadata(model, provenance_metadata(generator, info, keras_path, citation, license_))
+    onnx.checker.check_model(model)
+    seconds = time.perf_counter() - t0
+    blob = model.SerializeToString()
+    log(f"converted with tf2onnx (opset {opset}) in {seconds:.1f} s; checking parity")
+
+    report = parity(generator, blob, atol=atol)
+    report.model = str(out)
+    report.keras_model = str(keras_path)
+    report_dict = {**asdict(report), "max_abs_err": report.max_abs_err, "conversion_seconds": round(seconds, 2)}
+    atomic_write_json(parity_path(out), report_dict)
+    if not report.passed:
+        stale = ""
+        if out.exists():  # an earlier export must not pass for this one
+            out.unlink()
+            stale = f"; removed the earlier model at {out}"
+        per_batch = ", ".join(f"{b['batch']}: {b['max_abs_err']:.3g}" for b in report.batches)
+        raise ParityError(
+            f"parity gate failed: max abs error {report.max_abs_err:.3g} > {atol:g} "
+            f"(per batch: {per_batch}); "
+            f"nothing written to {out}{stale}; report: {parity_path(out)}"
+        )
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.tmp-", suffix=".onnx", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out, report, seconds

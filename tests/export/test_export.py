@@ -1,0 +1,123 @@
+"""Export: tiny-config round trip, parity at several batch sizes, metadata, dynamic batch,
+and a gate that refuses a wrong model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from cxr_export import export as ex
+from cxr_export.cli import main
+from cxr_training.config import preset
+from cxr_training.models import build_generator
+from cxr_training.tfenv import import_tf
+
+tf, keras = import_tf()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run folder holding a tiny generator and its generator.json, as training writes them."""
+    cfg = preset("smoke")
+    keras.utils.set_random_seed(3)
+    g = build_generator(cfg)
+    run = tmp_path_factory.mktemp("runs") / "00007-smoke"
+    run.mkdir()
+    g.save(run / "generator.keras")
+    (run / "generator.json").write_text(json.dumps({
+        "run_id": run.name, "epoch": 2, "step": 6, "config_hash": cfg.hash(),
+        "data_sha256": "ab" * 32, "data_count": 8,
+    }))
+    return run, g
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_round_trip_parity_metadata_and_dynamic_batch(tiny_run, tmp_path):
+    run, g = tiny_run
+    out = tmp_path / "art" / "generator.onnx"
+    r = _invoke(str(run), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "parity passed" in r.output
+
+    model = onnx.load(out)
+    onnx.checker.check_model(model)
+    assert model.opset_import[0].version >= 17
+    assert [i.name for i in model.graph.input] == ["z"] and [o.name for o in model.graph.output] == ["image"]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["latent_dim"] == "16" and meta["image_size"] == "32" and meta["channels"] == "1"
+    assert meta["layout"] == "NCHW" and meta["value_range"] == "-1,1" and meta["synthetic"] == "true"
+    assert meta["run_id"] == "00007-smoke" and meta["epoch"] == "2" and meta["step"] == "6"
+    assert meta["data_sha256"] == "ab" * 32 and "rscbjbr9sj" in meta["data_citation"]
+    assert meta["data_license"] == "CC BY 4.0" and "tensorflow" in json.loads(meta["versions"])
+
+    report = json.loads(ex.parity_path(out).read_text())
+    assert report["passed"] and [b["batch"] for b in report["batches"]] == [1, 7, 64]
+    assert report["max_abs_err"] <= ex.PARITY_ATOL
+
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for b in (1, 3, 130):  # any batch size
+        z = np.random.default_rng(b).standard_normal((b, 16)).astype(np.float32)
+        got = sess.run(["image"], {"z": z})[0]
+        want = np.transpose(g(z, training=False).numpy(), (0, 3, 1, 2))
+        assert got.shape == (b, 1, 32, 32)
+        np.testing.assert_allclose(got, want, atol=ex.PARITY_ATOL)
+        assert np.abs(got).max() <= 1.0
+
+
+def test_gate_refuses_a_perturbed_model(tiny_run, tmp_path, monkeypatch):
+    run, _ = tiny_run
+    out = tmp_path / "generator.onnx"
+    out.write_bytes(b"an earlier export")
+    real_convert = ex.convert
+
+    def perturbed(generator, opset=ex.OPSET):
+        model = real_convert(generator, opset)
+        init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))  # the Dense kernel
+        arr = onnx.numpy_helper.to_array(init).copy()
+        arr.flat[::97] += 1e-2
+        init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+        return model
+
+    monkeypatch.setattr(ex, "convert", perturbed)
+    r = _invoke(str(run), "--out", str(out))
+    assert r.exit_code == 1
+    assert "parity gate failed" in r.output and "Traceback" not in r.output
+    assert not out.exists()  # neither the new model nor the stale one
+    assert not list(tmp_path.glob(".generator.onnx*"))  # no temporary left
+    report = json.loads(ex.parity_path(out).read_text())
+    assert report["passed"] is False and report["max_abs_err"] > ex.PARITY_ATOL
+
+
+def test_tolerance_is_enforced(tiny_run, tmp_path):
+    """The same healthy model fails an impossible tolerance: the gate compares, not rubber-stamps."""
+    run, _ = tiny_run
+    r = _invoke(str(run), "--out", str(tmp_path / "g.onnx"), "--atol", "1e-30")
+    report = json.loads((tmp_path / "g.parity.json").read_text())
+    if report["max_abs_err"] == 0.0:
+        pytest.skip("conversion was bit-exact; no tolerance can fail it")
+    assert r.exit_code == 1 and not (tmp_path / "g.onnx").exists()
+
+
+def test_bad_sources_exit_2(tmp_path):
+    r = _invoke(str(tmp_path / "missing"), "--out", str(tmp_path / "g.onnx"))
+    assert r.exit_code == 2 and "not found" in r.output
+    (tmp_path / "runs" / "00001-quick").mkdir(parents=True)
+    r = _invoke("--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "g.onnx"))
+    assert r.exit_code == 2 and "has not finished" in r.output
+    r = _invoke(str(tmp_path / "runs" / "00001-quick"), "--out", str(tmp_path / "g.onnx"))
+    assert r.exit_code == 2 and "no generator.keras" in r.output
+    r = _invoke("--opset", "9")
+    assert r.exit_code == 2
+
+
+def test_newest_finished_run_is_default(tiny_run, tmp_path):
+    run, _ = tiny_run
+    assert ex.resolve_generator(None, run.parent) == run / "generator.keras"
