@@ -1,10 +1,20 @@
-"""cxr_runtime: the light ground floor of cxr-gan.
+"""cxr_runtime: the light ground floor of cxr-gan (numpy, onnxruntime, opencv, scikit-image).
 
-Image decoding and preprocessing, the metrics (SSIM, MSE, discriminator scores) and
-atomic file writing live here, once; training imports them from this package so that
-the numbers a user computes on the hospital side are the numbers training logged.
+- `Generator(path, device="auto").sample(n, seed=0)`: synthetic X-rays from an exported model;
+- `cxr_runtime.metrics`: SSIM, MSE and the study's protocol, shared with training;
+- `cxr_runtime.images`: the one way a file becomes a model-ready array.
 
-This package must never import tensorflow, keras, tf2onnx, cxr_training or cxr_export.
+This package never imports tensorflow, keras, tf2onnx, cxr_training or cxr_export.
 """
 
 __version__ = "0.1.0"
+__all__ = ["Generator", "__version__"]
+
+
+def __getattr__(name):
+    # onnxruntime is imported on first use, so `import cxr_runtime` (and --version) stays light
+    if name == "Generator":
+        from cxr_runtime.generator import Generator
+
+        return Generator
+    raise AttributeError(f"module 'cxr_runtime' has no attribute {name!r}")

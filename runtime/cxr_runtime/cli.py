@@ -1,0 +1,225 @@
+"""`cxr-runtime`: sample synthetic chest X-rays from an exported generator, score images,
+inspect models. No TensorFlow; onnxruntime on CUDA or CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from cxr_runtime import __version__
+
+EXIT_USER_ERROR = 2
+DEFAULT_MODEL = "artifacts/generator.onnx"
+MAX_N = 10_000_000
+FORMATS = ("png", "npy", "dicom")
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _note(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="cxr-runtime")
+def main():
+    """Synthetic pediatric chest X-rays from an exported cxr-gan generator (ONNX), and the
+    study's scores (SSIM, MSE) for any folder of images. Every generated image is synthetic."""
+
+
+def _writable_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        _fail(f"--out {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        _fail(f"cannot write to --out {path}: {e.strerror or e}")
+
+
+@main.command()
+@click.option("--n", "n", type=click.IntRange(min=1, max=MAX_N), default=500, show_default=True,
+              help="Number of images.")
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_MODEL, show_default=True,
+              help="Exported generator (cxr-export).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="samples", show_default=True,
+              help="Folder for the images and manifest.json.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True,
+              help="Same seed and model: byte-identical images, whatever the batch size.")
+@click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=64, show_default=True,
+              help="Images per model call (memory and speed only; never the images).")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+              help="auto: CUDA if it really initialises, else CPU.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="png", show_default=True,
+              help="png: 8-bit gray; npy: float32 in [-1, 1], the raw output; dicom: Secondary Capture (extra 'dicom').")
+def sample(n, model, out, seed, batch_size, device, fmt):
+    """Generate N synthetic X-rays: OUT/sample-000000.png ... and OUT/manifest.json.
+
+    Images are written batch by batch as they are produced (memory stays flat for any N),
+    each file atomically; the manifest (model hash and metadata, seed, count, device) is
+    written last, only when the set is complete.
+    """
+    from cxr_runtime.generator import Generator
+    from cxr_runtime.images import write_png
+    from cxr_runtime.io import atomic_path, atomic_write_json
+    from cxr_runtime.session import DeviceError, ModelError
+
+    if fmt == "dicom":
+        from cxr_runtime.dicom import DicomUnavailable, check_available, write_dicom
+
+        try:
+            check_available()
+        except DicomUnavailable as e:
+            _fail(str(e))
+    try:
+        gen = Generator(model, device=device, notice=_note)
+    except (ModelError, DeviceError) as e:
+        _fail(str(e))
+    _writable_dir(out)  # only once the model is known to work: a failed call leaves nothing behind
+    width = max(6, len(str(n - 1)))
+    ext = {"png": "png", "npy": "npy", "dicom": "dcm"}[fmt]
+    model_id = gen.sha256[:16]
+    study_uid = None
+    if fmt == "dicom":
+        from pydicom.uid import generate_uid
+
+        study_uid = generate_uid()
+
+    def write(index: int, image) -> None:
+        path = out / f"sample-{index:0{width}d}.{ext}"
+        if fmt == "png":
+            write_png(path, image)
+        elif fmt == "npy":
+            import numpy as np
+
+            with atomic_path(path, suffix=".npy") as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, image.astype(np.float32), allow_pickle=False)
+        else:
+            write_dicom(path, image, index, model_id, seed, study_uid)
+
+    show_bar = sys.stderr.isatty()
+    t0 = time.perf_counter()
+    with click.progressbar(length=n, label="sampling", file=sys.stderr if show_bar else open(os.devnull, "w"),
+                           show_pos=True, show_eta=True) as bar:
+        for i, images in gen.batches(n, seed=seed, batch_size=batch_size, raw=(fmt == "npy")):
+            for k, image in enumerate(images):
+                write(i + k, image)
+            bar.update(len(images))
+    seconds = time.perf_counter() - t0
+    atomic_write_json(out / "manifest.json", {
+        "count": n,
+        "files": f"sample-{'0' * width}.{ext} .. sample-{n - 1:0{width}d}.{ext}",
+        "format": fmt,
+        "seed": seed,
+        "batch_size": batch_size,
+        "latents": "image i: numpy default_rng([seed, i // 1024]).standard_normal((1024, latent_dim), float32)[i % 1024]",
+        "model": {"path": str(model), "sha256": gen.sha256, "metadata": gen.metadata},
+        "device": device,
+        "provider": gen.provider,
+        "seconds": round(seconds, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"cxr-gan": __version__, "python": platform.python_version()},
+        "synthetic": True,
+    })
+    click.echo(f"wrote {n} images to {out}/ in {seconds:.1f} s ({n / seconds:.1f} images/s, {gen.provider})")
+
+
+@main.command()
+@click.option("--fake", "fake_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of generated images.")
+@click.option("--real", "real_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of real images (read exactly as training reads them).")
+@click.option("--size", type=click.IntRange(min=11, max=4096), default=128, show_default=True,
+              help="Images are compared at size x size.")
+@click.option("--resize", type=click.Choice(["stretch", "crop"]), default="stretch", show_default=True,
+              help="How non-square images become square (as in training).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def evaluate(fake_dir, real_dir, size, resize, as_json):
+    """SSIM and MSE of generated vs real images with the training's protocol and code.
+
+    Each generated image is paired with a real image by a fixed-seed permutation; the
+    real-vs-real reference (each real image against another) is printed beside them when
+    the real folder has at least two images. Definitions: docs/metrics.md.
+    """
+    from cxr_runtime import metrics
+    from cxr_runtime.images import NoImagesError, load_folder
+
+    sets = {}
+    for name, folder in (("fake", fake_dir), ("real", real_dir)):
+        try:
+            sets[name] = load_folder(folder, size=size, resize=resize)
+        except NoImagesError as e:
+            _fail(f"--{name}: {e}")
+        warning = sets[name].skipped_warning()
+        if warning:
+            _note(warning)
+    fake, real = sets["fake"], sets["real"]
+    ssim, mse = metrics.paired_ssim_mse(fake.images, real.images)
+    result = {
+        "fake": {"folder": str(fake_dir), "images": len(fake.files), "skipped": len(fake.skipped)},
+        "real": {"folder": str(real_dir), "images": len(real.files), "skipped": len(real.skipped)},
+        "size": size,
+        "ssim": ssim,
+        "mse": mse,
+        "ref_ssim": None,
+        "ref_mse": None,
+    }
+    if len(real.files) >= 2:
+        result["ref_ssim"], result["ref_mse"] = metrics.real_reference(real.images)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"generated: {len(fake.files)} images from {fake_dir}; real: {len(real.files)} images from {real_dir}")
+    ref = result["ref_ssim"] is not None
+    click.echo(f"ssim {ssim:.4f}" + (f"   (real vs real {result['ref_ssim']:.4f})" if ref else ""))
+    click.echo(f"mse  {mse:.4f}" + (f"   (real vs real {result['ref_mse']:.4f})" if ref else ""))
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def info(model, as_json):
+    """Inputs, outputs, metadata of an exported MODEL, and the providers available here."""
+    from cxr_runtime.generator import Generator
+    from cxr_runtime.session import ModelError, available_providers
+
+    try:
+        gen = Generator(model, device="cpu")
+    except ModelError as e:
+        _fail(str(e))
+    s = gen.session
+    result = {
+        "model": str(model),
+        "sha256": gen.sha256,
+        "bytes": model.stat().st_size,
+        "inputs": [{"name": i.name, "type": i.type, "shape": i.shape} for i in s.get_inputs()],
+        "outputs": [{"name": o.name, "type": o.type, "shape": o.shape} for o in s.get_outputs()],
+        "metadata": gen.metadata,
+        "available_providers": available_providers(),
+    }
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"model     {model} ({result['bytes'] / 1e6:.1f} MB, sha256 {gen.sha256[:16]}...)")
+    for kind in ("inputs", "outputs"):
+        for t in result[kind]:
+            click.echo(f"{kind[:-1]:<9} {t['name']}: {t['type']} {t['shape']}")
+    for k, v in sorted(gen.metadata.items()):
+        click.echo(f"meta      {k} = {v}")
+    click.echo(f"providers {', '.join(result['available_providers'])}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,101 @@
+"""The exported generator, for embedding: `Generator(path).sample(n, seed=0)`.
+
+Latents are a function of (seed, image index) only: image i's latent comes from chunk
+i // 1024, drawn by `numpy.random.default_rng([seed, chunk])`. So the same seed and model
+give the same images whatever the batch size, and any range of indices can be produced
+on its own (resuming a set, splitting work across processes).
+
+One instance is safe to use from several threads: onnxruntime sessions allow concurrent
+`run`, and the instance keeps no per-call state.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from cxr_runtime.images import to_uint8
+from cxr_runtime.io import sha256_file
+from cxr_runtime.session import ModelError, open_session
+
+LATENT_CHUNK = 1024
+
+
+def latents(start: int, count: int, latent_dim: int, seed: int) -> np.ndarray:
+    """float32 (count, latent_dim): the latents of images start .. start+count-1."""
+    if start < 0 or count < 0:
+        raise ValueError("start and count must be >= 0")
+    out = np.empty((count, latent_dim), np.float32)
+    i = start
+    while i < start + count:
+        chunk, offset = divmod(i, LATENT_CHUNK)
+        block = np.random.default_rng([seed, chunk]).standard_normal((LATENT_CHUNK, latent_dim), dtype=np.float32)
+        take = min(LATENT_CHUNK - offset, start + count - i)
+        out[i - start : i - start + take] = block[offset : offset + take]
+        i += take
+    return out
+
+
+class Generator:
+    """An exported cxr-gan generator (input `z` [batch, latent], output [batch, 1, S, S])."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto", notice=None, threads: int | None = None):
+        self.path = Path(path)
+        self.session, self.provider = open_session(self.path, device, notice=notice, threads=threads)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"{self.path.name}: expected one input and one output, found "
+                             f"{len(inputs)} and {len(outputs)}")
+        zin, img = inputs[0], outputs[0]
+        if zin.type != "tensor(float)" or len(zin.shape) != 2 or not isinstance(zin.shape[1], int):
+            raise ModelError(f"{self.path.name}: input {zin.name!r} is {zin.type} {zin.shape}, "
+                             "expected float32 [batch, latent_dim]")
+        shape = img.shape
+        if (img.type != "tensor(float)" or len(shape) != 4 or shape[1] != 1
+                or not all(isinstance(s, int) for s in shape[2:]) or shape[2] != shape[3]):
+            raise ModelError(f"{self.path.name}: output {img.name!r} is {img.type} {shape}, "
+                             "expected float32 [batch, 1, size, size]")
+        self.input_name, self.output_name = zin.name, img.name
+        self.latent_dim = int(zin.shape[1])
+        self.image_size = int(shape[2])
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self._sha256: str | None = None
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = sha256_file(self.path)
+        return self._sha256
+
+    def generate(self, z: np.ndarray) -> np.ndarray:
+        """Run the model: float32 (n, latent_dim) -> float32 (n, S, S) in [-1, 1]."""
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z must be (n, {self.latent_dim}), got {z.shape}")
+        out = self.session.run([self.output_name], {self.input_name: z})[0]
+        if not np.all(np.isfinite(out)):
+            raise ModelError(f"{self.path.name} produced non-finite values")
+        return out[:, 0]
+
+    def batches(self, n: int, seed: int = 0, batch_size: int = 64, start: int = 0,
+                raw: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (index of the first image, images) batch by batch for images start .. n-1.
+
+        uint8 (b, S, S) by default; float32 in [-1, 1] with raw=True.
+        """
+        if n < 0 or batch_size < 1:
+            raise ValueError("n must be >= 0 and batch_size >= 1")
+        for i in range(start, n, batch_size):
+            b = min(batch_size, n - i)
+            images = self.generate(latents(i, b, self.latent_dim, seed))
+            yield i, images if raw else to_uint8(images)
+
+    def sample(self, n: int, seed: int = 0, batch_size: int = 64) -> np.ndarray:
+        """n images as uint8 (n, S, S): 0 is -1 (black), 255 is +1 (white)."""
+        out = np.empty((n, self.image_size, self.image_size), np.uint8)
+        for i, images in self.batches(n, seed, batch_size):
+            out[i : i + len(images)] = images
+        return out

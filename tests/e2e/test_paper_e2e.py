@@ -1,0 +1,100 @@
+"""End to end: the real 128x128 architecture, 2 epochs x 2 steps, on a few real images,
+through the installed commands: `cxr-train` (every artefact of a run), `cxr-export` (the
+real generator converted once, behind the parity gate), `cxr-runtime sample` and `evaluate`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxr_training.runs import METRIC_KEYS
+
+
+def _exe(name):
+    exe = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert exe, f"{name} is not installed (pip install -e .[train])"
+    return exe
+
+
+@pytest.mark.slow
+def test_paper_architecture_end_to_end(few_real, tmp_path):
+    out = tmp_path / "runs"
+    env = {**os.environ, "CXR_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [_exe("cxr-train"), "--preset", "paper", "--data", str(few_real), "--out", str(out),
+         "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "4"],
+        capture_output=True, text=True, timeout=900, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    run = out / "00001-paper"
+    # the screen: one summary line per epoch, no TensorFlow start-up noise
+    epoch_lines = [line for line in proc.stderr.splitlines() if line.startswith("epoch ") and "ssim" in line]
+    assert len(epoch_lines) == 2
+    assert "cuInit" not in proc.stderr and "oneDNN" not in proc.stderr
+
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["config"]["image_size"] == 128 and cfg["config"]["batch_size"] == 4
+    assert cfg["data"]["count"] == 8 and len(cfg["data"]["files"]) == 8 and len(cfg["data"]["sha256"]) == 64
+    assert {"tensorflow", "keras", "numpy"} <= set(cfg["versions"])
+
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["step"] == 4
+    for r in rows:
+        for key in (*METRIC_KEYS, "ref_ssim", "ref_mse"):
+            assert np.isfinite(r[key]), key
+        assert 0 <= r["real_acc"] <= 1 and -1 <= r["ssim"] <= 1 and r["mse"] >= 0
+    csv_lines = (run / "metrics.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("epoch,step,g_loss,d_loss")
+
+    import cv2
+
+    for name in ("samples/epoch-0001.png", "samples/epoch-0002.png",
+                 "plots/losses_ssim_mse.png", "plots/discriminator.png"):
+        img = cv2.imread(str(run / name), cv2.IMREAD_UNCHANGED)
+        assert img is not None and img.size > 0, name
+    grid = cv2.imread(str(run / "samples/epoch-0002.png"), cv2.IMREAD_UNCHANGED)
+    assert grid.shape == (4 * 130 + 2, 4 * 130 + 2)  # 16 fixed-latent samples, 4 x 4
+
+    ckpts = sorted((run / "checkpoints").iterdir())
+    assert [c.name for c in ckpts] == ["epoch-0001", "epoch-0002"]
+    meta = json.loads((ckpts[-1] / "meta.json").read_text())
+    assert meta["epoch"] == 2 and meta["step"] == 4 and meta["config"]["image_size"] == 128
+
+    from cxr_training.tfenv import import_tf
+
+    _, keras = import_tf()
+    g = keras.models.load_model(run / "generator.keras")
+    assert g.count_params() == 27_265_281
+    info = json.loads((run / "generator.json").read_text())
+    assert info["latent_dim"] == 100 and info["step"] == 4 and info["run_id"] == "00001-paper"
+
+    # export the real architecture once, behind the gate
+    onnx_path = tmp_path / "artifacts" / "generator.onnx"
+    proc = subprocess.run([_exe("cxr-export"), "--runs", str(out), "--out", str(onnx_path)],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "artifacts" / "generator.parity.json").read_text())
+    assert report["passed"] and report["max_abs_err"] <= 1e-5 and report["keras_model"].endswith("generator.keras")
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
+    assert meta["run_id"] == "00001-paper" and meta["step"] == "4" and meta["image_size"] == "128"
+    assert meta["data_sha256"] == cfg["data"]["sha256"] and meta["config_hash"] == cfg["config_hash"]
+
+    # and the runtime samples and scores with it, without TensorFlow in the loop
+    samples = tmp_path / "samples"
+    proc = subprocess.run([_exe("cxr-runtime"), "sample", "--n", "5", "--model", str(onnx_path),
+                           "--out", str(samples), "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(samples.glob("sample-*.png"))) == 5
+    proc = subprocess.run([_exe("cxr-runtime"), "evaluate", "--fake", str(samples), "--real", str(few_real), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert 0 < json.loads(proc.stdout)["mse"] < 4

@@ -1,0 +1,50 @@
+"""Tiny ONNX generators built with onnx.helper (no TensorFlow) for runtime tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def tiny_generator(path: Path, latent_dim: int = 8, size: int = 16, seed: int = 0, nan: bool = False,
+                   channels: int = 1, metadata: dict | None = None) -> Path:
+    """z [batch, latent] -> tanh(z W + b) reshaped to [batch, channels, size, size]."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((latent_dim, channels * size * size)).astype(np.float32) * 0.5
+    b = rng.standard_normal(channels * size * size).astype(np.float32) * 0.1
+    if nan:
+        b[3] = np.nan
+    nodes = [
+        helper.make_node("MatMul", ["z", "W"], ["zw"]),
+        helper.make_node("Add", ["zw", "B"], ["pre"]),
+        helper.make_node("Tanh", ["pre"], ["flat"]),
+        helper.make_node("Reshape", ["flat", "shape"], ["image"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_generator",
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", latent_dim])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", channels, size, size])],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B"),
+                     numpy_helper.from_array(np.array([-1, channels, size, size], np.int64), "shape")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = {"latent_dim": str(latent_dim), "image_size": str(size), "synthetic": "true", "run_id": "tiny"}
+    meta.update(metadata or {})
+    for k, v in meta.items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def reference_output(path: Path, z: np.ndarray) -> np.ndarray:
+    """What the tiny generator computes, in numpy."""
+    model = onnx.load(path)
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    flat = np.tanh(z @ init["W"] + init["B"])
+    return flat.reshape(len(z), *[int(x) for x in init["shape"][1:]])

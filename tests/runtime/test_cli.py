@@ -1,0 +1,152 @@
+"""cxr-runtime's command line: sample, evaluate, info, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cxr_runtime import metrics
+from cxr_runtime.cli import main
+from cxr_runtime.images import load_folder
+
+from .onnx_models import tiny_generator
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def model(tmp_path):
+    return tiny_generator(tmp_path / "g.onnx", size=32)
+
+
+def test_version_and_help():
+    r = run("--version")
+    assert r.exit_code == 0 and "cxr-runtime" in r.output
+    r = run("sample", "--help")
+    assert r.exit_code == 0 and "--device" in r.output and "byte-identical" in r.output
+
+
+def test_sample_png_and_manifest(model, tmp_path):
+    out = tmp_path / "s"
+    r = run("sample", "--n", 30, "--model", model, "--out", out, "--seed", 4, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    files = sorted(p.name for p in out.glob("sample-*.png"))
+    assert files == [f"sample-{i:06d}.png" for i in range(30)]
+    img = cv2.imread(str(out / files[0]), cv2.IMREAD_UNCHANGED)
+    assert img.dtype == np.uint8 and img.shape == (32, 32)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["count"] == 30 and manifest["seed"] == 4 and manifest["provider"] == "CPUExecutionProvider"
+    assert manifest["model"]["metadata"]["run_id"] == "tiny" and len(manifest["model"]["sha256"]) == 64
+    assert "images/s" in r.output and "wrote 30 images" in r.output
+    assert not list(out.glob(".*"))  # no temporary files left
+
+
+def test_sample_is_byte_identical_across_batch_sizes(model, tmp_path):
+    for bs in (1, 64):
+        assert run("sample", "--n", 20, "--model", model, "--out", tmp_path / f"b{bs}", "--batch-size", bs,
+                   "--device", "cpu").exit_code == 0
+    for i in range(20):
+        name = f"sample-{i:06d}.png"
+        assert (tmp_path / "b1" / name).read_bytes() == (tmp_path / "b64" / name).read_bytes()
+
+
+def test_sample_npy_is_raw_output(model, tmp_path):
+    out = tmp_path / "n"
+    assert run("sample", "--n", 3, "--model", model, "--out", out, "--format", "npy").exit_code == 0
+    arr = np.load(out / "sample-000000.npy", allow_pickle=False)
+    assert arr.dtype == np.float32 and arr.shape == (32, 32) and -1 <= arr.min() <= arr.max() <= 1
+
+
+def test_sample_dicom_round_trip(model, tmp_path):
+    if os.environ.get("CI") != "true":
+        pytest.importorskip("pydicom")
+    import pydicom
+
+    out = tmp_path / "d"
+    r = run("sample", "--n", 2, "--model", model, "--out", out, "--format", "dicom")
+    assert r.exit_code == 0, r.output
+    png_out = tmp_path / "p"
+    run("sample", "--n", 2, "--model", model, "--out", png_out)
+    ds = [pydicom.dcmread(out / f"sample-00000{i}.dcm") for i in range(2)]
+    assert ds[0].SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and ds[0].ConversionType == "SYN"
+    assert "SYNTHETIC" in str(ds[0].PatientName) and ds[0].PatientID.startswith("SYNTHETIC-")
+    assert "SYNTHETIC IMAGE" in ds[0].ImageComments and "SYNTHETIC IMAGE" in ds[0].DerivationDescription
+    assert ds[0].SOPInstanceUID != ds[1].SOPInstanceUID and ds[0].StudyInstanceUID == ds[1].StudyInstanceUID
+    png = cv2.imread(str(png_out / "sample-000000.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(ds[0].pixel_array, png)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n", "0"], "Invalid value for '--n'"),
+    (["--n", "-5"], "Invalid value for '--n'"),
+    (["--n", "100000000000"], "Invalid value for '--n'"),
+    (["--device", "tpu"], "Invalid value for '--device'"),
+])
+def test_sample_bad_values(model, tmp_path, args, message):
+    r = run("sample", "--model", model, "--out", tmp_path / "x", *args)
+    assert r.exit_code == 2 and message in r.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_sample_bad_model_and_out(model, tmp_path):
+    r = run("sample", "--n", 2, "--model", tmp_path / "nope.onnx", "--out", tmp_path / "x")
+    assert r.exit_code == 2 and r.output.strip() == f"error: model not found: {tmp_path / 'nope.onnx'}"
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "junk.onnx").write_bytes(b"\x00garbage" * 100)
+    r = run("sample", "--n", 2, "--model", tmp_path / "junk.onnx", "--out", tmp_path / "x")
+    assert r.exit_code == 2 and "not a usable ONNX model" in r.output and not (tmp_path / "x").exists()
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    r = run("sample", "--n", 2, "--model", model, "--out", a_file)
+    assert r.exit_code == 2 and "is a file" in r.output
+    r = run("sample", "--n", 2, "--model", model, "--out", a_file / "sub")
+    assert r.exit_code == 2 and "cannot write" in r.output
+
+
+def test_sample_cuda_unavailable_is_one_line(model, tmp_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    r = run("sample", "--n", 2, "--model", model, "--out", tmp_path / "x", "--device", "cuda")
+    assert r.exit_code == 2
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "CUDA is not available" in lines[0] and "CPUExecutionProvider" in lines[0]
+
+
+def test_evaluate_matches_library(model, tmp_path, train_normal):
+    out = tmp_path / "s"
+    run("sample", "--n", 12, "--model", model, "--out", out)
+    r = run("evaluate", "--fake", out, "--real", train_normal, "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    fake = load_folder(out).images
+    real = load_folder(train_normal).images
+    s, e = metrics.paired_ssim_mse(fake, real)
+    assert res["ssim"] == s and res["mse"] == e
+    assert res["fake"]["images"] == 12 and res["real"]["images"] == 138
+    assert res["ref_ssim"] == pytest.approx(0.194, abs=0.01)
+    text = run("evaluate", "--fake", out, "--real", train_normal)
+    assert "real vs real" in text.output
+
+
+def test_evaluate_empty_folder(tmp_path):
+    (tmp_path / "e").mkdir()
+    r = run("evaluate", "--fake", tmp_path / "e", "--real", tmp_path / "e")
+    assert r.exit_code == 2 and "no usable image" in r.output
+
+
+def test_info(model):
+    r = run("info", model, "--json")
+    assert r.exit_code == 0
+    res = json.loads(r.output)
+    assert res["inputs"][0]["name"] == "z" and res["outputs"][0]["shape"][1:] == [1, 32, 32]
+    assert res["metadata"]["synthetic"] == "true" and "CPUExecutionProvider" in res["available_providers"]
+    assert "meta      run_id = tiny" in run("info", model).output

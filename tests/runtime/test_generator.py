@@ -1,0 +1,122 @@
+"""The embeddable Generator: determinism, signature checks, bad files, threads, devices."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from cxr_runtime import Generator
+from cxr_runtime import generator as gmod
+from cxr_runtime import session as smod
+from cxr_runtime.images import to_uint8
+from cxr_runtime.session import DeviceError, ModelError
+
+from .onnx_models import reference_output, tiny_generator
+
+
+@pytest.fixture
+def model(tmp_path):
+    return tiny_generator(tmp_path / "g.onnx")
+
+
+def test_sample_matches_the_model_math(model):
+    g = Generator(model, device="cpu")
+    assert (g.latent_dim, g.image_size, g.provider) == (8, 16, "CPUExecutionProvider")
+    imgs = g.sample(5, seed=3)
+    z = gmod.latents(0, 5, 8, 3)
+    want = to_uint8(reference_output(model, z)[:, 0])
+    assert imgs.dtype == np.uint8 and imgs.shape == (5, 16, 16)
+    assert np.abs(imgs.astype(int) - want).max() <= 1  # float32 vs float64 rounding at .5 edges
+    assert g.metadata["run_id"] == "tiny"
+
+
+def test_same_images_whatever_the_batch_size(model):
+    g = Generator(model, device="cpu")
+    ref = g.sample(70, seed=11, batch_size=64)
+    for bs in (1, 7, 70, 1000):
+        np.testing.assert_array_equal(g.sample(70, seed=11, batch_size=bs), ref)
+    assert not np.array_equal(g.sample(70, seed=12), ref)
+
+
+def test_latents_are_random_access():
+    full = gmod.latents(0, 3000, 4, seed=5)
+    np.testing.assert_array_equal(gmod.latents(1000, 1500, 4, seed=5), full[1000:2500])
+    np.testing.assert_array_equal(gmod.latents(1023, 2, 4, seed=5), full[1023:1025])
+    assert abs(full.mean()) < 0.05 and abs(full.std() - 1) < 0.05
+
+
+def test_thread_safe(model):
+    g = Generator(model, device="cpu")
+    ref = g.sample(40, seed=1, batch_size=8)
+    results, errors = [], []
+
+    def work():
+        try:
+            results.append(g.sample(40, seed=1, batch_size=8))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 6
+    for r in results:
+        np.testing.assert_array_equal(r, ref)
+
+
+def test_bad_model_files(tmp_path, model):
+    with pytest.raises(ModelError, match="not found"):
+        Generator(tmp_path / "missing.onnx")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(ModelError, match="empty"):
+        Generator(tmp_path / "empty.onnx")
+    (tmp_path / "random.onnx").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ModelError, match="not a usable ONNX model"):
+        Generator(tmp_path / "random.onnx")
+    data = model.read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="not a usable ONNX model"):
+        Generator(tmp_path / "cut.onnx")
+
+
+def test_wrong_signature_and_nan(tmp_path):
+    with pytest.raises(ModelError, match="expected float32 \\[batch, 1, size, size\\]"):
+        Generator(tiny_generator(tmp_path / "rgb.onnx", channels=3))
+    g = Generator(tiny_generator(tmp_path / "nan.onnx", nan=True), device="cpu")
+    with pytest.raises(ModelError, match="non-finite"):
+        g.sample(2)
+
+
+class _FakeSession:
+    def __init__(self, providers):
+        self._providers = providers
+
+    def get_providers(self):
+        return self._providers
+
+
+def test_device_selection(monkeypatch, model):
+    notes = []
+    # a CUDA build whose CUDA libraries are missing: the session silently comes up on CPU
+    monkeypatch.setattr(smod, "available_providers", lambda: [smod.CUDA, smod.CPU])
+    monkeypatch.setattr(smod, "_create", lambda m, providers, threads: _FakeSession([smod.CPU]))
+    _, provider = smod.open_session(model, "auto", notice=notes.append)
+    assert provider == smod.CPU and notes == ["note: CUDA did not initialise; running on CPU"]
+    with pytest.raises(DeviceError, match="did not initialise"):
+        smod.open_session(model, "cuda")
+    # CUDA that works
+    monkeypatch.setattr(smod, "_create", lambda m, providers, threads: _FakeSession(providers))
+    assert smod.open_session(model, "auto")[1] == smod.CUDA
+    # a CPU-only build
+    monkeypatch.setattr(smod, "available_providers", lambda: [smod.CPU])
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        smod.open_session(model, "cuda")
+    notes.clear()
+    assert smod.open_session(model, "auto", notice=notes.append)[1] == smod.CPU
+    assert notes == ["note: no CUDA provider in this onnxruntime; running on CPU"]
+    with pytest.raises(DeviceError, match="unknown device"):
+        smod.open_session(model, "tpu")
