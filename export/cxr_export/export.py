@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from cxr_runtime.io import atomic_write_json, sha256_file
+from cxr_runtime.io import atomic_write_bytes, atomic_write_json, sha256_file
 from cxr_runtime.quiet import quiet_stderr
 from cxr_training.runs import library_versions, newest_run
 from cxr_training.tfenv import import_tf
@@ -223,14 +222,5 @@ def export(source, out: str | os.PathLike, atol: float = PARITY_ATOL, opset: int
             f"(per batch: {per_batch}); "
             f"nothing written to {out}{stale}; report: {parity_path(out)}"
         )
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.tmp-", suffix=".onnx", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(out, blob)
     return out, report, seconds

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_runtime.io import atomic_write_json, sha256_file
+from cxr_runtime.io import DIR_MODE, atomic_write_json, sha256_file
 
 CKPT_DIR = "checkpoints"
 FORMAT_VERSION = 1
@@ -55,6 +55,7 @@ def save(run_dir: Path, gan, epoch: int, step: int, config: dict, keep: int) -> 
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"epoch-{epoch:04d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-epoch-{epoch:04d}-", dir=root))
+    os.chmod(tmp, DIR_MODE)
     try:
         arrays, listing = {}, []
         for group, variables in _groups(gan).items():
@@ -64,7 +65,7 @@ def save(run_dir: Path, gan, epoch: int, step: int, config: dict, keep: int) -> 
                 arrays[key] = value
                 listing.append({"key": key, "path": v.path, "shape": list(value.shape), "dtype": str(value.dtype)})
         state = tmp / "state.npz"
-        with open(state, "wb") as f:
+        with open(state, "wb") as f:  # plain open(): the usual umask applies
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
