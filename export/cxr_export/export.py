@@ -113,6 +113,11 @@ def convert(generator, opset: int = OPSET) -> onnx.ModelProto:
         for node in model.graph.node:
             node.output[:] = [OUTPUT_NAME if o == old else o for o in node.output]
         model.graph.output[0].name = OUTPUT_NAME
+    # name the dynamic batch dimension (tf2onnx calls it unk__NN)
+    for value in (*model.graph.input, *model.graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        if not dim.HasField("dim_value"):
+            dim.dim_param = "batch"
     return model
 
 

@@ -193,7 +193,7 @@ def evaluate(fake_dir, real_dir, size, resize, as_json):
 def info(model, as_json):
     """Inputs, outputs, metadata of an exported MODEL, and the providers available here."""
     from cxr_runtime.generator import Generator
-    from cxr_runtime.session import ModelError, available_providers
+    from cxr_runtime.session import ModelError, available_providers, engine_conflict
 
     try:
         gen = Generator(model, device="cpu")
@@ -208,6 +208,7 @@ def info(model, as_json):
         "outputs": [{"name": o.name, "type": o.type, "shape": o.shape} for o in s.get_outputs()],
         "metadata": gen.metadata,
         "available_providers": available_providers(),
+        "engine_conflict": engine_conflict(),
     }
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -219,6 +220,8 @@ def info(model, as_json):
     for k, v in sorted(gen.metadata.items()):
         click.echo(f"meta      {k} = {v}")
     click.echo(f"providers {', '.join(result['available_providers'])}")
+    if result["engine_conflict"]:
+        click.echo(result["engine_conflict"])
 
 
 if __name__ == "__main__":  # pragma: no cover

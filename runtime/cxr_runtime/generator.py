@@ -42,9 +42,11 @@ def latents(start: int, count: int, latent_dim: int, seed: int) -> np.ndarray:
 class Generator:
     """An exported cxr-gan generator (input `z` [batch, latent], output [batch, 1, S, S])."""
 
-    def __init__(self, path: str | os.PathLike, device: str = "auto", notice=None, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, device: str = "auto", notice=None, threads: int | None = None,
+                 arena: bool = False):
+        """`arena=True` turns onnxruntime's CPU memory arena on: a few % faster, 2.5x the peak memory."""
         self.path = Path(path)
-        self.session, self.provider = open_session(self.path, device, notice=notice, threads=threads)
+        self.session, self.provider = open_session(self.path, device, notice=notice, threads=threads, arena=arena)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(f"{self.path.name}: expected one input and one output, found "

@@ -33,30 +33,51 @@ class ModelError(ValueError):
     """The model file is missing, unreadable or not a usable ONNX model."""
 
 
+def engine_conflict() -> str | None:
+    """A warning when both onnxruntime and onnxruntime-gpu are installed (they overwrite
+    each other's files, and which one answers is an accident), else None."""
+    from importlib import metadata
+
+    installed = []
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            installed.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    if len(installed) < 2:
+        return None
+    return (f"warning: both {' and '.join(installed)} are installed and break each other; keep one: "
+            "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu (or onnxruntime)")
+
+
 def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, arena: bool = False) -> ort.SessionOptions:
+    """Session settings. The CPU memory arena is off by default: for the paper's generator at
+    batch 64 it raised peak memory from 1.4 GB to 3.45 GB for about 5 % more speed
+    (docs/runtime.md)."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.enable_cpu_mem_arena = arena
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         so.intra_op_num_threads = threads
     return so
 
 
-def _create(model: str | bytes, providers: list[str], threads: int | None) -> ort.InferenceSession:
+def _create(model: str | bytes, providers: list[str], threads: int | None, arena: bool = False) -> ort.InferenceSession:
     try:
         with quiet_stderr():
-            return ort.InferenceSession(model, sess_options=session_options(threads), providers=providers)
+            return ort.InferenceSession(model, sess_options=session_options(threads, arena), providers=providers)
     except Exception as e:  # onnxruntime raises several private exception types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"not a usable ONNX model ({first[:300]})") from None
 
 
 def open_session(model: str | os.PathLike | bytes, device: str = "auto", notice=None,
-                 threads: int | None = None) -> tuple[ort.InferenceSession, str]:
+                 threads: int | None = None, arena: bool = False) -> tuple[ort.InferenceSession, str]:
     """Return (session, provider actually used). `notice(msg)` gets the CPU-fallback note."""
     if device not in DEVICES:
         raise DeviceError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
@@ -67,9 +88,12 @@ def open_session(model: str | os.PathLike | bytes, device: str = "auto", notice=
         if path.stat().st_size == 0:
             raise ModelError(f"model file is empty: {path}")
         model = str(path)
+    conflict = engine_conflict()
+    if conflict and notice:
+        notice(conflict)
     available = available_providers()
     if device in ("auto", "cuda") and CUDA in available:
-        session = _create(model, [CUDA, CPU], threads)
+        session = _create(model, [CUDA, CPU], threads, arena)
         if session.get_providers()[0] == CUDA:
             return session, CUDA
         if device == "cuda":
@@ -83,4 +107,4 @@ def open_session(model: str | os.PathLike | bytes, device: str = "auto", notice=
                           "install the 'gpu' extra (onnxruntime-gpu) or use --device cpu")
     if device == "auto" and notice:
         notice("note: no CUDA provider in this onnxruntime; running on CPU")
-    return _create(model, [CPU], threads), CPU
+    return _create(model, [CPU], threads, arena), CPU

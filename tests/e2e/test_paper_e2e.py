@@ -94,6 +94,13 @@ def test_paper_architecture_end_to_end(few_real, tmp_path):
                            "--out", str(samples), "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert len(list(samples.glob("sample-*.png"))) == 5
+    # the paper's generator gives the same bytes at another batch size
+    again = tmp_path / "samples-b2"
+    proc = subprocess.run([_exe("cxr-runtime"), "sample", "--n", "5", "--model", str(onnx_path), "--out", str(again),
+                           "--device", "cpu", "--batch-size", "2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for p in samples.glob("sample-*.png"):
+        assert (again / p.name).read_bytes() == p.read_bytes(), p.name
     proc = subprocess.run([_exe("cxr-runtime"), "evaluate", "--fake", str(samples), "--real", str(few_real), "--json"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -51,6 +51,8 @@ def test_round_trip_parity_metadata_and_dynamic_batch(tiny_run, tmp_path):
     onnx.checker.check_model(model)
     assert model.opset_import[0].version >= 17
     assert [i.name for i in model.graph.input] == ["z"] and [o.name for o in model.graph.output] == ["image"]
+    for value in (model.graph.input[0], model.graph.output[0]):
+        assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["latent_dim"] == "16" and meta["image_size"] == "32" and meta["channels"] == "1"
     assert meta["layout"] == "NCHW" and meta["value_range"] == "-1,1" and meta["synthetic"] == "true"

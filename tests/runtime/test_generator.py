@@ -103,13 +103,13 @@ def test_device_selection(monkeypatch, model):
     notes = []
     # a CUDA build whose CUDA libraries are missing: the session silently comes up on CPU
     monkeypatch.setattr(smod, "available_providers", lambda: [smod.CUDA, smod.CPU])
-    monkeypatch.setattr(smod, "_create", lambda m, providers, threads: _FakeSession([smod.CPU]))
+    monkeypatch.setattr(smod, "_create", lambda m, providers, threads, arena=False: _FakeSession([smod.CPU]))
     _, provider = smod.open_session(model, "auto", notice=notes.append)
     assert provider == smod.CPU and notes == ["note: CUDA did not initialise; running on CPU"]
     with pytest.raises(DeviceError, match="did not initialise"):
         smod.open_session(model, "cuda")
     # CUDA that works
-    monkeypatch.setattr(smod, "_create", lambda m, providers, threads: _FakeSession(providers))
+    monkeypatch.setattr(smod, "_create", lambda m, providers, threads, arena=False: _FakeSession(providers))
     assert smod.open_session(model, "auto")[1] == smod.CUDA
     # a CPU-only build
     monkeypatch.setattr(smod, "available_providers", lambda: [smod.CPU])
@@ -120,3 +120,17 @@ def test_device_selection(monkeypatch, model):
     assert notes == ["note: no CUDA provider in this onnxruntime; running on CPU"]
     with pytest.raises(DeviceError, match="unknown device"):
         smod.open_session(model, "tpu")
+
+
+def test_engine_conflict_is_reported(monkeypatch):
+    from importlib import metadata
+
+    real_version = metadata.version
+    assert smod.engine_conflict() is None  # this environment has one engine
+
+    def both(name):
+        return "1.0" if name in ("onnxruntime", "onnxruntime-gpu") else real_version(name)
+
+    monkeypatch.setattr(metadata, "version", both)
+    msg = smod.engine_conflict()
+    assert "onnxruntime 1.0 and onnxruntime-gpu 1.0" in msg and "keep one" in msg
