@@ -3,6 +3,7 @@ inspect models. No TensorFlow; onnxruntime on CUDA or CPU."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -109,10 +110,12 @@ def sample(n, model, out, seed, batch_size, device, fmt):
         else:
             write_dicom(path, image, index, model_id, seed, study_uid)
 
-    show_bar = sys.stderr.isatty()
     t0 = time.perf_counter()
-    with click.progressbar(length=n, label="sampling", file=sys.stderr if show_bar else open(os.devnull, "w"),
-                           show_pos=True, show_eta=True) as bar:
+    with contextlib.ExitStack() as stack:
+        # the bar only on a terminal: logs and pipes get the one summary line
+        sink = sys.stderr if sys.stderr.isatty() else stack.enter_context(open(os.devnull, "w"))
+        bar = stack.enter_context(click.progressbar(length=n, label="sampling", file=sink, show_pos=True,
+                                                    show_eta=True))
         for i, images in gen.batches(n, seed=seed, batch_size=batch_size, raw=(fmt == "npy")):
             for k, image in enumerate(images):
                 write(i + k, image)
