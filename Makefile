@@ -10,11 +10,12 @@ RUNS        ?= runs
 TRAIN_ARGS  ?=
 EXPORT_SOURCE ?=
 ARTIFACT    ?= artifacts/generator.onnx
+BENCH_ARGS  ?=
 
 BIN := $(VENV)/bin
 RBIN := $(RUNTIME_VENV)/bin
 
-.PHONY: setup setup-runtime train export test test-runtime lint clean
+.PHONY: setup setup-runtime train export bench test test-runtime lint clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +43,10 @@ train: setup
 export: setup
 	$(BIN)/cxr-export $(EXPORT_SOURCE) --runs $(RUNS) --out $(ARTIFACT)
 
+# Generator throughput of every engine in one run (bench/run.py); writes bench/results.json.
+bench: setup
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 test: setup
 	$(BIN)/python -m pytest
 
@@ -49,7 +54,7 @@ test-runtime: setup-runtime
 	$(RBIN)/python -m pytest tests/runtime
 
 lint: setup
-	$(BIN)/ruff check runtime training export tests
+	$(BIN)/ruff check runtime training export tests bench
 
 clean:
 	rm -rf $(VENV) $(RUNTIME_VENV) .pytest_cache .ruff_cache *.egg-info

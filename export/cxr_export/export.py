@@ -25,7 +25,8 @@ from cxr_training.runs import library_versions, newest_run
 from cxr_training.tfenv import import_tf
 
 OPSET = 17
-PARITY_ATOL = 1e-5  # max |keras - onnx| allowed on [-1, 1] outputs (a trial conversion measured 3.6e-8)
+PARITY_ATOL = 1e-5  # max |keras - onnx| allowed on [-1, 1] outputs, plain tf2onnx graph
+PARITY_ATOL_OPTIMIZED = 1e-4  # the same for the rewritten (sub-pixel) graph: other summation orders
 PARITY_BATCHES = (1, 7, 64)
 INPUT_NAME = "z"
 OUTPUT_NAME = "image"
@@ -183,14 +184,71 @@ def parity_path(out: Path) -> Path:
     return out.with_name(out.stem + ".parity.json")
 
 
-def export(source, out: str | os.PathLike, atol: float = PARITY_ATOL, opset: int = OPSET,
-           citation: str = DEFAULT_DATA_CITATION, license_: str = DEFAULT_DATA_LICENSE,
-           runs_root: str | os.PathLike = "runs", log=print) -> tuple[Path, ParityReport, float]:
-    """Convert, gate, publish. Returns (model path, parity report, conversion seconds).
+@dataclass
+class ExportResult:
+    path: Path
+    report: ParityReport
+    seconds: float  # conversion (graph building, metadata, checker)
+    graph: str  # "subpixel-nchw" (optimised) or "tf2onnx"
+    int8_path: Path | None = None
+    int8_report: dict | None = None
+    int8_seconds: float | None = None
 
-    The model reaches `out` only if the gate passes; the report is written either way.
-    Raises ParityError (report written, nothing at `out`) or ExportError.
+
+def int8_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".int8.onnx")
+
+
+def int8_report_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".int8.quality.json")
+
+
+def _publish_or_refuse(path: Path, blob: bytes, passed: bool, error) -> None:
+    """Write `blob` to `path` if the gate passed; otherwise make sure nothing is there."""
+    if passed:
+        atomic_write_bytes(path, blob)
+        return
+    stale = ""
+    if path.exists():  # an earlier export must not pass for this one
+        path.unlink()
+        stale = f"; removed the earlier model at {path}"
+    raise error(stale)
+
+
+def _training_images(keras_path: Path, data_dir, image_size: int):
+    """The run's training images (its config.json names them), for the int8 quality gate."""
+    from cxr_runtime.images import NoImagesError, load_folder
+
+    resize = "stretch"
+    if data_dir is None:
+        cfg_path = keras_path.parent / "config.json"
+        if not cfg_path.is_file():
+            raise ExportError("the int8 quality gate needs the training images: pass --data DIR")
+        run_cfg = json.loads(cfg_path.read_text())
+        data_dir = run_cfg["data"]["root"]
+        resize = run_cfg["config"].get("resize", resize)
+    try:
+        return load_folder(data_dir, size=image_size, resize=resize).images
+    except NoImagesError as e:
+        raise ExportError(f"int8 quality gate: {e} (pass --data DIR)") from None
+
+
+def export(source, out: str | os.PathLike, atol: float | None = None, opset: int = OPSET,
+           optimize: bool = True, quantize: str = "none", data_dir=None,
+           citation: str = DEFAULT_DATA_CITATION, license_: str = DEFAULT_DATA_LICENSE,
+           runs_root: str | os.PathLike = "runs", log=print) -> ExportResult:
+    """Convert, gate, publish; optionally quantise to int8 behind the quality gate.
+
+    Each model reaches its path only if its gate passes; reports are written either way.
+    Raises ParityError / QualityError (report written, no model left at that path) or ExportError.
     """
+    from cxr_export import optimize as opt
+    from cxr_export import quantize as q
+
+    if quantize not in ("none", "int8"):
+        raise ExportError(f"unknown quantisation {quantize!r}")
+    if quantize == "int8" and not optimize:
+        raise ExportError("--quantize int8 needs the optimised graph: drop --no-optimize")
     _, keras = import_tf()
     keras_path = resolve_generator(source, runs_root)
     out = Path(out)
@@ -202,30 +260,58 @@ def export(source, out: str | os.PathLike, atol: float = PARITY_ATOL, opset: int
     if len(generator.inputs) != 1 or len(generator.input_shape) != 2 or generator.output_shape[-1] != 1:
         raise ExportError(f"{keras_path} is not a latent -> one-channel image generator")
     info = load_provenance(keras_path)
+    latent_dim, size = int(generator.input_shape[-1]), int(generator.output_shape[1])
+    real = _training_images(keras_path, data_dir, size) if quantize == "int8" else None
 
     t0 = time.perf_counter()
-    model = convert(generator, opset)
-    add_metadata(model, provenance_metadata(generator, info, keras_path, citation, license_))
+    if optimize:
+        try:
+            model = opt.build_optimized(generator, opset)
+        except opt.UnsupportedGenerator as e:
+            raise ExportError(f"cannot optimise: {e}; use --no-optimize") from None
+        graph = "subpixel-nchw"
+    else:
+        model = convert(generator, opset)
+        graph = "tf2onnx"
+    meta = provenance_metadata(generator, info, keras_path, citation, license_)
+    meta.update({"graph": graph, "precision": "float32"})
+    add_metadata(model, meta)
     onnx.checker.check_model(model)
     seconds = time.perf_counter() - t0
     blob = model.SerializeToString()
-    log(f"converted with tf2onnx (opset {opset}) in {seconds:.1f} s; checking parity")
+    log(f"built the {graph} graph (opset {opset}) in {seconds:.1f} s; checking parity")
 
+    if atol is None:
+        atol = PARITY_ATOL_OPTIMIZED if optimize else PARITY_ATOL
     report = parity(generator, blob, atol=atol)
     report.model = str(out)
     report.keras_model = str(keras_path)
-    report_dict = {**asdict(report), "max_abs_err": report.max_abs_err, "conversion_seconds": round(seconds, 2)}
-    atomic_write_json(parity_path(out), report_dict)
-    if not report.passed:
-        stale = ""
-        if out.exists():  # an earlier export must not pass for this one
-            out.unlink()
-            stale = f"; removed the earlier model at {out}"
-        per_batch = ", ".join(f"{b['batch']}: {b['max_abs_err']:.3g}" for b in report.batches)
-        raise ParityError(
-            f"parity gate failed: max abs error {report.max_abs_err:.3g} > {atol:g} "
-            f"(per batch: {per_batch}); "
-            f"nothing written to {out}{stale}; report: {parity_path(out)}"
-        )
-    atomic_write_bytes(out, blob)
-    return out, report, seconds
+    atomic_write_json(parity_path(out), {**asdict(report), "graph": graph, "max_abs_err": report.max_abs_err,
+                                          "conversion_seconds": round(seconds, 2)})
+    per_batch = ", ".join(f"{b['batch']}: {b['max_abs_err']:.3g}" for b in report.batches)
+    _publish_or_refuse(out, blob, report.passed, lambda stale: ParityError(
+        f"parity gate failed: max abs error {report.max_abs_err:.3g} > {atol:g} (per batch: {per_batch}); "
+        f"nothing written to {out}{stale}; report: {parity_path(out)}"))
+    result = ExportResult(out, report, seconds, graph)
+    if quantize == "none":
+        return result
+
+    log(f"parity passed (max abs error {report.max_abs_err:.2g}); quantising to int8")
+    t0 = time.perf_counter()
+    int8 = q.quantize_int8(model, latent_dim)
+    add_metadata(int8, {**meta, "precision": "int8",
+                        "quantization": f"static QDQ, int8 per-channel weights, uint8 activations, percentile "
+                                        f"{q.CALIBRATION_PERCENTILE} calibration on {q.CALIBRATION_LATENTS} latents "
+                                        f"(seed {q.CALIBRATION_SEED})"})
+    onnx.checker.check_model(int8)
+    int8_seconds = time.perf_counter() - t0
+    int8_blob = int8.SerializeToString()
+    qreport = q.quality(blob, int8_blob, latent_dim, real)
+    qreport.update({"model": str(int8_path(out)), "fp32_model": str(out), "quantization_seconds": round(int8_seconds, 2)})
+    atomic_write_json(int8_report_path(out), qreport)
+    _publish_or_refuse(int8_path(out), int8_blob, qreport["passed"], lambda stale: q.QualityError(
+        f"int8 quality gate failed: SSIM(fp32, int8) {qreport['ssim_fp32_vs_int8_mean']:.4f} (need >= {q.INT8_MIN_SSIM}), "
+        f"metric shifts ssim {qreport.get('ssim_shift', float('nan')):.4f} mse {qreport.get('mse_shift', float('nan')):.4f} "
+        f"(need <= {q.INT8_MAX_SHIFT}); nothing written to {int8_path(out)}{stale}; report: {int8_report_path(out)}"))
+    result.int8_path, result.int8_report, result.int8_seconds = int8_path(out), qreport, int8_seconds
+    return result

@@ -82,7 +82,7 @@ class Generator:
             raise ModelError(f"{self.path.name} produced non-finite values")
         return out[:, 0]
 
-    def batches(self, n: int, seed: int = 0, batch_size: int = 64, start: int = 0,
+    def batches(self, n: int, seed: int = 0, batch_size: int = 8, start: int = 0,
                 raw: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (index of the first image, images) batch by batch for images start .. n-1.
 
@@ -95,7 +95,7 @@ class Generator:
             images = self.generate(latents(i, b, self.latent_dim, seed))
             yield i, images if raw else to_uint8(images)
 
-    def sample(self, n: int, seed: int = 0, batch_size: int = 64) -> np.ndarray:
+    def sample(self, n: int, seed: int = 0, batch_size: int = 8) -> np.ndarray:
         """n images as uint8 (n, S, S): 0 is -1 (black), 255 is +1 (white)."""
         out = np.empty((n, self.image_size, self.image_size), np.uint8)
         for i, images in self.batches(n, seed, batch_size):

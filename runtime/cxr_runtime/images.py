@@ -141,7 +141,7 @@ class ImageSet:
         """The data's identity: file list and content hashes, and one hash over them."""
         listing = "\n".join(f"{h}  {f}" for f, h in zip(self.files, self.sha256))
         return {
-            "root": self.root,
+            "root": str(Path(self.root).resolve()),
             "count": len(self.files),
             "sha256": sha256_bytes(listing.encode("utf-8")),
             "files": [{"path": f, "sha256": h} for f, h in zip(self.files, self.sha256)],

@@ -54,16 +54,43 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def physical_cores() -> int:
+    """Physical CPU cores (hyper-threads share a core's vector units, so they do not help
+    dense convolutions); falls back to the logical count."""
+    try:
+        pairs = set()
+        phys = core = None
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    phys = value.strip()
+                elif key == "core id":
+                    core = value.strip()
+                elif not key and phys is not None and core is not None:
+                    pairs.add((phys, core))
+                    phys = core = None
+        if phys is not None and core is not None:
+            pairs.add((phys, core))
+        if pairs:
+            return len(pairs)
+    except OSError:
+        pass
+    return os.cpu_count() or 1
+
+
 def session_options(threads: int | None = None, arena: bool = False) -> ort.SessionOptions:
-    """Session settings. The CPU memory arena is off by default: for the paper's generator at
+    """Session settings: all graph optimisations, one intra-op thread per physical core,
+    sequential execution. The CPU memory arena is off by default: for the paper's generator at
     batch 64 it raised peak memory from 1.4 GB to 3.45 GB for about 5 % more speed
     (docs/runtime.md)."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.enable_cpu_mem_arena = arena
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        so.intra_op_num_threads = threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = threads or physical_cores()
     return so
 
 

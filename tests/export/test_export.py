@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from cxr_export import export as ex
+from cxr_export import optimize
 from cxr_export.cli import main
 from cxr_training.config import preset
 from cxr_training.models import build_generator
@@ -40,10 +41,11 @@ def _invoke(*args):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-def test_round_trip_parity_metadata_and_dynamic_batch(tiny_run, tmp_path):
+@pytest.mark.parametrize("flag, graph", [("--no-optimize", "tf2onnx"), ("--optimize", "subpixel-nchw")])
+def test_round_trip_parity_metadata_and_dynamic_batch(tiny_run, tmp_path, flag, graph):
     run, g = tiny_run
     out = tmp_path / "art" / "generator.onnx"
-    r = _invoke(str(run), "--out", str(out))
+    r = _invoke(str(run), "--out", str(out), flag)
     assert r.exit_code == 0, r.output
     assert "parity passed" in r.output
 
@@ -59,10 +61,11 @@ def test_round_trip_parity_metadata_and_dynamic_batch(tiny_run, tmp_path):
     assert meta["run_id"] == "00007-smoke" and meta["epoch"] == "2" and meta["step"] == "6"
     assert meta["data_sha256"] == "ab" * 32 and "rscbjbr9sj" in meta["data_citation"]
     assert meta["data_license"] == "CC BY 4.0" and "tensorflow" in json.loads(meta["versions"])
+    assert meta["graph"] == graph and meta["precision"] == "float32"
 
     report = json.loads(ex.parity_path(out).read_text())
     assert report["passed"] and [b["batch"] for b in report["batches"]] == [1, 7, 64]
-    assert report["max_abs_err"] <= ex.PARITY_ATOL
+    assert report["max_abs_err"] <= ex.PARITY_ATOL and report["graph"] == graph
 
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     for b in (1, 3, 130):  # any batch size
@@ -74,22 +77,24 @@ def test_round_trip_parity_metadata_and_dynamic_batch(tiny_run, tmp_path):
         assert np.abs(got).max() <= 1.0
 
 
-def test_gate_refuses_a_perturbed_model(tiny_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("flag, module, builder", [
+    ("--no-optimize", ex, "convert"), ("--optimize", optimize, "build_optimized")])
+def test_gate_refuses_a_perturbed_model(tiny_run, tmp_path, monkeypatch, flag, module, builder):
     run, _ = tiny_run
     out = tmp_path / "generator.onnx"
     out.write_bytes(b"an earlier export")
-    real_convert = ex.convert
+    real_builder = getattr(module, builder)
 
     def perturbed(generator, opset=ex.OPSET):
-        model = real_convert(generator, opset)
+        model = real_builder(generator, opset)
         init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))  # the Dense kernel
         arr = onnx.numpy_helper.to_array(init).copy()
         arr.flat[::97] += 1e-2
         init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
         return model
 
-    monkeypatch.setattr(ex, "convert", perturbed)
-    r = _invoke(str(run), "--out", str(out))
+    monkeypatch.setattr(module, builder, perturbed)
+    r = _invoke(str(run), "--out", str(out), flag)
     assert r.exit_code == 1
     assert "parity gate failed" in r.output and "Traceback" not in r.output
     assert not out.exists()  # neither the new model nor the stale one
@@ -101,7 +106,7 @@ def test_gate_refuses_a_perturbed_model(tiny_run, tmp_path, monkeypatch):
 def test_tolerance_is_enforced(tiny_run, tmp_path):
     """The same healthy model fails an impossible tolerance: the gate compares, not rubber-stamps."""
     run, _ = tiny_run
-    r = _invoke(str(run), "--out", str(tmp_path / "g.onnx"), "--atol", "1e-30")
+    r = _invoke(str(run), "--out", str(tmp_path / "g.onnx"), "--atol", "1e-30", "--no-optimize")
     report = json.loads((tmp_path / "g.parity.json").read_text())
     if report["max_abs_err"] == 0.0:
         pytest.skip("conversion was bit-exact; no tolerance can fail it")

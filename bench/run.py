@@ -1,0 +1,220 @@
+"""`make bench`: generator throughput on this machine, every engine in one run.
+
+Measures, on the same latents and the same machine, in one process:
+- the matmul limit: a 4096 x 4096 float32 matmul in numpy and in TensorFlow;
+- the Keras generator through `tf.function` and through `model.predict`;
+- onnxruntime (CPU) on the plain tf2onnx graph, the optimised fp32 graph and the int8 graph;
+- the runtime CLI as whole processes: `cxr-runtime --version`, `sample --n 1`, and the peak
+  memory of `sample --n 500`.
+
+Engines are timed in interleaved rounds (one batch of each engine per round, after warm-up),
+so slow drifts of a shared machine hit all of them alike; each figure is the median over
+rounds. Results: a table on stdout and bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def generator_flops(generator) -> float:
+    """Floating-point operations (2 x multiply-adds) per generated image."""
+    from cxr_training.tfenv import import_tf
+
+    _, keras = import_tf()
+    L = keras.layers
+    macs = 0
+    for layer in generator.layers:
+        if isinstance(layer, L.Dense):
+            macs += layer.kernel.shape[0] * layer.kernel.shape[1]
+        elif isinstance(layer, L.Conv2DTranspose):
+            h, w, cin = layer.input.shape[1:]
+            kh, kw = layer.kernel_size
+            macs += h * w * cin * layer.filters * kh * kw
+        elif isinstance(layer, L.Conv2D):
+            h, w = layer.output.shape[1:3]
+            kh, kw = layer.kernel_size
+            macs += h * w * layer.input.shape[-1] * layer.filters * kh * kw
+    return 2.0 * macs
+
+
+def matmul_gflops(fn, n: int = 4096, rounds: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def whole_process(cmd: list[str], rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def peak_memory_mb(cmd: list[str]) -> float:
+    """Peak resident memory of a command, measured in a fresh child (RUSAGE_CHILDREN)."""
+    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, *cmd], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip()) / 1024.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--source", help="run folder or generator.keras (default: newest finished run under runs/, "
+                                     "else the paper architecture with random weights)")
+    ap.add_argument("--batch", type=int, default=64, help="batch size of the engine comparison")
+    ap.add_argument("--rounds", type=int, default=7, help="timed rounds per engine (after warm-up)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    args = ap.parse_args()
+
+    import onnxruntime as ort
+
+    from cxr_export import optimize, quantize
+    from cxr_export.export import convert, resolve_generator
+    from cxr_runtime.session import physical_cores, session_options
+    from cxr_training.config import preset
+    from cxr_training.models import build_generator
+    from cxr_training.runs import library_versions
+    from cxr_training.tfenv import import_tf
+
+    tf, keras = import_tf()
+    source = "random weights (paper architecture)"
+    try:
+        keras_path = resolve_generator(args.source, ROOT / "runs")
+        generator = keras.models.load_model(keras_path, compile=False)
+        source = str(keras_path)
+    except Exception as e:
+        if args.source:
+            raise
+        print(f"note: {e}; benchmarking the paper architecture with random weights", file=sys.stderr)
+        keras.utils.set_random_seed(0)
+        generator = build_generator(preset("paper"))
+    flops = generator_flops(generator)
+    latent = int(generator.input_shape[-1])
+    z = np.random.default_rng(0).standard_normal((args.batch, latent)).astype(np.float32)
+
+    # the matmul limit
+    a = np.random.default_rng(1).standard_normal((4096, 4096)).astype(np.float32)
+    ta = tf.constant(a)
+    np_gflops = matmul_gflops(lambda: a @ a)
+    tf_gflops = matmul_gflops(lambda: tf.linalg.matmul(ta, ta).numpy())
+    limit = max(np_gflops, tf_gflops)
+
+    # the models
+    print("building the ONNX graphs (tf2onnx conversion takes about 30 s) ...", file=sys.stderr)
+    plain = convert(generator).SerializeToString()
+    opt_model = optimize.build_optimized(generator)
+    opt = opt_model.SerializeToString()
+    int8 = quantize.quantize_int8(opt_model, latent).SerializeToString()
+    tmp = Path(tempfile.mkdtemp(prefix="cxr-bench-"))
+    for name, blob in (("plain.onnx", plain), ("optimized.onnx", opt), ("int8.onnx", int8)):
+        (tmp / name).write_bytes(blob)
+
+    threads = physical_cores()
+    so = session_options()
+    sessions = {name: ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+                for name, blob in (("onnx_plain", plain), ("onnx_fp32_optimized", opt), ("onnx_int8", int8))}
+    keras_fn = tf.function(lambda x: generator(x, training=False))
+    zt = tf.constant(z)
+    z8 = z[:8]
+    engines = {
+        "keras_tf_function": lambda: keras_fn(zt).numpy(),
+        "keras_predict": lambda: generator.predict(z, batch_size=args.batch, verbose=0),
+        **{name: (lambda s=s: s.run(None, {"z": z})) for name, s in sessions.items()},
+        "onnx_fp32_optimized_b8": lambda: sessions["onnx_fp32_optimized"].run(None, {"z": z8}),
+        "onnx_int8_b8": lambda: sessions["onnx_int8"].run(None, {"z": z8}),
+    }
+    batch_of = {name: (8 if name.endswith("_b8") else args.batch) for name in engines}
+    for fn in engines.values():  # warm-up: graph tracing, session first-run allocations
+        fn()
+        fn()
+    times = {name: [] for name in engines}
+    for _ in range(args.rounds):
+        for name, fn in engines.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    ips = {name: batch_of[name] / statistics.median(ts) for name, ts in times.items()}
+
+    # the runtime as a user runs it
+    cli = shutil.which("cxr-runtime", path=str(Path(sys.executable).parent)) or "cxr-runtime"
+    version_s = whole_process([cli, "--version"], 5)
+    sample1 = {}
+    mem500 = {}
+    for name in ("optimized", "int8"):
+        model = str(tmp / f"{name}.onnx")
+        sample1[name] = whole_process([cli, "sample", "--n", "1", "--model", model, "--out", str(tmp / "s1"),
+                                       "--device", "cpu"], 5)
+        mem500[name] = peak_memory_mb([cli, "sample", "--n", "500", "--model", model, "--out", str(tmp / "s500"),
+                                       "--device", "cpu"])
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    ref = ips["keras_tf_function"]
+    rows = []
+    for name, value in ips.items():
+        rows.append({
+            "engine": name, "batch": batch_of[name], "images_per_s": round(value, 2),
+            "gflops": round(value * flops / 1e9, 1),
+            "x_keras_tf_function": round(value / ref, 3),
+            "share_of_matmul_limit": round(value * flops / 1e9 / limit, 3),
+        })
+    results = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
+                    "physical_cores": threads, "python": platform.python_version()},
+        "threads": {"onnxruntime_intra_op": threads, "onnxruntime_execution": "sequential, arena off",
+                    "tensorflow_intra_op": tf.config.threading.get_intra_op_parallelism_threads() or "default (all)",
+                    "tensorflow_inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "default (all)",
+                    "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")},
+        "generator": source,
+        "gflop_per_image": round(flops / 1e9, 3),
+        "matmul_gflops": {"numpy": round(np_gflops, 1), "tensorflow": round(tf_gflops, 1), "limit": round(limit, 1)},
+        "matmul_limit_images_per_s": round(limit * 1e9 / flops, 1),
+        "rounds": args.rounds,
+        "engines": rows,
+        "cli": {"version_s": round(version_s, 3), "sample_n1_s": {k: round(v, 3) for k, v in sample1.items()},
+                "sample_n500_peak_mb": {k: round(v, 1) for k, v in mem500.items()}},
+        "model_bytes": {"plain": len(plain), "optimized": len(opt), "int8": len(int8)},
+        "versions": library_versions(),
+    }
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+    print(f"generator: {source}; {flops / 1e9:.2f} GFLOP per image")
+    print(f"matmul 4096^2 float32: numpy {np_gflops:.0f} GFLOP/s, tensorflow {tf_gflops:.0f} GFLOP/s "
+          f"-> limit {limit:.0f} GFLOP/s = {limit * 1e9 / flops:.1f} images/s")
+    print(f"threads: onnxruntime {threads} (physical cores), tensorflow default; medians of {args.rounds} "
+          "interleaved rounds after warm-up")
+    print(f"{'engine':<24}{'batch':>6}{'images/s':>10}{'GFLOP/s':>9}{'x tf.function':>15}{'of limit':>10}")
+    for r in rows:
+        print(f"{r['engine']:<24}{r['batch']:>6}{r['images_per_s']:>10.1f}{r['gflops']:>9.1f}"
+              f"{r['x_keras_tf_function']:>15.2f}{r['share_of_matmul_limit']:>9.0%}")
+    print(f"cxr-runtime --version: {version_s:.2f} s; sample --n 1 (whole process): optimized "
+          f"{sample1['optimized']:.2f} s, int8 {sample1['int8']:.2f} s; sample --n 500 peak memory: optimized "
+          f"{mem500['optimized']:.0f} MB, int8 {mem500['int8']:.0f} MB")
+    print(f"model sizes: plain {len(plain) / 1e6:.1f} MB, optimized {len(opt) / 1e6:.1f} MB, int8 {len(int8) / 1e6:.1f} MB")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

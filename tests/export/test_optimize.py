@@ -1,0 +1,129 @@
+"""The rewritten (sub-pixel, NCHW) graph computes the Keras generator; int8 has a quality gate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from cxr_export import export as ex
+from cxr_export import optimize
+from cxr_export import quantize as q
+from cxr_export.cli import main
+from cxr_training.config import preset
+from cxr_training.models import build_generator
+from cxr_training.tfenv import import_tf
+
+tf, keras = import_tf()
+
+
+def _keras_nchw(g, z):
+    return np.transpose(g(z, training=False).numpy(), (0, 3, 1, 2))
+
+
+def _random_weights(g, seed):
+    """Weights of a trained-like scale everywhere (default init leaves biases at zero)."""
+    rng = np.random.default_rng(seed)
+    for v in g.weights:
+        v.assign(rng.normal(0, 0.05, v.shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("cfg", [
+    preset("smoke"),
+    preset("smoke").replace(g_channels=(8, 8, 8), image_size=64, g_dense_channels=8),  # three upsamplings
+])
+def test_optimized_graph_equals_keras(cfg):
+    keras.utils.set_random_seed(1)
+    g = build_generator(cfg)
+    _random_weights(g, 2)
+    model = optimize.build_optimized(g)
+    onnx.checker.check_model(model)
+    ops = {n.op_type for n in model.graph.node}
+    assert "ConvTranspose" not in ops and "Transpose" not in ops and "DepthToSpace" in ops
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for b in (1, 5):
+        z = np.random.default_rng(b).standard_normal((b, cfg.latent_dim)).astype(np.float32)
+        got = sess.run(["image"], {"z": z})[0]
+        np.testing.assert_allclose(got, _keras_nchw(g, z), atol=1e-5, rtol=0)
+
+
+def test_optimized_paper_architecture():
+    keras.utils.set_random_seed(4)
+    g = build_generator(preset("paper"))
+    model = optimize.build_optimized(g)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    z = np.random.default_rng(0).standard_normal((2, 100)).astype(np.float32)
+    got = sess.run(["image"], {"z": z})[0]
+    assert got.shape == (2, 1, 128, 128)
+    np.testing.assert_allclose(got, _keras_nchw(g, z), atol=ex.PARITY_ATOL_OPTIMIZED, rtol=0)
+
+
+def test_unsupported_topology_is_refused():
+    cfg = preset("smoke").replace(g_kernel=3)
+    g = build_generator(cfg)
+    with pytest.raises(optimize.UnsupportedGenerator, match="4x4"):
+        optimize.build_optimized(g)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    cfg = preset("smoke")
+    keras.utils.set_random_seed(5)
+    g = build_generator(cfg)
+    _random_weights(g, 6)
+    run = tmp_path_factory.mktemp("runs") / "00003-smoke"
+    run.mkdir()
+    g.save(run / "generator.keras")
+    (run / "generator.json").write_text(json.dumps({"run_id": run.name, "epoch": 1, "step": 3}))
+    return run
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_int8_export_passes_its_quality_gate(tiny_run, few_real, tmp_path):
+    out = tmp_path / "generator.onnx"
+    r = _invoke(tiny_run, "--out", out, "--quantize", "int8", "--data", few_real)
+    assert r.exit_code == 0, r.output
+    report = json.loads(ex.int8_report_path(out).read_text())
+    assert report["passed"] and report["ssim_fp32_vs_int8_mean"] >= q.INT8_MIN_SSIM
+    assert report["ssim_shift"] <= q.INT8_MAX_SHIFT and report["mse_shift"] <= q.INT8_MAX_SHIFT
+    model = onnx.load(ex.int8_path(out))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["precision"] == "int8" and meta["graph"] == "subpixel-nchw" and "QDQ" in meta["quantization"]
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    fp32_meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert fp32_meta["precision"] == "float32"
+
+
+def test_int8_gate_refuses_a_degraded_model(tiny_run, few_real, tmp_path, monkeypatch):
+    out = tmp_path / "generator.onnx"
+    ex.int8_path(out).write_bytes(b"an earlier int8 export")
+    real_quantize = q.quantize_int8
+
+    def degraded(fp32, latent_dim, **kw):
+        model = real_quantize(fp32, latent_dim, **kw)
+        for init in model.graph.initializer:  # flip the sign of the output convolutions' weights
+            if init.name.startswith("out_w") and init.data_type == onnx.TensorProto.FLOAT:
+                arr = onnx.numpy_helper.to_array(init)
+                init.CopyFrom(onnx.numpy_helper.from_array(-arr, init.name))
+        return model
+
+    monkeypatch.setattr(q, "quantize_int8", degraded)
+    r = _invoke(tiny_run, "--out", out, "--quantize", "int8", "--data", few_real)
+    assert r.exit_code == 1 and "int8 quality gate failed" in r.output
+    assert out.exists()  # the fp32 model passed its own gate
+    assert not ex.int8_path(out).exists()
+    assert json.loads(ex.int8_report_path(out).read_text())["passed"] is False
+
+
+def test_int8_needs_the_optimized_graph_and_data(tiny_run, tmp_path):
+    r = _invoke(tiny_run, "--out", tmp_path / "g.onnx", "--quantize", "int8", "--no-optimize")
+    assert r.exit_code == 2 and "needs the optimised graph" in r.output
+    r = _invoke(tiny_run, "--out", tmp_path / "g.onnx", "--quantize", "int8")
+    assert r.exit_code == 2 and "--data" in r.output
