@@ -11,6 +11,7 @@ TRAIN_ARGS  ?=
 EXPORT_SOURCE ?=
 ARTIFACT    ?= artifacts/generator.onnx
 BENCH_ARGS  ?=
+EXPORT_ARGS ?=
 
 BIN := $(VENV)/bin
 RBIN := $(RUNTIME_VENV)/bin
@@ -41,7 +42,7 @@ train: setup
 # Converts EXPORT_SOURCE (a run folder or generator.keras), by default the newest finished
 # run under $(RUNS), to $(ARTIFACT) behind the parity gate. `make train export` chains both.
 export: setup
-	$(BIN)/cxr-export $(EXPORT_SOURCE) --runs $(RUNS) --out $(ARTIFACT)
+	$(BIN)/cxr-export $(EXPORT_SOURCE) --runs $(RUNS) --out $(ARTIFACT) $(EXPORT_ARGS)
 
 # Generator throughput of every engine in one run (bench/run.py); writes bench/results.json.
 bench: setup

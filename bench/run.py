@@ -62,6 +62,51 @@ def matmul_gflops(fn, n: int = 4096, rounds: int = 5) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def profile_breakdown(ort, blob: bytes, z: np.ndarray, rounds: int) -> dict:
+    """Where an ONNX generator's time goes (onnxruntime's profiler): share of kernel time per
+    operator type, and the convolutions' own rate (their multiply-adds / their kernel time)."""
+    import json as _json
+
+    import onnx
+    from onnx import shape_inference
+
+    from cxr_runtime.session import session_options
+
+    model = shape_inference.infer_shapes(onnx.load_from_string(blob))
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*model.graph.value_info, *model.graph.output)}
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    conv_macs = 0
+    for node in model.graph.node:
+        if node.op_type == "Conv" and node.input[1] in weights:
+            co, ci, kh, kw = weights[node.input[1]]
+            h, w = shapes[node.output[0]][2:]
+            conv_macs += co * ci * kh * kw * h * w
+    so = session_options()
+    so.enable_profiling = True
+    tmp = tempfile.mkdtemp(prefix="cxr-prof-")
+    so.profile_file_prefix = str(Path(tmp) / "prof")
+    sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+    sess.run(None, {"z": z})
+    sess.run(None, {"z": z})
+    for _ in range(rounds):
+        sess.run(None, {"z": z})
+    events = _json.loads(Path(sess.end_profiling()).read_text())
+    shutil.rmtree(tmp, ignore_errors=True)
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op = e["args"]["op_name"]
+            per_op[op] = per_op.get(op, 0.0) + e["dur"]
+    total = sum(per_op.values())
+    conv_us = sum(v for k, v in per_op.items() if "Conv" in k)
+    runs = rounds + 2
+    return {
+        "share": {k: round(v / total, 3) for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])},
+        "conv_gflops": round(2.0 * conv_macs * len(z) * runs / (conv_us * 1e-6) / 1e9, 1) if conv_us else None,
+    }
+
+
 def whole_process(cmd: list[str], rounds: int) -> float:
     times = []
     for _ in range(rounds):
@@ -156,6 +201,8 @@ def main() -> None:
             fn()
             times[name].append(time.perf_counter() - t)
     ips = {name: batch_of[name] / statistics.median(ts) for name, ts in times.items()}
+    breakdown = {name: profile_breakdown(ort, blob, z, 3) for name, blob in (("onnx_fp32_optimized", opt),
+                                                                           ("onnx_int8", int8))}
 
     # the runtime as a user runs it
     cli = shutil.which("cxr-runtime", path=str(Path(sys.executable).parent)) or "cxr-runtime"
@@ -193,6 +240,7 @@ def main() -> None:
         "matmul_limit_images_per_s": round(limit * 1e9 / flops, 1),
         "rounds": args.rounds,
         "engines": rows,
+        "profile": breakdown,
         "cli": {"version_s": round(version_s, 3), "sample_n1_s": {k: round(v, 3) for k, v in sample1.items()},
                 "sample_n500_peak_mb": {k: round(v, 1) for k, v in mem500.items()}},
         "model_bytes": {"plain": len(plain), "optimized": len(opt), "int8": len(int8)},
@@ -209,6 +257,10 @@ def main() -> None:
     for r in rows:
         print(f"{r['engine']:<24}{r['batch']:>6}{r['images_per_s']:>10.1f}{r['gflops']:>9.1f}"
               f"{r['x_keras_tf_function']:>15.2f}{r['share_of_matmul_limit']:>9.0%}")
+    for name, b in breakdown.items():
+        top = ", ".join(f"{k} {v:.0%}" for k, v in list(b["share"].items())[:6])
+        rate = f"; convolutions alone {b['conv_gflops']:.0f} GFLOP/s" if "fp32" in name else ""
+        print(f"profile {name} (batch {args.batch}): {top}{rate}")
     print(f"cxr-runtime --version: {version_s:.2f} s; sample --n 1 (whole process): optimized "
           f"{sample1['optimized']:.2f} s, int8 {sample1['int8']:.2f} s; sample --n 500 peak memory: optimized "
           f"{mem500['optimized']:.0f} MB, int8 {mem500['int8']:.0f} MB")
