@@ -44,9 +44,11 @@ train: setup
 export: setup
 	$(BIN)/cxr-export $(EXPORT_SOURCE) --runs $(RUNS) --out $(ARTIFACT) $(EXPORT_ARGS)
 
-# Generator throughput of every engine in one run (bench/run.py); writes bench/results.json.
+# Generator throughput of every engine in one run (bench/run.py -> bench/results.json), then
+# SSIM/MSE scoring speed (bench/scoring.py -> bench/scoring.json).
 bench: setup
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/scoring.py
 
 test: setup
 	$(BIN)/python -m pytest

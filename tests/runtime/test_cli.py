@@ -126,11 +126,14 @@ def test_evaluate_matches_library(model, tmp_path, train_normal):
     run("sample", "--n", 12, "--model", model, "--out", out)
     r = run("evaluate", "--fake", out, "--real", train_normal, "--json")
     assert r.exit_code == 0, r.output
-    res = json.loads(r.output)
+    res = json.loads(r.stdout)
     fake = load_folder(out).images
     real = load_folder(train_normal).images
     s, e = metrics.paired_ssim_mse(fake, real)
-    assert res["ssim"] == s and res["mse"] == e
+    assert res["engine"] == "onnx" and res["provider"] == "CPUExecutionProvider"
+    assert res["ssim"] == pytest.approx(s, abs=1e-5) and res["mse"] == pytest.approx(e, abs=1e-5)
+    ref = json.loads(run("evaluate", "--fake", out, "--real", train_normal, "--json", "--engine", "numpy").stdout)
+    assert ref["ssim"] == s and ref["mse"] == e  # the numpy engine is the reference itself
     assert res["fake"]["images"] == 12 and res["real"]["images"] == 138
     assert res["ref_ssim"] == pytest.approx(0.194, abs=0.01)
     text = run("evaluate", "--fake", out, "--real", train_normal)
@@ -146,7 +149,7 @@ def test_evaluate_empty_folder(tmp_path):
 def test_info(model):
     r = run("info", model, "--json")
     assert r.exit_code == 0
-    res = json.loads(r.output)
+    res = json.loads(r.stdout)
     assert res["inputs"][0]["name"] == "z" and res["outputs"][0]["shape"][1:] == [1, 32, 32]
     assert res["metadata"]["synthetic"] == "true" and "CPUExecutionProvider" in res["available_providers"]
     assert "meta      run_id = tiny" in run("info", model).output
