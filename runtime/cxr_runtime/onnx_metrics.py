@@ -196,7 +196,10 @@ class OnnxScorer:
         key = (kind, size)
         if key not in self._sessions:
             blob = {"pairs": pairs_model, "stats": stats_model, "cross": cross_model}[kind](size)
-            session, self.provider = open_session(blob, self.device, notice=self.notice, threads=self.threads)
+            # the memory arena on: these graphs allocate the same few MB-sized maps on every call,
+            # and without the arena each is a fresh mmap that page-faults again
+            session, self.provider = open_session(blob, self.device, notice=self.notice, threads=self.threads,
+                                                  arena=True)
             self.notice = None  # say it once
             self._sessions[key] = session
         return self._sessions[key]
