@@ -47,7 +47,14 @@ def main(source, out, runs_root, atol, optimize, quantize, data_dir, opset, data
     model must keep SSIM(fp32, int8) >= 0.98 and move SSIM/MSE against the training images by at
     most 0.005 (report: generator.int8.quality.json), or it is not written (exit code 1).
     """
-    from cxr_export.export import DEFAULT_DATA_CITATION, DEFAULT_DATA_LICENSE, ExportError, ParityError, export
+    from cxr_export.export import (
+        DEFAULT_DATA_CITATION,
+        DEFAULT_DATA_LICENSE,
+        ConversionError,
+        ExportError,
+        ParityError,
+        export,
+    )
     from cxr_export.quantize import QualityError
 
     def log(msg):
@@ -62,7 +69,7 @@ def main(source, out, runs_root, atol, optimize, quantize, data_dir, opset, data
     except ExportError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USER_ERROR)
-    except (ParityError, QualityError) as e:
+    except (ParityError, QualityError, ConversionError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_GATE_FAILED)
     report = result.report

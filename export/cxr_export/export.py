@@ -203,16 +203,24 @@ def int8_report_path(out: Path) -> Path:
     return out.with_name(out.stem + ".int8.quality.json")
 
 
+class ConversionError(Exception):
+    """The converter itself failed."""
+
+
+def _remove_stale(path: Path) -> str:
+    """Delete an earlier export at `path` so it cannot pass for this one; say so."""
+    if path.is_file():
+        path.unlink()
+        return f"; removed the earlier model at {path}"
+    return ""
+
+
 def _publish_or_refuse(path: Path, blob: bytes, passed: bool, error) -> None:
     """Write `blob` to `path` if the gate passed; otherwise make sure nothing is there."""
     if passed:
         atomic_write_bytes(path, blob)
         return
-    stale = ""
-    if path.exists():  # an earlier export must not pass for this one
-        path.unlink()
-        stale = f"; removed the earlier model at {path}"
-    raise error(stale)
+    raise error(_remove_stale(path))
 
 
 def _training_images(keras_path: Path, data_dir, image_size: int):
@@ -264,15 +272,23 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     real = _training_images(keras_path, data_dir, size) if quantize == "int8" else None
 
     t0 = time.perf_counter()
-    if optimize:
-        try:
-            model = opt.build_optimized(generator, opset)
-        except opt.UnsupportedGenerator as e:
-            raise ExportError(f"cannot optimise: {e}; use --no-optimize") from None
-        graph = "subpixel-nchw"
-    else:
-        model = convert(generator, opset)
-        graph = "tf2onnx"
+    try:
+        if optimize:
+            try:
+                model = opt.build_optimized(generator, opset)
+            except opt.UnsupportedGenerator as e:
+                raise ExportError(f"cannot optimise: {e}; use --no-optimize") from None
+            graph = "subpixel-nchw"
+        else:
+            model = convert(generator, opset)
+            graph = "tf2onnx"
+    except ExportError:
+        _remove_stale(out)
+        raise
+    except Exception as e:  # tf2onnx and onnx raise many types; the user gets one line
+        stale = _remove_stale(out)
+        raise ConversionError(f"conversion failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}); "
+                              f"nothing written to {out}{stale}") from e
     meta = provenance_metadata(generator, info, keras_path, citation, license_)
     meta.update({"graph": graph, "precision": "float32"})
     add_metadata(model, meta)

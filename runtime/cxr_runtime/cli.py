@@ -91,6 +91,34 @@ def sample(n, model, out, seed, batch_size, device, fmt):
     _writable_dir(out)  # only once the model is known to work: a failed call leaves nothing behind
     width = max(6, len(str(n - 1)))
     ext = {"png": "png", "npy": "npy", "dicom": "dcm"}[fmt]
+    # Resumable by design: a marker names the set being written; files are atomic and a pure
+    # function of (model, seed, index), so a re-run with the same arguments keeps the files
+    # already there and writes the rest. A folder holding another set is refused.
+    identity = {"model_sha256": gen.sha256, "seed": seed, "count": n, "format": fmt}
+    marker, manifest_path = out / ".sampling.json", out / "manifest.json"
+    existing = sorted(p.name for p in out.glob(f"sample-*.{ext}"))
+    for path in (manifest_path, marker):
+        if path.is_file():
+            try:
+                previous = json.loads(path.read_text())
+            except ValueError:
+                previous = {}
+            same = all(previous.get(k) == v for k, v in identity.items())
+            if not same:
+                _fail(f"--out {out} holds another sample set ({path.name} differs: model, seed, count or format); "
+                      "choose another --out")
+            if path is manifest_path:
+                click.echo(f"{out}/ already holds this complete set of {n} images")
+                return
+    if existing and not marker.is_file():
+        _fail(f"--out {out} already holds sample files of unknown origin; choose another --out")
+    atomic_write_json(marker, identity)
+    start = 0
+    while start < n and (out / f"sample-{start:0{width}d}.{ext}").is_file():
+        start += 1
+    start -= start % batch_size  # redo the first incomplete batch whole: simpler, same bytes
+    if start:
+        _note(f"resuming: {start} of {n} images already written")
     model_id = gen.sha256[:16]
     study_uid = None
     if fmt == "dicom":
@@ -117,7 +145,8 @@ def sample(n, model, out, seed, batch_size, device, fmt):
         sink = sys.stderr if sys.stderr.isatty() else stack.enter_context(open(os.devnull, "w"))
         bar = stack.enter_context(click.progressbar(length=n, label="sampling", file=sink, show_pos=True,
                                                     show_eta=True))
-        for i, images in gen.batches(n, seed=seed, batch_size=batch_size, raw=(fmt == "npy")):
+        bar.update(start)
+        for i, images in gen.batches(n, seed=seed, batch_size=batch_size, raw=(fmt == "npy"), start=start):
             for k, image in enumerate(images):
                 write(i + k, image)
             bar.update(len(images))
@@ -136,8 +165,11 @@ def sample(n, model, out, seed, batch_size, device, fmt):
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {"cxr-gan": __version__, "python": platform.python_version()},
         "synthetic": True,
+        "model_sha256": gen.sha256,
     })
-    click.echo(f"wrote {n} images to {out}/ in {seconds:.1f} s ({n / seconds:.1f} images/s, {gen.provider})")
+    marker.unlink(missing_ok=True)
+    made = n - start
+    click.echo(f"wrote {made} images to {out}/ in {seconds:.1f} s ({made / seconds:.1f} images/s, {gen.provider})")
 
 
 @main.command()

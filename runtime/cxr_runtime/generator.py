@@ -22,6 +22,7 @@ from cxr_runtime.io import sha256_file
 from cxr_runtime.session import ModelError, open_session
 
 LATENT_CHUNK = 1024
+REQUIRED_METADATA = ("latent_dim", "image_size", "synthetic")  # written by cxr-export
 
 
 def latents(start: int, count: int, latent_dim: int, seed: int) -> np.ndarray:
@@ -46,7 +47,9 @@ class Generator:
                  arena: bool = False):
         """`arena=True` turns onnxruntime's CPU memory arena on: a few % faster, 2.5x the peak memory."""
         self.path = Path(path)
-        self.session, self.provider = open_session(self.path, device, notice=notice, threads=threads, arena=arena)
+        notes: list[str] = []  # device notices are shown only once the model is known to be usable
+        self.session, self.provider = open_session(self.path, device, notice=notes.append, threads=threads,
+                                                   arena=arena)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(f"{self.path.name}: expected one input and one output, found "
@@ -64,6 +67,15 @@ class Generator:
         self.latent_dim = int(zin.shape[1])
         self.image_size = int(shape[2])
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        missing = [k for k in REQUIRED_METADATA if k not in self.metadata]
+        if missing:
+            raise ModelError(f"{self.path.name}: metadata {', '.join(missing)} missing: not a cxr-export generator")
+        if self.metadata["latent_dim"] != str(self.latent_dim) or self.metadata["image_size"] != str(self.image_size):
+            raise ModelError(f"{self.path.name}: metadata (latent_dim {self.metadata['latent_dim']}, image_size "
+                             f"{self.metadata['image_size']}) contradicts its signature")
+        for note in notes:
+            if notice:
+                notice(note)
         self._sha256: str | None = None
 
     @property

@@ -11,12 +11,16 @@
    the resize uses area interpolation (`cv2.INTER_AREA`) on float32 data;
 5. map [0, 1] to [-1, 1] (the generator's tanh range).
 
-Files that cannot be used are reported with a reason, never silently dropped.
+Files that cannot be used are reported with a reason, never silently dropped: empty,
+truncated or non-image data, images over MAX_PIXELS (checked from the header, before any
+pixel is decoded) or under MIN_SIDE, files that are not regular files or cannot be read,
+and exact duplicates of a file already used.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +32,9 @@ from cxr_runtime.io import atomic_write_bytes, load_npy, save_npy, sha256_bytes
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff")
 RESIZE_MODES = ("stretch", "crop")
 # Bump when anything in decode_image/preprocess changes: it is part of the cache key.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
+MAX_PIXELS = 100_000_000  # larger images are refused from their header, before decoding (bombs)
+MIN_SIDE = 16  # smaller images carry no usable anatomy
 
 # OpenCV prints libjpeg/libpng complaints itself; we report problems our own way.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -54,6 +60,27 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the file header alone, without decoding the pixels."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # lazy: reads the header only
+            return im.size
+    except Image.DecompressionBombError:
+        raise ImageDecodeError("too many pixels (refused before decoding)") from None
+    except Exception:
+        raise ImageDecodeError("unreadable image header") from None
+
+
+def display_name(path: str) -> str:
+    """A file name safe to print and to store as JSON text: undecodable bytes (names that are
+    not UTF-8) shown as \\xNN escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def decode_image(data: bytes) -> np.ndarray:
     """Decode image bytes to a float32 gray array in [0, 1], shape (H, W).
 
@@ -66,6 +93,9 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ImageDecodeError("not an image (unrecognised file header)")
     # libjpeg and libpng fill a truncated file's missing rows with grey and only warn,
     # so truncation is checked on the bytes: JPEG must end with EOI, PNG with IEND.
+    width, height = image_size(data)
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(f"too many pixels ({width}x{height} > {MAX_PIXELS:,}; refused before decoding)")
     if kind == "jpeg" and b"\xff\xd9" not in data[-64:]:
         raise ImageDecodeError("truncated JPEG (no end-of-image marker)")
     if kind == "png" and b"IEND" not in data[-16:]:
@@ -73,6 +103,8 @@ def decode_image(data: bytes) -> np.ndarray:
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise ImageDecodeError(f"{kind.upper()} data could not be decoded")
+    if min(img.shape[:2]) < MIN_SIDE:
+        raise ImageDecodeError(f"too small ({img.shape[1]}x{img.shape[0]}; at least {MIN_SIDE}x{MIN_SIDE})")
     if img.dtype == np.uint8:
         img = img.astype(np.float32) / 255.0
     elif img.dtype == np.uint16:
@@ -177,14 +209,24 @@ def load_folder(
         raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
     cache = Path(cache_dir) if cache_dir else None
     arrays, files, hashes, skipped = [], [], [], []
+    seen: dict[str, str] = {}
     for path in find_images(root):
-        rel = path.relative_to(root).as_posix()
+        rel = display_name(path.relative_to(root).as_posix())
         try:
+            if not stat.S_ISREG(path.stat().st_mode):
+                skipped.append((rel, "not a regular file"))
+                continue
+            if path.stat().st_size > 4 * MAX_PIXELS:
+                skipped.append((rel, f"file too large ({path.stat().st_size:,} bytes)"))
+                continue
             data = path.read_bytes()
         except OSError as e:
             skipped.append((rel, f"unreadable: {e.strerror or e}"))
             continue
         digest = sha256_bytes(data)
+        if digest in seen:
+            skipped.append((rel, f"duplicate of {seen[digest]}"))
+            continue
         entry = cache / f"{digest}-{size}-{resize}-v{PREPROCESS_VERSION}.npy" if cache else None
         arr = _cache_get(entry, size)
         if arr is None:
@@ -198,6 +240,7 @@ def load_folder(
         arrays.append(arr)
         files.append(rel)
         hashes.append(digest)
+        seen[digest] = rel
     if not arrays:
         detail = f" ({len(skipped)} image files skipped: " + "; ".join(f"{p}: {r}" for p, r in skipped) + ")" if skipped else ""
         raise NoImagesError(f"no usable image under {root}{detail}")

@@ -100,6 +100,8 @@ def _create(model: str | bytes, providers: list[str], threads: int | None, arena
             return ort.InferenceSession(model, sess_options=session_options(threads, arena), providers=providers)
     except Exception as e:  # onnxruntime raises several private exception types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "escapes model directory" in first:  # onnxruntime's own external-data path check
+            raise ModelError("refused: the model's external data points outside its folder") from None
         raise ModelError(f"not a usable ONNX model ({first[:300]})") from None
 
 
@@ -132,6 +134,7 @@ def open_session(model: str | os.PathLike | bytes, device: str = "auto", notice=
     if device == "cuda":
         raise DeviceError(f"CUDA is not available in this onnxruntime (providers: {', '.join(available)}); "
                           "install the 'gpu' extra (onnxruntime-gpu) or use --device cpu")
+    session = _create(model, [CPU], threads, arena)  # a broken model fails here, before any notice
     if device == "auto" and notice:
         notice("note: no CUDA provider in this onnxruntime; running on CPU")
-    return _create(model, [CPU], threads, arena), CPU
+    return session, CPU

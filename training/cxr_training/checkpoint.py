@@ -27,11 +27,15 @@ import numpy as np
 from cxr_runtime.io import DIR_MODE, atomic_write_json, sha256_file
 
 CKPT_DIR = "checkpoints"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CheckpointError(RuntimeError):
     pass
+
+
+class NonFiniteState(RuntimeError):
+    """Refusal to write a checkpoint holding NaN or infinite values."""
 
 
 def _canonical(path: str) -> str:
@@ -46,19 +50,56 @@ def _groups(gan) -> dict[str, list]:
         "discriminator": list(gan.discriminator.variables),
         "g_optimizer": list(gan.g_optimizer.variables),
         "d_optimizer": list(gan.d_optimizer.variables),
+        # the epoch's running loss means, so a checkpoint taken mid-epoch resumes them
+        "trackers": [v for m in gan.metrics for v in m.variables],
     }
 
 
+def checkpoint_name(epoch_done: int, step: int, steps_per_epoch: int) -> str:
+    """epoch-0003 at an epoch's end; epoch-0004-step-000000130 inside epoch 4."""
+    if step == epoch_done * steps_per_epoch:
+        return f"epoch-{epoch_done:04d}"
+    return f"epoch-{epoch_done + 1:04d}-step-{step:09d}"
+
+
+def clean_partial(run_dir: Path) -> list[str]:
+    """Remove what an interrupted write left behind (hidden temporary files and folders)."""
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / CKPT_DIR, Path(run_dir) / "samples", Path(run_dir) / "plots"):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.name.startswith(".") and ".tmp-" in p.name:
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                removed.append(p.name)
+    return removed
+
+
 def save(run_dir: Path, gan, epoch: int, step: int, config: dict, keep: int) -> Path:
-    """Write checkpoint `epoch` atomically and prune to the newest `keep`."""
+    """Write a checkpoint atomically and prune to the newest `keep`.
+
+    `epoch` is the number of completed epochs; `step` the global step (past the end of
+    `epoch` when the checkpoint is taken inside the next one). Refuses (NonFiniteState)
+    to write any NaN or infinite value.
+    """
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"epoch-{epoch:04d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-epoch-{epoch:04d}-", dir=root))
+    name = checkpoint_name(epoch, step, int(config["steps_per_epoch"]))
+    final = root / name
+    groups = _groups(gan)
+    for group, variables in groups.items():
+        for v in variables:
+            value = np.asarray(v.numpy())
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                raise NonFiniteState(f"{group} variable {v.path} holds non-finite values; checkpoint not written")
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
     os.chmod(tmp, DIR_MODE)
     try:
         arrays, listing = {}, []
-        for group, variables in _groups(gan).items():
+        for group, variables in groups.items():
             for i, v in enumerate(variables):
                 key = f"{group}/{i:03d}"
                 value = np.asarray(v.numpy())
@@ -96,12 +137,20 @@ def save(run_dir: Path, gan, epoch: int, step: int, config: dict, keep: int) -> 
     return final
 
 
+def _step_of(ckpt: Path) -> int:
+    try:
+        return int(json.loads((ckpt / "meta.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1  # unreadable meta: sorts first, and read_meta reports it
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoint folders, oldest first."""
+    """Complete checkpoint folders, oldest (lowest global step) first."""
     root = Path(run_dir) / CKPT_DIR
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob("epoch-*") if p.is_dir() and (p / "meta.json").is_file())
+    found = [p for p in root.glob("epoch-*") if p.is_dir() and (p / "meta.json").is_file()]
+    return sorted(found, key=lambda p: (_step_of(p), p.name))
 
 
 def read_meta(ckpt: Path) -> dict:

@@ -10,6 +10,7 @@ import click
 from cxr_runtime import __version__
 from cxr_training.config import PRESETS, preset
 
+EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -83,14 +84,20 @@ def main(preset_name, data_dir, epochs, steps_per_epoch, batch_size, seed, resiz
         _dry_run(cfg, data_dir)
         return
 
-    from cxr_training.train import TrainingError, train  # heavy: TensorFlow
+    from cxr_training.train import Interrupted, NonFiniteLoss, TrainingError, train  # heavy: TensorFlow
 
     try:
         train(cfg, data_dir, out_root=out_root, resume_dir=resume_dir)
     except TrainingError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
+    except NonFiniteLoss as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_FAILED)
+    except Interrupted as e:
+        click.echo(f"\n{e}", err=True)
+        sys.exit(128 + e.signum)
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a new checkpoint
         click.echo("\ninterrupted: continue with cxr-train --resume <run folder> "
                    "(it restarts from the newest checkpoint)", err=True)
         sys.exit(EXIT_INTERRUPTED)

@@ -15,10 +15,14 @@ content, restores the newest intact checkpoint and drops metric rows written aft
 from __future__ import annotations
 
 import json
+import signal
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 from cxr_runtime.images import make_grid, write_png
 from cxr_runtime.io import atomic_path, atomic_write_json
@@ -39,6 +43,32 @@ class TrainingError(Exception):
     """A problem the user can fix (bad data, mismatched resume); one line, exit code 2."""
 
 
+class NonFiniteLoss(Exception):
+    """A loss became NaN or infinite; the run stopped without writing the broken weights."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM: the run stopped after writing a checkpoint at the current step."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class _StopState:
+    """Shared between the signal handler and the callbacks."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.stopped_mid_epoch = False
+        self.checkpoint: str | None = None
+
+    def handler(self, signum, frame):
+        if self.signum is not None:  # a second signal: stop now, without the checkpoint
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -57,9 +87,10 @@ def _fmt_duration(s: float) -> str:
 class Progress(keras.callbacks.Callback):
     """Step progress on stderr: a live line on a terminal, a few lines per epoch otherwise."""
 
-    def __init__(self, cfg: Config, log=_log, stream=sys.stderr):
+    def __init__(self, cfg: Config, log=_log, stream=sys.stderr, offset: int = 0):
         super().__init__()
         self.cfg = cfg
+        self.offset = offset  # steps of the current epoch done before a resume
         self.log = log
         self.tty = stream.isatty()
         self.stream = stream
@@ -70,11 +101,11 @@ class Progress(keras.callbacks.Callback):
         self.t0 = time.time()
 
     def on_train_batch_end(self, batch, logs=None):
-        done = batch + 1
+        done = self.offset + batch + 1
         if not self.tty and done % self.every and done != self.cfg.steps_per_epoch:
             return
         logs = logs or {}
-        per_step = (time.time() - self.t0) / done
+        per_step = (time.time() - self.t0) / (batch + 1)
         eta = per_step * (self.cfg.steps_per_epoch - done)
         line = (f"epoch {self.epoch}/{self.cfg.epochs} step {done}/{self.cfg.steps_per_epoch} "
                 f"g_loss {float(logs.get('g_loss', float('nan'))):.3f} d_loss {float(logs.get('d_loss', float('nan'))):.3f} "
@@ -91,18 +122,56 @@ class Progress(keras.callbacks.Callback):
             self.stream.flush()
 
 
+class Guard(keras.callbacks.Callback):
+    """After every step: stop on a non-finite loss (writing nothing), and on SIGINT/SIGTERM
+    write a checkpoint at this step and end the run."""
+
+    def __init__(self, run_dir: Path, cfg: Config, gan: GAN, state: _StopState, log=_log):
+        super().__init__()
+        self.run_dir, self.cfg, self.gan, self.state, self.log = run_dir, cfg, gan, state, log
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        losses = {k: float(logs[k]) for k in ("g_loss", "d_loss") if k in logs}
+        step = int(self.gan.d_optimizer.iterations.numpy())
+        if not all(np.isfinite(v) for v in losses.values()):
+            last = checkpoint.list_checkpoints(self.run_dir)
+            keep = f"the last good checkpoint is {last[-1].name}" if last else "no checkpoint had been written yet"
+            raise NonFiniteLoss(
+                f"non-finite loss at epoch {self.epoch} step {step} "
+                f"({', '.join(f'{k} {v}' for k, v in losses.items())}): training stopped, nothing written; {keep}")
+        if self.state.signum is None:
+            return
+        epoch_end = step % self.cfg.steps_per_epoch == 0
+        if not epoch_end:  # at an epoch's end EpochEnd writes the checkpoint, then the run stops
+            done = step // self.cfg.steps_per_epoch
+            path = checkpoint.save(self.run_dir, self.gan, done, step, self.cfg.to_dict(), self.cfg.keep_checkpoints)
+            self.state.checkpoint = path.name
+            self.state.stopped_mid_epoch = True
+        self.model.stop_training = True
+
+
 class EpochEnd(keras.callbacks.Callback):
     """The per-epoch work: metrics, files, pictures, checkpoint, one summary line."""
 
     def __init__(self, run_dir: Path, cfg: Config, gan: GAN, evaluator: Evaluator, reference: dict,
-                 history: list[dict], log=_log):
+                 history: list[dict], log=_log, state: _StopState | None = None, resume_trackers=None):
         super().__init__()
         self.run_dir, self.cfg, self.gan, self.evaluator = run_dir, cfg, gan, evaluator
         self.reference, self.history, self.log = reference, history, log
+        self.state = state or _StopState()
+        self.resume_trackers = resume_trackers  # running means restored into a resumed epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t_epoch = time.time()
         self.step_times: list[float] = []
+        if self.resume_trackers is not None:  # fit reset the trackers just before this call
+            for v, value in zip((v for m in self.gan.metrics for v in m.variables), self.resume_trackers):
+                v.assign(value)
+            self.resume_trackers = None
 
     def on_train_batch_begin(self, batch, logs=None):
         self.t_step = time.perf_counter()
@@ -111,6 +180,8 @@ class EpochEnd(keras.callbacks.Callback):
         self.step_times.append(time.perf_counter() - self.t_step)
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.state.stopped_mid_epoch:  # Keras ends the epoch early on stop_training: not a real epoch end
+            return
         cfg, gan = self.cfg, self.gan
         train_s = time.time() - self.t_epoch
         e = epoch + 1
@@ -139,8 +210,9 @@ class EpochEnd(keras.callbacks.Callback):
         write_png(self.run_dir / "samples" / f"epoch-{e:04d}.png", make_grid(fake[: cfg.grid_images]))
         plot_history(self.history, self.run_dir / "plots")
         saved = ""
-        if e % cfg.checkpoint_every == 0 or e == cfg.epochs:
-            checkpoint.save(self.run_dir, gan, e, step, cfg.to_dict(), cfg.keep_checkpoints)
+        if e % cfg.checkpoint_every == 0 or e == cfg.epochs or self.state.signum is not None:
+            path = checkpoint.save(self.run_dir, gan, e, step, cfg.to_dict(), cfg.keep_checkpoints)
+            self.state.checkpoint = path.name
             saved = " [checkpoint]"
         self.log(
             f"epoch {e}/{cfg.epochs} step {step}: g_loss {row['g_loss']:.3f} d_loss {row['d_loss']:.3f} "
@@ -149,6 +221,26 @@ class EpochEnd(keras.callbacks.Callback):
             f"precision {row['precision']:.2f} recall {row['recall']:.2f} | "
             f"{per_step:.2f} s/step, epoch {_fmt_duration(train_s + eval_s)}{saved}"
         )
+
+
+class _signals:
+    """SIGINT and SIGTERM set a flag (the Guard callback checkpoints and stops); installed
+    only in the main thread, previous handlers restored afterwards."""
+
+    def __init__(self, state: _StopState):
+        self.state = state
+        self.saved: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, self.state.handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+        return False
 
 
 def save_generator(run_dir: Path, generator, cfg: Config, run_meta: dict, epoch: int, step: int) -> Path:
@@ -242,8 +334,11 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
     gan = GAN(generator, discriminator, real_stages(images.images, cfg), cfg)
     gan.compile(*make_optimizers(cfg))
 
-    start_epoch, history = 0, []
+    start_epoch, start_step, history, trackers = 0, 0, [], None
     if resume:
+        removed = checkpoint.clean_partial(run_dir)
+        if removed:
+            log(f"removed {len(removed)} partial file(s) left by the interruption")
         found = checkpoint.latest_valid(run_dir, warn=log)
         if found is not None:
             ckpt, meta = found
@@ -252,8 +347,9 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
                 checkpoint.restore(gan, ckpt, meta)
             except checkpoint.CheckpointError as e:
                 raise TrainingError(f"cannot resume: {e}") from None
-            start_epoch = int(meta["epoch"])
-            log(f"resuming from {ckpt.name} (step {meta['step']})")
+            start_epoch, start_step = int(meta["epoch"]), int(meta["step"])
+            trackers = [v.numpy() for m in gan.metrics for v in m.variables]
+            log(f"resuming from {ckpt.name} (step {start_step})")
         else:
             log("no complete checkpoint yet: starting this run from step 0")
         history = [r for r in read_history(run_dir) if r["epoch"] <= start_epoch]
@@ -267,11 +363,28 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
             **reference, "images": len(evaluator.real),
             "protocol": "each real image vs another real image (fixed-seed derangement); see docs/metrics.md",
         })
-        callbacks = [Progress(cfg, log), EpochEnd(run_dir, cfg, gan, evaluator, reference, history, log),
+        state = _StopState()
+        done_in_epoch = start_step - start_epoch * cfg.steps_per_epoch  # > 0: resumed inside an epoch
+        epoch_end = EpochEnd(run_dir, cfg, gan, evaluator, reference, history, log, state,
+                             resume_trackers=trackers if done_in_epoch else None)
+        callbacks = [Progress(cfg, log, offset=done_in_epoch), Guard(run_dir, cfg, gan, state, log), epoch_end,
                      *extra_callbacks]
         dummy = tf.data.Dataset.from_tensors(tf.zeros((1,))).repeat()  # train_step draws its own batches
-        gan.fit(dummy, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=cfg.steps_per_epoch,
-                callbacks=callbacks, verbose=0, shuffle=False)
+        with _signals(state):
+            if done_in_epoch:  # finish the interrupted epoch first, then the rest
+                gan.fit(dummy, epochs=start_epoch + 1, initial_epoch=start_epoch,
+                        steps_per_epoch=cfg.steps_per_epoch - done_in_epoch, callbacks=callbacks, verbose=0,
+                        shuffle=False)
+                start_epoch += 1
+                callbacks[0].offset = 0
+            if start_epoch < cfg.epochs and state.signum is None:
+                gan.fit(dummy, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=cfg.steps_per_epoch,
+                        callbacks=callbacks, verbose=0, shuffle=False)
+        if state.signum is not None:
+            name = signal.Signals(state.signum).name
+            raise Interrupted(f"stopped by {name} at step {int(gan.d_optimizer.iterations.numpy())}; "
+                              f"checkpoint {state.checkpoint} written; continue with: cxr-train --resume {run_dir}",
+                              state.signum)
     else:
         log(f"run {run_dir.name} had already finished all {cfg.epochs} epochs")
 

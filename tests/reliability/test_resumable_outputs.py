@@ -1,0 +1,95 @@
+"""Sampling interrupted and re-run completes its set exactly; a failed export leaves nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cxr_runtime import cli as rcli
+
+from ..runtime.onnx_models import tiny_generator
+
+
+def _sample(*args):
+    return CliRunner().invoke(rcli.main, ["sample", *[str(a) for a in args]], catch_exceptions=False)
+
+
+@pytest.fixture
+def model(tmp_path):
+    return tiny_generator(tmp_path / "g.onnx", size=16)
+
+
+def test_interrupted_sampling_completes_on_rerun(model, tmp_path, monkeypatch):
+    args = ["--n", 40, "--model", model, "--seed", 5, "--batch-size", 8]
+    assert _sample(*args, "--out", tmp_path / "straight").exit_code == 0
+
+    out = tmp_path / "interrupted"
+    from cxr_runtime import images
+
+    written = []
+    original = images.write_png
+
+    def dies_after_19(path, image):
+        if len(written) == 19:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of batch 3
+        original(path, image)
+        written.append(path)
+
+    monkeypatch.setattr(images, "write_png", dies_after_19)
+    r = CliRunner().invoke(rcli.main, ["sample", *map(str, args), "--out", str(out)])
+    assert r.exit_code == 1 and "Aborted" in r.output  # click's answer to Ctrl-C
+    monkeypatch.setattr(images, "write_png", original)
+    assert len(list(out.glob("sample-*.png"))) == 19
+    assert not (out / "manifest.json").exists()  # only a complete set gets a manifest
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]  # no half-written file
+
+    r = _sample(*args, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "resuming: 16 of 40" in r.output  # the partly written batch is redone whole
+    names = sorted(p.name for p in out.glob("sample-*.png"))
+    assert names == [f"sample-{i:06d}.png" for i in range(40)]  # no gaps, no duplicates
+    for name in names:
+        assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["count"] == 40 and not (out / ".sampling.json").exists()
+
+    r = _sample(*args, "--out", out)  # a third run: nothing to do
+    assert r.exit_code == 0 and "already holds this complete set" in r.output
+
+
+def test_other_set_in_out_is_refused(model, tmp_path):
+    out = tmp_path / "s"
+    assert _sample("--n", 5, "--model", model, "--out", out).exit_code == 0
+    r = _sample("--n", 5, "--model", model, "--out", out, "--seed", 9)
+    assert r.exit_code == 2 and "holds another sample set" in r.output
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "sample-000000.png").write_bytes(b"whatever")
+    r = _sample("--n", 5, "--model", model, "--out", stray)
+    assert r.exit_code == 2 and "unknown origin" in r.output
+
+
+def test_failed_conversion_leaves_nothing(tmp_path, monkeypatch):
+    from cxr_export import export as ex
+    from cxr_export.cli import main as export_main
+    from cxr_training.config import preset
+    from cxr_training.models import build_generator
+
+    run = tmp_path / "00001-smoke"
+    run.mkdir()
+    build_generator(preset("smoke")).save(run / "generator.keras")
+    out = tmp_path / "art" / "generator.onnx"
+    out.parent.mkdir()
+    out.write_bytes(b"an earlier export")
+
+    def broken(generator, opset=ex.OPSET):
+        raise RuntimeError("converter crashed\nwith a long trace")
+
+    monkeypatch.setattr(ex, "convert", broken)
+    r = CliRunner().invoke(export_main, [str(run), "--out", str(out), "--no-optimize"], catch_exceptions=False)
+    assert r.exit_code == 1
+    lines = [line for line in r.output.splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and "conversion failed (RuntimeError: converter crashed)" in lines[0]
+    assert not out.exists() and not list(out.parent.iterdir())
