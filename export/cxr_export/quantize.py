@@ -18,6 +18,7 @@ at most INT8_MAX_SHIFT.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 from pathlib import Path
@@ -63,7 +64,8 @@ def quantize_int8(fp32: onnx.ModelProto, latent_dim: int, n: int = CALIBRATION_L
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(fp32, src)
-        with quiet_stderr(), _root_logging(logging.ERROR):  # the quantiser's advice goes to the root logger
+        # the quantiser's advice goes to the root logger, its calibration progress to print()
+        with quiet_stderr(), _root_logging(logging.ERROR), contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
                 str(src), str(dst), Latents(), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
