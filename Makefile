@@ -16,7 +16,7 @@ EXPORT_ARGS ?=
 BIN := $(VENV)/bin
 RBIN := $(RUNTIME_VENV)/bin
 
-.PHONY: setup setup-runtime train export bench test test-runtime lint clean
+.PHONY: setup setup-runtime train export bench bench-train test test-runtime lint clean
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,10 @@ export: setup
 bench: setup
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/scoring.py
+
+# Training steps/s of cxr-train against a plainly written reference step (bench/training.py).
+bench-train: setup
+	$(BIN)/python bench/training.py
 
 test: setup
 	$(BIN)/python -m pytest
