@@ -185,8 +185,13 @@ def sample(n, model, out, seed, batch_size, device, fmt):
               help="onnx: SSIM/MSE graphs on onnxruntime (fast); numpy: the float64 reference implementation.")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
               help="Device of the onnx engine (same rules as sampling).")
+@click.option("--quality", is_flag=True,
+              help="Also the distribution metrics: precision, recall, density, coverage, KID on a fixed "
+                   "feature bank, and diversity (mean SSIM among the generated images).")
+@click.option("--heldout", "heldout_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Held-out real images: with --quality, their scores against --real are the reference scale.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def evaluate(fake_dir, real_dir, size, resize, engine, device, as_json):
+def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_dir, as_json):
     """SSIM and MSE of generated vs real images with the training's protocol and code.
 
     Each generated image is paired with a real image by a fixed-seed permutation; the
@@ -231,6 +236,22 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, as_json):
     }
     if engine == "onnx":
         result["provider"] = scorer.provider
+    if quality:
+        from cxr_runtime import quality as q
+        from cxr_runtime.images import NoImagesError, load_folder
+        from cxr_runtime.onnx_metrics import OnnxScorer
+
+        onnx_scorer = scorer if engine == "onnx" else OnnxScorer(device="cpu")
+        try:
+            result["quality"] = q.quality_report(fake.images, real.images, onnx_scorer)
+            if heldout_dir is not None:
+                held = load_folder(heldout_dir, size=size, resize=resize)
+                result["quality_reference"] = q.quality_report(held.images, real.images, onnx_scorer)
+                result["quality_reference"]["images"] = len(held.files)
+        except NoImagesError as e:
+            _fail(f"--heldout: {e}")
+        except ValueError as e:
+            _fail(f"--quality: {e}")
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -238,6 +259,19 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, as_json):
     ref = result["ref_ssim"] is not None
     click.echo(f"ssim {ssim:.4f}" + (f"   (real vs real {result['ref_ssim']:.4f})" if ref else ""))
     click.echo(f"mse  {mse:.4f}" + (f"   (real vs real {result['ref_mse']:.4f})" if ref else ""))
+    if quality:
+        refq = result.get("quality_reference")
+        for key, better in (("precision", "higher; fidelity only"), ("recall", "higher"),
+                            ("density", "higher; fidelity only"), ("coverage", "higher"), ("kid", "lower"),
+                            ("diversity_ssim", "near the real value")):
+            line = f"{key:<15}{result['quality'][key]:8.4f}"
+            if key == "kid":
+                line += f" +- {result['quality']['kid_se']:.4f}"
+            if key == "diversity_ssim":
+                line += f"   (among real images {result['quality']['diversity_ssim_real']:.4f})"
+            elif refq:
+                line += f"   (held-out real {refq[key]:.4f})"
+            click.echo(f"{line}   [{better}]")
 
 
 @main.command()

@@ -153,3 +153,18 @@ def test_info(model):
     assert res["inputs"][0]["name"] == "z" and res["outputs"][0]["shape"][1:] == [1, 32, 32]
     assert res["metadata"]["synthetic"] == "true" and "CPUExecutionProvider" in res["available_providers"]
     assert "meta      run_id = tiny" in run("info", model).output
+
+
+def test_evaluate_quality(model, tmp_path, kermany):
+    out = tmp_path / "s"
+    run("sample", "--n", 12, "--model", model, "--out", out)
+    r = run("evaluate", "--fake", out, "--real", kermany / "train" / "NORMAL", "--heldout",
+            kermany / "heldout" / "NORMAL", "--quality", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    for key in ("precision", "recall", "density", "coverage", "kid", "kid_se", "diversity_ssim", "diversity_ssim_real"):
+        assert np.isfinite(res["quality"][key]) and np.isfinite(res["quality_reference"][key])
+    # a tiny random generator is nothing like X-rays; held-out real images are
+    assert res["quality"]["kid"] > 10 * res["quality_reference"]["kid"]
+    assert res["quality_reference"]["coverage"] > res["quality"]["coverage"]
+    assert res["quality_reference"]["images"] == 45
