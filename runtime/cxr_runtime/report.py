@@ -1,0 +1,114 @@
+"""A self-contained HTML report: pictures embedded as base64 PNG, charts as inline SVG,
+no script, no external file, so it can be mailed or archived as one file."""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+
+import numpy as np
+
+from cxr_runtime import __version__
+
+MAX_PAIRS = 24
+
+
+def _png_data_uri(image_u8: np.ndarray) -> str:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", image_u8)
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def _histogram_svg(series: dict[str, np.ndarray], threshold: float, width=520, height=180) -> str:
+    """Overlaid histograms of nearest-neighbour NCC in [0, 1], with the flag threshold."""
+    bins = np.linspace(0.0, 1.0, 41)
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c"]
+    hists = {k: np.histogram(v, bins)[0] / max(len(v), 1) for k, v in series.items()}
+    top = max((h.max() for h in hists.values()), default=1.0) or 1.0
+    pad, w, h = 30, width - 40, height - 40
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+             f'<rect x="{pad}" y="10" width="{w}" height="{h}" fill="none" stroke="#999"/>']
+    bw = w / (len(bins) - 1)
+    for c, (name, hist) in enumerate(hists.items()):
+        for i, v in enumerate(hist):
+            bh = h * v / top
+            parts.append(f'<rect x="{pad + i * bw + c * bw / len(hists):.1f}" y="{10 + h - bh:.1f}" '
+                         f'width="{bw / len(hists):.1f}" height="{bh:.1f}" fill="{colours[c % 3]}" opacity="0.8"/>')
+        parts.append(f'<text x="{pad + 8}" y="{26 + 14 * c}" font-size="12" fill="{colours[c % 3]}">'
+                     f'{html.escape(name)}</text>')
+    tx = pad + w * threshold
+    parts.append(f'<line x1="{tx:.1f}" y1="10" x2="{tx:.1f}" y2="{10 + h}" stroke="red" stroke-dasharray="4"/>')
+    parts.append(f'<text x="{tx - 60:.1f}" y="{height - 14}" font-size="11" fill="red">flag at {threshold}</text>')
+    for x in (0.0, 0.5, 1.0):
+        parts.append(f'<text x="{pad + w * x - 8:.1f}" y="{height - 2}" font-size="11">{x:.1f}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def build_report(fake, real, train, notice=None) -> str:
+    """`fake`, `real`, `train`: cxr_runtime.images.ImageSet. Returns the HTML page."""
+    from cxr_runtime import audit as au
+    from cxr_runtime import quality as q
+    from cxr_runtime.images import make_grid, to_uint8
+    from cxr_runtime.onnx_metrics import OnnxScorer
+
+    scorer = OnnxScorer(device="auto", notice=notice)
+    ssim, mse = scorer.paired_ssim_mse(fake.images, real.images)
+    ref_ssim, ref_mse = scorer.paired_ssim_mse(train.images, real.images)
+    qual = q.quality_report(fake.images, real.images, scorer)
+    qref = q.quality_report(train.images, real.images, scorer)
+    result = au.audit(fake.images, train.images, real.images)
+    s = result["summary"]
+    rows = [
+        ("SSIM vs real (paired)", ssim, ref_ssim, "study's metric; rewards average images"),
+        ("MSE vs real (paired)", mse, ref_mse, "study's metric; rewards average images"),
+        ("recall", qual["recall"], qref["recall"], "higher is better"),
+        ("coverage", qual["coverage"], qref["coverage"], "higher is better"),
+        ("KID", qual["kid"], qref["kid"], f"lower is better (standard error {qual['kid_se']:.4f})"),
+        ("diversity (mean SSIM among images)", qual["diversity_ssim"], qual["diversity_ssim_real"],
+         "near the real value; higher means less varied"),
+    ]
+    table = "".join(f"<tr><td>{html.escape(n)}</td><td>{v:.4f}</td><td>{r:.4f}</td><td>{html.escape(c)}</td></tr>"
+                    for n, v, r, c in rows)
+    grid = _png_data_uri(make_grid(fake.images[:16]))
+    pairs = []
+    for i in result["flagged"][:MAX_PAIRS]:
+        j = int(result["nn"]["index"][i])
+        gap = np.zeros((fake.images.shape[1], 4), np.uint8)
+        pic = _png_data_uri(np.hstack([to_uint8(fake.images[i]), gap, to_uint8(train.images[j])]))
+        pairs.append(f'<figure><img src="{pic}" alt="flagged pair"><figcaption>{html.escape(fake.files[i])} vs '
+                     f'{html.escape(train.files[j])}: NCC {result["nn"]["ncc"][i]:.3f}</figcaption></figure>')
+    hist = _histogram_svg({"generated vs training": result["nn"]["ncc"],
+                           "real (not trained on) vs training": result["heldout_nn"]["ncc"]}, s["threshold"])
+    verdict = (f'<p class="bad">{s["flagged"]} of {s["generated"]} generated images flagged as copies of training '
+               f"images.</p>" if s["flagged"] else
+               f'<p class="good">No generated image flagged (0 of {s["generated"]}).</p>')
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>cxr-gan report</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
+.bad{{color:#b00;font-weight:bold}}.good{{color:#070;font-weight:bold}}figure{{display:inline-block;margin:6px}}
+img{{image-rendering:pixelated}}</style></head><body>
+<h1>cxr-gan: synthetic chest X-ray report</h1>
+<p>All generated images are synthetic and depict no real patient. Generated: {len(fake.files)} images
+({html.escape(str(fake.root))}); real: {len(real.files)} ({html.escape(str(real.root))}); training:
+{len(train.files)} ({html.escape(str(train.root))}). cxr-runtime {__version__}, {time.strftime("%Y-%m-%d %H:%M")}.</p>
+<h2>Samples</h2><img id="grid" src="{grid}" alt="sample grid" width="520">
+<h2>Metrics</h2>
+<table id="metrics"><tr><th>metric</th><th>generated vs real</th><th>training vs real (reference)</th><th>reading</th></tr>
+{table}</table>
+<p>Definitions: docs/metrics.md. The reference row scores real training images against the same real images:
+the value a generator as faithful and varied as real data would reach.</p>
+<h2>Memorisation audit</h2>
+{verdict}
+<p>Nearest training image by {html.escape(s["similarity"])}. Generated: median {s["nn_ncc"]["p50"]:.3f}, max
+{s["nn_ncc"]["max"]:.3f}. Real images not trained on: median {s["heldout"]["nn_ncc"]["p50"]:.3f}, max
+{s["heldout"]["nn_ncc"]["max"]:.3f}.</p>
+<div id="histogram">{hist}</div>
+<div id="pairs">{"".join(pairs)}</div>
+</body></html>
+"""
