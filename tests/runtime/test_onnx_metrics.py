@@ -66,8 +66,8 @@ def test_identical_images(scorer):
 def test_cross_matrix_equals_every_pair(scorer, train_normal):
     real = load_folder(train_normal).images
     a, b = real[:7], real[100:138]
-    for tile in (1, 3, 7):
-        s, m = scorer.cross(a, b, tile=tile)
+    for tile, tile_b in ((1, 32), (3, 5), (7, 38)):  # tiles that do and do not divide the sets
+        s, m = scorer.cross(a, b, tile=tile, tile_b=tile_b)
         assert s.shape == m.shape == (7, 38)
         want_s = np.array([metrics.ssim(np.repeat(a[i : i + 1], len(b), 0), b) for i in range(len(a))])
         want_m = np.array([metrics.mse(np.repeat(a[i : i + 1], len(b), 0), b) for i in range(len(a))])
