@@ -112,7 +112,13 @@ def sample(n, model, out, seed, batch_size, device, fmt):
                 return
     if existing and not marker.is_file():
         _fail(f"--out {out} already holds sample files of unknown origin; choose another --out")
-    atomic_write_json(marker, identity)
+    study_uid = None
+    if fmt == "dicom":  # one study for the whole set, kept across a resumed run
+        from pydicom.uid import generate_uid
+
+        previous = json.loads(marker.read_text()) if marker.is_file() else {}
+        study_uid = previous.get("study_uid") or generate_uid()
+    atomic_write_json(marker, {**identity, "study_uid": study_uid})
     start = 0
     while start < n and (out / f"sample-{start:0{width}d}.{ext}").is_file():
         start += 1
@@ -120,11 +126,6 @@ def sample(n, model, out, seed, batch_size, device, fmt):
     if start:
         _note(f"resuming: {start} of {n} images already written")
     model_id = gen.sha256[:16]
-    study_uid = None
-    if fmt == "dicom":
-        from pydicom.uid import generate_uid
-
-        study_uid = generate_uid()
 
     def write(index: int, image) -> None:
         path = out / f"sample-{index:0{width}d}.{ext}"

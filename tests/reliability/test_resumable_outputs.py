@@ -93,3 +93,26 @@ def test_failed_conversion_leaves_nothing(tmp_path, monkeypatch):
     lines = [line for line in r.output.splitlines() if line.startswith("error")]
     assert len(lines) == 1 and "conversion failed (RuntimeError: converter crashed)" in lines[0]
     assert not out.exists() and not list(out.parent.iterdir())
+
+
+def test_resumed_dicom_set_keeps_one_study(model, tmp_path, monkeypatch):
+    pydicom = pytest.importorskip("pydicom")
+    from cxr_runtime import dicom
+
+    out = tmp_path / "d"
+    original = dicom.write_dicom
+    calls = []
+
+    def dies_after_5(*a, **k):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        original(*a, **k)
+        calls.append(1)
+
+    monkeypatch.setattr(dicom, "write_dicom", dies_after_5)
+    args = ["--n", 12, "--model", model, "--batch-size", 4, "--format", "dicom", "--out", out]
+    assert CliRunner().invoke(rcli.main, ["sample", *map(str, args)]).exit_code == 1
+    monkeypatch.setattr(dicom, "write_dicom", original)
+    assert _sample(*args).exit_code == 0
+    studies = {pydicom.dcmread(p).StudyInstanceUID for p in out.glob("sample-*.dcm")}
+    assert len(list(out.glob("sample-*.dcm"))) == 12 and len(studies) == 1
