@@ -27,7 +27,6 @@ import numpy as np
 K_NEIGHBOURS = 5
 KID_SUBSETS = 50
 KID_SUBSET_SIZE = 100
-FEATURE_VERSION = 1
 
 
 FEATURE_SIZE = 32  # features see a 32x32 area average: anatomy and texture, not pixel noise
@@ -134,10 +133,9 @@ def diversity(images: np.ndarray, scorer=None, max_images: int = 200, seed: int 
     return float(s[off].mean())
 
 
-# Reported metrics: those that rank the degradation ladder (tests/runtime/test_quality.py).
+# Reported: the metrics that rank the degradation ladder (tests/runtime/test_quality.py).
 # Precision and density rank a collapsed set (one real image repeated) first, as fidelity
-# measures must; they fail the ladder, so they are computed by prdc() but not reported.
-REPORTED = ("recall", "coverage", "kid", "kid_se", "diversity_ssim", "diversity_ssim_real")
+# measures must; they fail the ladder, so prdc() computes them but they are not reported.
 
 
 def quality_report(fake: np.ndarray, real: np.ndarray, scorer=None) -> dict[str, float]:
