@@ -201,19 +201,11 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
     (default) and the numpy reference agree within 1e-5.
     """
     from cxr_runtime import metrics
-    from cxr_runtime.images import NoImagesError, load_folder
-
-    sets = {}
-    for name, folder in (("fake", fake_dir), ("real", real_dir)):
-        try:
-            sets[name] = load_folder(folder, size=size, resize=resize)
-        except NoImagesError as e:
-            _fail(f"--{name}: {e}")
-        warning = sets[name].skipped_warning()
-        if warning:
-            _note(warning)
-    fake, real = sets["fake"], sets["real"]
     from cxr_runtime.session import DeviceError
+
+    fake = _load_or_fail(fake_dir, "--fake", size, resize)
+    real = _load_or_fail(real_dir, "--real", size, resize)
+    held = _load_or_fail(heldout_dir, "--heldout", size, resize) if quality and heldout_dir else None
 
     scorer = metrics
     if engine == "onnx":
@@ -239,18 +231,14 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
         result["provider"] = scorer.provider
     if quality:
         from cxr_runtime import quality as q
-        from cxr_runtime.images import NoImagesError, load_folder
         from cxr_runtime.onnx_metrics import OnnxScorer
 
         onnx_scorer = scorer if engine == "onnx" else OnnxScorer(device="cpu")
         try:
             result["quality"] = q.quality_report(fake.images, real.images, onnx_scorer)
-            if heldout_dir is not None:
-                held = load_folder(heldout_dir, size=size, resize=resize)
+            if held is not None:
                 result["quality_reference"] = q.quality_report(held.images, real.images, onnx_scorer)
                 result["quality_reference"]["images"] = len(held.files)
-        except NoImagesError as e:
-            _fail(f"--heldout: {e}")
         except ValueError as e:
             _fail(f"--quality: {e}")
     if as_json:
@@ -324,15 +312,6 @@ def _load_or_fail(folder: Path, flag: str, size: int, resize: str):
     return images
 
 
-def _side_by_side(a, b):
-    import numpy as np
-
-    from cxr_runtime.images import to_uint8
-
-    gap = np.zeros((a.shape[0], 4), np.uint8)
-    return np.hstack([to_uint8(a), gap, to_uint8(b)])
-
-
 @main.command()
 @click.option("--fake", "fake_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder of generated images.")
@@ -354,7 +333,7 @@ def audit(fake_dir, train_dir, heldout_dir, out, threshold, size):
     is flagged, so it can gate a release.
     """
     from cxr_runtime import audit as au
-    from cxr_runtime.images import write_png
+    from cxr_runtime.images import side_by_side, write_png
     from cxr_runtime.io import atomic_write_json
 
     fake = _load_or_fail(fake_dir, "--fake", size, "stretch")
@@ -369,7 +348,7 @@ def audit(fake_dir, train_dir, heldout_dir, out, threshold, size):
     for i in result["flagged"]:
         j = int(nn["index"][i])
         name = f"pair-{i:06d}.png"
-        write_png(flagged_dir / name, _side_by_side(fake.images[i], train.images[j]))
+        write_png(flagged_dir / name, side_by_side(fake.images[i], train.images[j]))
         pairs.append({"generated": fake.files[i], "training": train.files[j], "ncc": float(nn["ncc"][i]),
                       "ssim": float(nn["ssim"][i]), "picture": f"flagged/{name}"})
     summary = {**result["summary"], "fake": str(fake_dir), "train": str(train_dir), "pairs": pairs,

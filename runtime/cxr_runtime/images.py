@@ -213,11 +213,12 @@ def load_folder(
     for path in find_images(root):
         rel = display_name(path.relative_to(root).as_posix())
         try:
-            if not stat.S_ISREG(path.stat().st_mode):
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
                 skipped.append((rel, "not a regular file"))
                 continue
-            if path.stat().st_size > 4 * MAX_PIXELS:
-                skipped.append((rel, f"file too large ({path.stat().st_size:,} bytes)"))
+            if info.st_size > 4 * MAX_PIXELS:
+                skipped.append((rel, f"file too large ({info.st_size:,} bytes)"))
                 continue
             data = path.read_bytes()
         except OSError as e:
@@ -286,6 +287,11 @@ def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.
         y, x = pad + r * (h + pad), pad + c * (w + pad)
         grid[y : y + h, x : x + w] = tiles[i]
     return grid
+
+
+def side_by_side(a: np.ndarray, b: np.ndarray, gap: int = 4) -> np.ndarray:
+    """Two (H, W) images in [-1, 1] as one uint8 picture, `gap` black columns apart."""
+    return np.hstack([to_uint8(a), np.zeros((a.shape[0], gap), np.uint8), to_uint8(b)])
 
 
 def write_png(path: str | os.PathLike, image_u8: np.ndarray) -> None:

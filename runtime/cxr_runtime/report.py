@@ -53,7 +53,7 @@ def build_report(fake, real, train, notice=None) -> str:
     """`fake`, `real`, `train`: cxr_runtime.images.ImageSet. Returns the HTML page."""
     from cxr_runtime import audit as au
     from cxr_runtime import quality as q
-    from cxr_runtime.images import make_grid, to_uint8
+    from cxr_runtime.images import make_grid, side_by_side
     from cxr_runtime.onnx_metrics import OnnxScorer
 
     scorer = OnnxScorer(device="auto", notice=notice)
@@ -78,8 +78,7 @@ def build_report(fake, real, train, notice=None) -> str:
     pairs = []
     for i in result["flagged"][:MAX_PAIRS]:
         j = int(result["nn"]["index"][i])
-        gap = np.zeros((fake.images.shape[1], 4), np.uint8)
-        pic = _png_data_uri(np.hstack([to_uint8(fake.images[i]), gap, to_uint8(train.images[j])]))
+        pic = _png_data_uri(side_by_side(fake.images[i], train.images[j]))
         pairs.append(f'<figure><img src="{pic}" alt="flagged pair"><figcaption>{html.escape(fake.files[i])} vs '
                      f'{html.escape(train.files[j])}: NCC {result["nn"]["ncc"][i]:.3f}</figcaption></figure>')
     hist = _histogram_svg({"generated vs training": result["nn"]["ncc"],
