@@ -194,12 +194,16 @@ def load_folder(
     size: int = 128,
     resize: str = "stretch",
     cache_dir: str | os.PathLike | None = None,
+    into: str | os.PathLike | None = None,
 ) -> ImageSet:
     """Read every image under `root` with `load_image`'s rules.
 
     Unusable files are skipped and listed in `ImageSet.skipped`. With `cache_dir`, each
     preprocessed array is stored under its file's content hash and the preprocessing
     parameters, so a changed file can never be served from a stale entry.
+    With `into` (a file path), images are appended to that file as raw float32 rows as
+    they are read and `ImageSet.images` is a read-only memory map of it: memory stays
+    flat however many images there are.
     Raises NoImagesError (with the reasons) when nothing usable is found.
     """
     root = Path(root)
@@ -209,6 +213,23 @@ def load_folder(
         raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
     cache = Path(cache_dir) if cache_dir else None
     arrays, files, hashes, skipped = [], [], [], []
+    sink = open(into, "wb") if into is not None else None  # noqa: SIM115 (closed below)
+    try:
+        _read_into(root, size, resize, cache, arrays, files, hashes, skipped, sink)
+    finally:
+        if sink is not None:
+            sink.close()
+    if not files:
+        detail = f" ({len(skipped)} image files skipped: " + "; ".join(f"{p}: {r}" for p, r in skipped) + ")" if skipped else ""
+        raise NoImagesError(f"no usable image under {root}{detail}")
+    if sink is not None:
+        images = np.memmap(into, dtype=np.float32, mode="r", shape=(len(files), size, size))
+    else:
+        images = np.stack(arrays)
+    return ImageSet(str(root), images, files, hashes, skipped)
+
+
+def _read_into(root, size, resize, cache, arrays, files, hashes, skipped, sink) -> None:
     seen: dict[str, str] = {}
     for path in find_images(root):
         rel = display_name(path.relative_to(root).as_posix())
@@ -238,14 +259,13 @@ def load_folder(
                 continue
             if entry is not None:
                 _cache_put(entry, arr)
-        arrays.append(arr)
+        if sink is not None:
+            sink.write(np.ascontiguousarray(arr, np.float32).tobytes())
+        else:
+            arrays.append(arr)
         files.append(rel)
         hashes.append(digest)
         seen[digest] = rel
-    if not arrays:
-        detail = f" ({len(skipped)} image files skipped: " + "; ".join(f"{p}: {r}" for p, r in skipped) + ")" if skipped else ""
-        raise NoImagesError(f"no usable image under {root}{detail}")
-    return ImageSet(str(root), np.stack(arrays), files, hashes, skipped)
 
 
 def _cache_get(entry: Path | None, size: int) -> np.ndarray | None:

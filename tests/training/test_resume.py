@@ -79,8 +79,10 @@ def test_resume_equals_uninterrupted(cfg, few_real, tmp_path):
 
 
 def test_resume_comparison_can_fail(cfg, few_real, tmp_path):
-    """The equality above is not vacuous: a resume that draws the wrong batches (its
-    step counter off by one) ends with different weights, and the comparison sees it."""
+    """The equality above is not vacuous: a resume whose restored state is off by one
+    step (D's optimizer counter, which drives Adam's bias correction and the rate
+    schedule) ends with different weights, and the comparison sees it. (A pipeline out of
+    step with the model is refused outright: test_train_step.)"""
     straight = train(cfg, few_real, out_root=tmp_path / "a", log=lambda m: None)
     with pytest.raises(Interrupt):
         train(cfg, few_real, out_root=tmp_path / "b", log=lambda m: None, extra_callbacks=[InterruptAt(2, 0)])

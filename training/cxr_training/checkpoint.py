@@ -197,3 +197,4 @@ def restore(gan, ckpt: Path, meta: dict) -> None:
                         f"{ckpt.name}: {key} is {item['path']} {tuple(value.shape)}, model has {v.path} {tuple(v.shape)}"
                     )
                 v.assign(value)
+    gan.global_step.assign(int(meta["step"]))

@@ -35,6 +35,18 @@ EXIT_INTERRUPTED = 130
 @click.option("--no-progressive", is_flag=True, help="Turn progressive resizing off.")
 @click.option("--lr-schedule", type=click.Choice(["decay", "constant"]),
               help="Adaptive learning rate: linear decay over the second half (default) or constant.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              help="Arithmetic of the training step. auto (the default of 'paper' and 'quick'): "
+                   "bfloat16 mixed precision on CPUs with AVX-512 BF16 or AMX, else float32; float16 "
+                   "(mixed, loss-scaled) is for GPUs. Variables and outputs stay float32.")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
+              show_default=True,
+              help="tf.distribute strategy: mirrored = all GPUs of this host; multiworker = several hosts "
+                   "configured by TF_CONFIG (docs/training.md). --batch-size is the global batch.")
+@click.option("--input", "input_mode", type=click.Choice(["auto", "memory", "stream"]), default="auto",
+              show_default=True,
+              help="Hold the training set in memory or stream it from a memory-mapped file on disk; "
+                   "auto streams sets larger than about 1 GB in memory. Batches are identical either way.")
 @click.option("--out", "out_root", type=click.Path(file_okay=False, path_type=str), default="runs",
               show_default=True, help="Folder that receives the numbered run folders.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False, path_type=str),
@@ -42,7 +54,7 @@ EXIT_INTERRUPTED = 130
 @click.option("--dry-run", is_flag=True, help="Check the data and config, print the plan, write nothing.")
 @click.version_option(__version__, prog_name="cxr-train")
 def main(preset_name, data_dir, epochs, steps_per_epoch, batch_size, seed, resize, checkpoint_every,
-         no_progressive, lr_schedule, out_root, resume_dir, dry_run):
+         no_progressive, lr_schedule, precision, strategy, input_mode, out_root, resume_dir, dry_run):
     """Train the study's DCGAN-style GAN (100-d noise -> 128x128 gray chest X-ray).
 
     Each run gets its own folder (runs/00001-quick/) with config.json, metrics.jsonl and
@@ -54,11 +66,12 @@ def main(preset_name, data_dir, epochs, steps_per_epoch, batch_size, seed, resiz
       cxr-train --data ../shared/data/kermany-cxr/train/NORMAL
       cxr-train --preset paper --data /data/xrays --seed 1
       cxr-train --resume runs/00003-paper
+      cxr-train --preset paper --data /data/xrays --strategy mirrored --batch-size 128
     """
     overrides = {
         "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "seed": seed,
         "resize": resize, "checkpoint_every": checkpoint_every, "lr_schedule": lr_schedule,
-        "progressive": False if no_progressive else None,
+        "progressive": False if no_progressive else None, "precision": precision,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     ctx = click.get_current_context()
@@ -87,7 +100,7 @@ def main(preset_name, data_dir, epochs, steps_per_epoch, batch_size, seed, resiz
     from cxr_training.train import Interrupted, NonFiniteLoss, TrainingError, train  # heavy: TensorFlow
 
     try:
-        train(cfg, data_dir, out_root=out_root, resume_dir=resume_dir)
+        train(cfg, data_dir, out_root=out_root, resume_dir=resume_dir, strategy=strategy, input_mode=input_mode)
     except TrainingError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USER_ERROR)
@@ -116,9 +129,12 @@ def _dry_run(cfg, data_dir):
     if warning:
         click.echo(warning, err=True)
     from cxr_training.models import build_discriminator, build_generator
+    from cxr_training.precision import resolve_here
 
     g, d = build_generator(cfg), build_discriminator(cfg)
+    chosen, why = resolve_here(cfg.precision)
     plan = {
+        "precision": {"resolved": chosen, "why": why},
         "config": cfg.to_dict(),
         "data": {"root": images.root, "usable": len(images.files), "skipped": len(images.skipped),
                  "sha256": images.fingerprint()["sha256"]},

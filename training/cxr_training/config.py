@@ -38,6 +38,9 @@ class Config:
     beta_1: float = 0.5  # Adam beta_1 (DCGAN's)
     beta_2: float = 0.999  # Adam beta_2 (Keras default)
     seed: int = 0  # seeds weights, batches, latents and dropout; same seed + data = same run
+    # "auto", "float32", "bfloat16" or "float16" (Keras mixed precision, see precision.py);
+    # a run stores the resolved value, never "auto"
+    precision: str = "auto"
 
     # --- the paper's two named techniques -------------------------------------------
     progressive: bool = True  # progressive resizing of the real images
@@ -94,6 +97,8 @@ class Config:
         need(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
         need(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
         need(self.resize in ("stretch", "crop"), "resize must be 'stretch' or 'crop'")
+        need(self.precision in ("auto", "float32", "bfloat16", "float16"),
+             "precision must be auto, float32, bfloat16 or float16")
 
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
@@ -107,7 +112,7 @@ class Config:
         unknown = set(d) - set(known)
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
-        kw = {}
+        kw = {"precision": "float32"}  # configs written before the field existed trained in float32
         for k, v in d.items():
             if isinstance(v, list):  # JSON has no tuples
                 v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
@@ -128,11 +133,12 @@ PRESETS: dict[str, Config] = {
     # The paper's architecture for 300 steps (6 x 50, batch 32): about 15 minutes on 2 CPU
     # cores, enough for ribs, lung fields and mediastinum to appear (PAPER.md).
     "quick": Config(preset="quick", epochs=6, steps_per_epoch=50, batch_size=32, keep_checkpoints=1),
-    # Tiny widths and 32x32 images: seconds, for tests and a first look at the plumbing.
+    # Tiny widths and 32x32 images: seconds, for tests and a first look at the plumbing;
+    # float32 so that it computes the same on every machine.
     "smoke": Config(
         preset="smoke", image_size=32, latent_dim=16, g_dense_channels=16, g_channels=(8, 8),
         d_channels=(8, 8, 8, 8), epochs=2, steps_per_epoch=3, batch_size=4,
-        eval_max_images=16, grid_images=4, keep_checkpoints=1,
+        eval_max_images=16, grid_images=4, keep_checkpoints=1, precision="float32",
     ),
 }
 

@@ -25,8 +25,20 @@ def default_cache_dir() -> Path | None:
     return Path(base) / "cxr-gan" / "images"
 
 
-def load_training_images(data_dir: str | os.PathLike, cfg: Config) -> ImageSet:
-    return load_folder(data_dir, size=cfg.image_size, resize=cfg.resize, cache_dir=default_cache_dir())
+def load_training_images(data_dir: str | os.PathLike, cfg: Config, into: str | os.PathLike | None = None) -> ImageSet:
+    """The training set, in memory or (with `into`) streamed into a memory-mapped file."""
+    return load_folder(data_dir, size=cfg.image_size, resize=cfg.resize, cache_dir=default_cache_dir(), into=into)
+
+
+def stream_store_dir() -> Path:
+    """Where a streamed training set's float32 file lives while a run uses it: next to the
+    per-image cache, or the system's temporary folder when caching is off."""
+    cache = default_cache_dir()
+    if cache is None:
+        import tempfile
+
+        return Path(tempfile.gettempdir())
+    return cache.parent / "stream"
 
 
 def downscaled(images: np.ndarray, factor: int) -> np.ndarray:
@@ -41,8 +53,3 @@ def downscaled(images: np.ndarray, factor: int) -> np.ndarray:
         out[i] = cv2.resize(low, (s, s), interpolation=cv2.INTER_LINEAR)
     return out
 
-
-def real_stages(images: np.ndarray, cfg: Config) -> np.ndarray:
-    """float32 (stages, N, S, S, 1): the real set at each progressive-resizing stage."""
-    factors = [f for _, f in cfg.progressive_schedule] if cfg.progressive else [1]
-    return np.stack([downscaled(images, f) for f in factors])[..., None].astype(np.float32)

@@ -5,18 +5,24 @@ One step (Goodfellow et al. 2014, with the non-saturating generator loss):
    takes one Adam step on the binary cross-entropy;
 2. G takes one Adam step on -log D(G(z)) (BCE against label 1), only G's weights updated.
 
-Where the batch comes from: the real images (at every progressive-resizing resolution)
-sit in memory as one constant; the batch indices and both latent batches are drawn with
-stateless random ops seeded by (seed, global step). The global step is D's optimizer
-iteration count, which checkpoints restore, so a resumed run draws exactly the batches
-an uninterrupted one would, and no input pipeline can starve the step.
+Where the batch comes from: the input pipeline (pipeline.py) hands each replica its
+rows of the step's real batch together with the global step; both latent batches are
+drawn in-graph with stateless random ops seeded by (seed, step), and each replica takes
+its rows of them. So a resumed run, a distributed run and a single-device run draw the
+same batches. The step also checks that the pipeline's step is the model's own global
+step (`global_step`, restored from checkpoints), so the two can never drift apart.
+
+Under a distribution strategy each replica's losses are means over its own rows; they
+are divided by the number of replicas before the gradients, which the optimizer sums
+across replicas: the update equals the single-device update on the global batch.
+Mixed precision: the output layers are float32 (models.py) and, for float16, both
+optimizers are LossScaleOptimizers (dynamic loss scaling), see precision.py.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 from cxr_training.config import Config
+from cxr_training.pipeline import latents, replica_rows, resolution_boundaries, stage_factor  # noqa: F401
 from cxr_training.tfenv import import_tf
 
 tf, keras = import_tf()
@@ -62,99 +68,115 @@ def learning_rate(cfg: Config, initial: float):
 
 
 def make_optimizers(cfg: Config):
-    """(d_optimizer, g_optimizer): Adam as DCGAN, with the configured rate schedule."""
+    """(d_optimizer, g_optimizer): Adam as DCGAN, with the configured rate schedule;
+    wrapped in dynamic loss scaling when the precision is float16."""
     d_opt = keras.optimizers.Adam(learning_rate(cfg, cfg.d_lr), beta_1=cfg.beta_1, beta_2=cfg.beta_2, name="d_adam")
     g_opt = keras.optimizers.Adam(learning_rate(cfg, cfg.g_lr), beta_1=cfg.beta_1, beta_2=cfg.beta_2, name="g_adam")
+    if cfg.precision == "float16":
+        d_opt = keras.optimizers.LossScaleOptimizer(d_opt, name="d_loss_scale")
+        g_opt = keras.optimizers.LossScaleOptimizer(g_opt, name="g_loss_scale")
     return d_opt, g_opt
 
 
-def resolution_boundaries(cfg: Config) -> list[int]:
-    """First global step of each progressive-resizing stage (one stage if disabled)."""
-    if not cfg.progressive:
-        return [0]
-    return [int(round(frac * cfg.total_steps)) for frac, _ in cfg.progressive_schedule]
-
-
-def stage_factor(cfg: Config, step: int) -> int:
-    """Downscale factor of the real images at a global step (1 = full resolution)."""
-    if not cfg.progressive:
-        return 1
-    bounds = resolution_boundaries(cfg)
-    stage = max(i for i, b in enumerate(bounds) if step >= b)
-    return cfg.progressive_schedule[stage][1]
-
-
 class GAN(keras.Model):
-    """Owns G, D, their optimizers and the alternating train_step."""
+    """Owns G, D, their optimizers, the global step and the alternating train_step."""
 
-    def __init__(self, generator, discriminator, real_stages: np.ndarray, cfg: Config, **kwargs):
-        """`real_stages`: float32 (stages, N, H, W, 1), one copy of the real set per
-        progressive-resizing stage, full resolution last."""
+    def __init__(self, generator, discriminator, cfg: Config, **kwargs):
         super().__init__(name="gan", **kwargs)
-        n = real_stages.shape[1]
-        if cfg.batch_size > n:
-            raise ValueError(f"batch size {cfg.batch_size} is larger than the {n} usable images")
         self.generator = generator
         self.discriminator = discriminator
         self.latent_dim = cfg.latent_dim
         self.batch_size = cfg.batch_size
         self.seed = cfg.seed
-        self._real_stages = tf.constant(real_stages, dtype=tf.float32)
-        self._bounds = tf.constant(resolution_boundaries(cfg), dtype=tf.int64)
+        # steps taken so far; the pipeline's elements must carry exactly this step
+        self.global_step = keras.Variable(0, dtype="int64", trainable=False, name="global_step",
+                                          aggregation="only_first_replica")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.built = True  # G and D are built functional models; nothing for fit() to infer
 
     def compile(self, d_optimizer, g_optimizer):
         super().compile()
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
-        self.bce = keras.losses.BinaryCrossentropy()
+
+    @staticmethod
+    def bce(labels, p):
+        """Mean binary cross-entropy over this replica's rows. Written out rather than
+        keras.losses.BinaryCrossentropy(), which silently divides by the number of
+        replicas under a strategy: here the division is explicit, in train_step."""
+        return keras.ops.mean(keras.losses.binary_crossentropy(labels, p))
 
     @property
     def metrics(self):
         return [self.g_loss_tracker, self.d_loss_tracker]
+
+    @property
+    def step(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.global_step))
 
     def build_optimizers(self):
         """Create the optimizers' slot variables now (needed before restoring them)."""
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.g_optimizer.build(self.generator.trainable_variables)
 
-    def draw_batch(self, step):
-        """Real batch and two latent batches for a global step, from (seed, step) only."""
-        step = tf.cast(step, tf.int64)
-        seed = tf.constant(self.seed, tf.int64)
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Nothing to infer: G, D, the trackers and (after build_optimizers) the optimizer
+        state all exist before fit(). Keras' version would also pull one element from the
+        pipeline and, under MultiWorkerMirroredStrategy, fail reducing it."""
+        return
 
-        def key(stream):
-            return tf.stack([seed, step * 3 + stream])
+    def make_train_function(self, force=False):
+        """fit()'s step function: one `strategy.run(train_step)` per call, losses averaged
+        over replicas. Replaces Keras' own wrapper, whose Optional/cond plumbing fails under
+        MirroredStrategy in this Keras/TensorFlow pair ("You must feed a value for
+        placeholder tensor", keras-team/keras#19246); the pipeline is sized to the steps
+        fit() asks for, so the iterator never runs dry."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        strategy = self.distribute_strategy
 
-        n = tf.shape(self._real_stages)[1]
-        # batch_size distinct images, uniformly chosen: top-k of i.i.d. uniform keys
-        idx = tf.math.top_k(tf.random.stateless_uniform([n], seed=key(0)), k=self.batch_size).indices
-        stage = tf.reduce_sum(tf.cast(step >= self._bounds, tf.int32)) - 1
-        real = tf.gather(self._real_stages[stage], idx)
-        z_d = tf.random.stateless_normal([self.batch_size, self.latent_dim], seed=key(1))
-        z_g = tf.random.stateless_normal([self.batch_size, self.latent_dim], seed=key(2))
-        return real, z_d, z_g
+        @tf.function
+        def one_step(iterator):
+            outputs = strategy.run(self.train_step, args=(next(iterator),))
+            if strategy.num_replicas_in_sync == 1:
+                return outputs
+            return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
+
+        self.train_function = one_step
+        return one_step
 
     def train_step(self, data):
-        del data  # batches are drawn from the step counter, see draw_batch
-        real, z_d, z_g = self.draw_batch(self.d_optimizer.iterations)
-        b = self.batch_size
+        step, real = data  # from pipeline.dataset: this replica's rows of the step's real batch
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync
+        start, rows = replica_rows(ctx.replica_id_in_sync_group, replicas, self.batch_size)
+        tf.debugging.assert_equal(step, self.global_step, message="input pipeline out of step with the model")
+        z_d = latents(self.seed, step, 1, self.batch_size, self.latent_dim)[start : start + rows]
+        z_g = latents(self.seed, step, 2, self.batch_size, self.latent_dim)[start : start + rows]
+
+        def for_gradients(loss, optimizer):
+            if replicas > 1:  # the optimizer sums the replicas' gradients
+                loss = loss / replicas
+            return optimizer.scale_loss(loss)  # loss scaling under float16, identity otherwise
 
         with tf.GradientTape() as tape:
             fake = self.generator(z_d, training=True)
             p = self.discriminator(tf.concat([real, fake], axis=0), training=True)
-            labels = tf.concat([tf.ones((b, 1)), tf.zeros((b, 1))], axis=0)
+            labels = tf.concat([tf.ones((rows, 1)), tf.zeros((rows, 1))], axis=0)
             d_loss = self.bce(labels, p)
+            d_scaled = for_gradients(d_loss, self.d_optimizer)
         d_vars = self.discriminator.trainable_variables
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))
 
         with tf.GradientTape() as tape:
             p_fake = self.discriminator(self.generator(z_g, training=True), training=True)
-            g_loss = self.bce(tf.ones((b, 1)), p_fake)
+            g_loss = self.bce(tf.ones((rows, 1)), p_fake)
+            g_scaled = for_gradients(g_loss, self.g_optimizer)
         g_vars = self.generator.trainable_variables
-        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_scaled, g_vars), g_vars))
 
+        self.global_step.assign(step + 1)
         self.d_loss_tracker.update_state(d_loss)
         self.g_loss_tracker.update_state(g_loss)
         return {"g_loss": self.g_loss_tracker.result(), "d_loss": self.d_loss_tracker.result()}

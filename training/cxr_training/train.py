@@ -15,9 +15,12 @@ content, restores the newest intact checkpoint and drops metric rows written aft
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,9 +29,9 @@ import numpy as np
 
 from cxr_runtime.images import make_grid, write_png
 from cxr_runtime.io import atomic_path, atomic_write_json
-from cxr_training import checkpoint
+from cxr_training import checkpoint, distribute, pipeline, precision
 from cxr_training.config import Config
-from cxr_training.data import load_training_images, real_stages
+from cxr_training.data import load_training_images, stream_store_dir
 from cxr_training.evaluate import Evaluator
 from cxr_training.gan import GAN, make_optimizers, stage_factor
 from cxr_training.models import build_discriminator, build_generator
@@ -136,7 +139,7 @@ class Guard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
         losses = {k: float(logs[k]) for k in ("g_loss", "d_loss") if k in logs}
-        step = int(self.gan.d_optimizer.iterations.numpy())
+        step = self.gan.step
         if not all(np.isfinite(v) for v in losses.values()):
             last = checkpoint.list_checkpoints(self.run_dir)
             keep = f"the last good checkpoint is {last[-1].name}" if last else "no checkpoint had been written yet"
@@ -185,7 +188,7 @@ class EpochEnd(keras.callbacks.Callback):
         cfg, gan = self.cfg, self.gan
         train_s = time.time() - self.t_epoch
         e = epoch + 1
-        step = int(gan.d_optimizer.iterations.numpy())
+        step = gan.step
         t = time.time()
         scores, fake = self.evaluator.run()
         eval_s = time.time() - t
@@ -244,7 +247,16 @@ class _signals:
 
 
 def save_generator(run_dir: Path, generator, cfg: Config, run_meta: dict, epoch: int, step: int) -> Path:
-    """The final generator on its own, with what export needs to know about it."""
+    """The final generator on its own, with what export needs to know about it.
+
+    Always a float32 model: a generator trained under mixed precision is rebuilt with
+    float32 layers and given the (float32) trained weights, so export and its parity gate
+    see the same float32 network whatever the training precision was.
+    """
+    if cfg.precision != "float32":
+        plain = build_generator(cfg, precision="float32")
+        plain.set_weights(generator.get_weights())
+        generator = plain
     path = run_dir / "generator.keras"
     with atomic_path(path, suffix=".keras") as tmp:
         generator.save(tmp)
@@ -258,6 +270,7 @@ def save_generator(run_dir: Path, generator, cfg: Config, run_meta: dict, epoch:
         "channels": 1,
         "value_range": [-1.0, 1.0],
         "layout": "NHWC",
+        "training_precision": cfg.precision,
         "config": cfg.to_dict(),
         "config_hash": cfg.hash(),
         "data_sha256": run_meta["data"]["sha256"],
@@ -268,26 +281,75 @@ def save_generator(run_dir: Path, generator, cfg: Config, run_meta: dict, epoch:
     return path
 
 
-def load_images_or_fail(data_dir, cfg: Config, log=_log):
-    from cxr_runtime.images import NoImagesError
+def load_images_or_fail(data_dir, cfg: Config, log=_log, input_mode: str = "auto"):
+    """(images, mode, store): the usable images, "memory" or "stream", and the stream file
+    (None in memory mode; the caller removes it)."""
+    from cxr_runtime.images import NoImagesError, find_images
 
+    root = Path(data_dir)
+    candidates = len(find_images(root)) if root.is_dir() else 0
     try:
-        images = load_training_images(data_dir, cfg)
-    except NoImagesError as e:
+        mode = pipeline.choose_mode(input_mode, candidates, cfg)
+    except ValueError as e:
         raise TrainingError(str(e)) from None
+    store = None
+    if mode == "stream":
+        folder = stream_store_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="cxr-stream-", suffix=".f32", dir=folder)
+        os.close(fd)
+        store = Path(name)
+        log(f"streaming the training set from {store} ({candidates} candidate files; "
+            f"about {candidates * cfg.image_size ** 2 * 4 / 1e9:.2f} GB of disk)")
+    try:
+        images = load_training_images(data_dir, cfg, into=store)
+    except NoImagesError as e:
+        _remove(store)
+        raise TrainingError(str(e)) from None
+    except BaseException:
+        _remove(store)
+        raise
     warning = images.skipped_warning()
     if warning:
         log(warning)
     if len(images.files) < max(2, cfg.batch_size):
+        _remove(store)
         raise TrainingError(
             f"{len(images.files)} usable images under {data_dir}: need at least max(2, batch size {cfg.batch_size})"
         )
-    return images
+    return images, mode, store
+
+
+def _remove(path: Path | None) -> None:
+    if path is not None:
+        Path(path).unlink(missing_ok=True)
+
+
+def _input(gan_cfg: Config, source, placement: distribute.Placement, start: int, end: int):
+    """The dataset `fit` consumes for global steps [start, end)."""
+    if placement.name == "default":
+        return pipeline.dataset(source, gan_cfg, start, end)
+
+    def per_worker(ctx):
+        local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        return pipeline.dataset(source, gan_cfg, start, end, local_replicas=local,
+                                first_replica=ctx.input_pipeline_id * local, replicas=ctx.num_replicas_in_sync)
+
+    return placement.strategy.distribute_datasets_from_function(per_worker)
 
 
 def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_root: str | Path = "runs",
-          resume_dir: str | Path | None = None, log=_log, extra_callbacks=()) -> Path:
-    """Run (or resume) training; return the run folder."""
+          resume_dir: str | Path | None = None, log=_log, extra_callbacks=(), strategy: str = "default",
+          input_mode: str = "auto") -> Path:
+    """Run (or resume) training; return the run folder.
+
+    `strategy`: default, mirrored or multiworker (distribute.py); `input_mode`: auto,
+    memory or stream (pipeline.py). Neither changes what is computed, only where and how.
+    """
+    try:  # first: MultiWorkerMirroredStrategy must exist before other TensorFlow work
+        placement = distribute.make(strategy)
+    except distribute.StrategyError as e:
+        raise TrainingError(str(e)) from None
     resume = resume_dir is not None
     if resume:
         run_dir = Path(resume_dir)
@@ -301,38 +363,66 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
         raise TrainingError("a config and a data folder are needed")
     try:
         cfg.validate()
+        if cfg.precision == "auto":
+            chosen, why = precision.resolve_here("auto")
+            cfg = cfg.replace(precision=chosen)
+            log(f"precision {chosen} ({why})")
     except ValueError as e:
         raise TrainingError(f"invalid config: {e}") from None
+    if cfg.batch_size % placement.replicas:
+        raise TrainingError(f"batch size {cfg.batch_size} must be a multiple of the {placement.replicas} replicas "
+                            f"of the {placement.name} strategy")
 
-    images = load_images_or_fail(data_dir, cfg, log)
-    fingerprint = images.fingerprint()
-    if resume:
-        if fingerprint["sha256"] != run_meta["data"]["sha256"]:
+    images, mode, store = load_images_or_fail(data_dir, cfg, log, input_mode)
+    scratch = None
+    try:
+        fingerprint = images.fingerprint()
+        if resume and fingerprint["sha256"] != run_meta["data"]["sha256"]:
             raise TrainingError(
                 f"the data under {data_dir} is not the data run {run_dir.name} was trained on "
                 f"(fingerprint {fingerprint['sha256'][:12]} vs {run_meta['data']['sha256'][:12]})"
             )
-    else:
-        run_dir = new_run_dir(out_root, cfg.preset)
-        run_meta = {
-            "run_id": run_dir.name,
-            "created": _now(),
-            "command": sys.argv,
-            "seed": cfg.seed,
-            "config": cfg.to_dict(),
-            "config_hash": cfg.hash(),
-            "data": fingerprint,
-            "versions": library_versions(),
-        }
-        atomic_write_json(run_dir / "config.json", run_meta)
-    log(f"run {run_dir} | {len(images.files)} images from {images.root} | preset {cfg.preset}: "
-        f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps, batch {cfg.batch_size}, seed {cfg.seed}")
+        if not placement.chief:  # same work as the chief, written to a folder that is removed afterwards
+            scratch = Path(tempfile.mkdtemp(prefix=f"cxr-worker{placement.worker}-"))
+            if resume:
+                shutil.copytree(run_dir, scratch / run_dir.name)
+                run_dir = scratch / run_dir.name
+            else:
+                out_root = scratch
+        if not resume:
+            run_dir = new_run_dir(out_root, cfg.preset)
+            run_meta = {
+                "run_id": run_dir.name,
+                "created": _now(),
+                "command": sys.argv,
+                "seed": cfg.seed,
+                "config": cfg.to_dict(),
+                "config_hash": cfg.hash(),
+                "data": fingerprint,
+                "versions": library_versions(),
+            }
+            atomic_write_json(run_dir / "config.json", run_meta)
+        log(f"run {run_dir} | {len(images.files)} images from {images.root} ({mode}) | preset {cfg.preset}: "
+            f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps, batch {cfg.batch_size}, seed {cfg.seed}, "
+            f"{cfg.precision}, {placement.describe()}")
+        return _fit(cfg, images, mode, placement, run_dir, run_meta, resume, log, extra_callbacks)
+    finally:
+        _remove(store)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
+
+def _fit(cfg: Config, images, mode: str, placement: distribute.Placement, run_dir: Path, run_meta: dict,
+         resume: bool, log, extra_callbacks) -> Path:
+    source = pipeline.MemorySource(images.images, cfg) if mode == "memory" else pipeline.DiskSource(images.images, cfg)
     keras.utils.set_random_seed(cfg.seed)
-    generator = build_generator(cfg)
-    discriminator = build_discriminator(cfg)
-    gan = GAN(generator, discriminator, real_stages(images.images, cfg), cfg)
-    gan.compile(*make_optimizers(cfg))
+    with placement.strategy.scope():
+        generator = build_generator(cfg)
+        discriminator = build_discriminator(cfg)
+        gan = GAN(generator, discriminator, cfg)
+        gan.compile(*make_optimizers(cfg))
+        # optimizer state created here, not lazily inside the first (distributed) step
+        gan.build_optimizers()
 
     start_epoch, start_step, history, trackers = 0, 0, [], None
     if resume:
@@ -342,7 +432,6 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
         found = checkpoint.latest_valid(run_dir, warn=log)
         if found is not None:
             ckpt, meta = found
-            gan.build_optimizers()
             try:
                 checkpoint.restore(gan, ckpt, meta)
             except checkpoint.CheckpointError as e:
@@ -369,26 +458,27 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
                              resume_trackers=trackers if done_in_epoch else None)
         callbacks = [Progress(cfg, log, offset=done_in_epoch), Guard(run_dir, cfg, gan, state, log), epoch_end,
                      *extra_callbacks]
-        dummy = tf.data.Dataset.from_tensors(tf.zeros((1,))).repeat()  # train_step draws its own batches
         with _signals(state):
             if done_in_epoch:  # finish the interrupted epoch first, then the rest
-                gan.fit(dummy, epochs=start_epoch + 1, initial_epoch=start_epoch,
+                gan.fit(_input(cfg, source, placement, start_step, (start_epoch + 1) * cfg.steps_per_epoch),
+                        epochs=start_epoch + 1, initial_epoch=start_epoch,
                         steps_per_epoch=cfg.steps_per_epoch - done_in_epoch, callbacks=callbacks, verbose=0,
                         shuffle=False)
                 start_epoch += 1
                 callbacks[0].offset = 0
             if start_epoch < cfg.epochs and state.signum is None:
-                gan.fit(dummy, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=cfg.steps_per_epoch,
-                        callbacks=callbacks, verbose=0, shuffle=False)
+                gan.fit(_input(cfg, source, placement, gan.step, cfg.total_steps), epochs=cfg.epochs,
+                        initial_epoch=start_epoch, steps_per_epoch=cfg.steps_per_epoch, callbacks=callbacks,
+                        verbose=0, shuffle=False)
         if state.signum is not None:
             name = signal.Signals(state.signum).name
-            raise Interrupted(f"stopped by {name} at step {int(gan.d_optimizer.iterations.numpy())}; "
+            raise Interrupted(f"stopped by {name} at step {gan.step}; "
                               f"checkpoint {state.checkpoint} written; continue with: cxr-train --resume {run_dir}",
                               state.signum)
     else:
         log(f"run {run_dir.name} had already finished all {cfg.epochs} epochs")
 
-    step = int(gan.d_optimizer.iterations.numpy())
+    step = gan.step
     path = save_generator(run_dir, generator, cfg, run_meta, cfg.epochs, step)
     log(f"done: {path}")
     return run_dir
