@@ -3,11 +3,13 @@
 (a) reference: the same alternating algorithm (D on B real + B generated images, BCE; then
     G through D, non-saturating loss; Adam 2e-4 / 0.5; float32), written plainly: one
     `tf.function` step fed numpy batches from Python, nothing else;
-(b) `cxr-train` itself, the paper preset with its defaults, run as a user runs it; its
-    steady-state seconds per step are the median step time it logs (metrics.csv,
-    `seconds_per_step`), so start-up and epoch-end work are excluded.
-Same data (the shared training images), same machine, measured A-B-A (reference, cxr-train,
-reference) so drift shows. Writes bench/training.json.
+(b) `cxr-train` itself, the paper preset with its defaults (precision auto, default
+    strategy), run as a user runs it; its steady-state seconds per step are the median step
+    time it logs (metrics.csv, `seconds_per_step`), so start-up and epoch-end work are
+    excluded;
+(c) `cxr-train --precision float32`, to separate what mixed precision gives from the rest.
+Same data (the shared training images), same machine, measured A-B-C-A (reference, the two
+cxr-train runs, reference again) so drift shows. Writes bench/training.json.
 """
 
 from __future__ import annotations
@@ -72,16 +74,18 @@ def reference_seconds_per_step(real: np.ndarray, batch: int, steps: int) -> floa
     return statistics.median(times)
 
 
-def cxr_train_seconds_per_step(data: str, batch: int, steps: int) -> float:
+def cxr_train_seconds_per_step(data: str, batch: int, steps: int, *extra: str) -> tuple[float, str]:
+    """(median seconds per step, resolved precision) of one cxr-train run."""
     exe = shutil.which("cxr-train", path=str(Path(sys.executable).parent)) or "cxr-train"
     out = tempfile.mkdtemp(prefix="cxr-bench-train-")
     try:
         subprocess.run([exe, "--preset", "paper", "--data", data, "--out", out, "--epochs", "1",
-                        "--steps-per-epoch", str(steps), "--batch-size", str(batch)],
+                        "--steps-per-epoch", str(steps), "--batch-size", str(batch), *extra],
                        check=True, capture_output=True, env={**os.environ, "CXR_CACHE_DIR": "off"})
         run = next(Path(out).iterdir())
+        precision = json.loads((run / "config.json").read_text())["config"]["precision"]
         with open(run / "metrics.csv") as f:
-            return float(next(csv.DictReader(f))["seconds_per_step"])
+            return float(next(csv.DictReader(f))["seconds_per_step"]), precision
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -95,25 +99,33 @@ def main() -> None:
     args = ap.parse_args()
 
     from cxr_runtime.images import load_folder
+    from cxr_training.precision import cpu_flags
 
     real = load_folder(args.data).images
     ref1 = reference_seconds_per_step(real, args.batch, args.steps)
-    ours = cxr_train_seconds_per_step(args.data, args.batch, args.steps)
+    ours, chosen = cxr_train_seconds_per_step(args.data, args.batch, args.steps)
+    ours32, _ = cxr_train_seconds_per_step(args.data, args.batch, args.steps, "--precision", "float32")
     ref2 = reference_seconds_per_step(real, args.batch, args.steps)
     ref = statistics.mean([ref1, ref2])
     results = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "batch": args.batch, "steps_per_measurement": args.steps,
+        "cpu_bf16": sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"}),
         "reference_seconds_per_step": [round(ref1, 3), round(ref2, 3)],
         "cxr_train_seconds_per_step": round(ours, 3),
+        "cxr_train_precision": chosen,
         "speedup": round(ref / ours, 3),
-        "cxr_train_settings": "paper preset defaults: float32, default strategy",
+        "cxr_train_float32_seconds_per_step": round(ours32, 3),
+        "speedup_float32": round(ref / ours32, 3),
+        "cxr_train_settings": f"paper preset defaults: precision auto (resolved: {chosen}), default strategy, "
+                              "input auto (memory)",
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"paper architecture, batch {args.batch}, median of {args.steps} steps each:")
-    print(f"  reference (plain tf.function step, numpy batches): {ref1:.3f} s/step, again after: {ref2:.3f} s/step")
-    print(f"  cxr-train (paper preset defaults):                 {ours:.3f} s/step")
-    print(f"  speed-up of cxr-train over the reference: {ref / ours:.2f}x")
+    print(f"  reference (plain tf.function step, float32, numpy batches): {ref1:.3f} s/step, again after: {ref2:.3f}")
+    print(f"  cxr-train, defaults (precision auto -> {chosen}):{'':>10}{ours:.3f} s/step")
+    print(f"  cxr-train --precision float32:{'':>27}{ours32:.3f} s/step")
+    print(f"  speed-up over the reference: {ref / ours:.2f}x with the defaults, {ref / ours32:.2f}x in float32")
     print(f"wrote {args.out}")
 
 

@@ -195,6 +195,7 @@ def load_folder(
     resize: str = "stretch",
     cache_dir: str | os.PathLike | None = None,
     into: str | os.PathLike | None = None,
+    progress=None,
 ) -> ImageSet:
     """Read every image under `root` with `load_image`'s rules.
 
@@ -203,7 +204,8 @@ def load_folder(
     parameters, so a changed file can never be served from a stale entry.
     With `into` (a file path), images are appended to that file as raw float32 rows as
     they are read and `ImageSet.images` is a read-only memory map of it: memory stays
-    flat however many images there are.
+    flat however many images there are. `progress(done, total)`, if given, is called after
+    each candidate file.
     Raises NoImagesError (with the reasons) when nothing usable is found.
     """
     root = Path(root)
@@ -215,7 +217,7 @@ def load_folder(
     arrays, files, hashes, skipped = [], [], [], []
     sink = open(into, "wb") if into is not None else None  # noqa: SIM115 (closed below)
     try:
-        _read_into(root, size, resize, cache, arrays, files, hashes, skipped, sink)
+        _read_into(root, size, resize, cache, arrays, files, hashes, skipped, sink, progress)
     finally:
         if sink is not None:
             sink.close()
@@ -229,9 +231,12 @@ def load_folder(
     return ImageSet(str(root), images, files, hashes, skipped)
 
 
-def _read_into(root, size, resize, cache, arrays, files, hashes, skipped, sink) -> None:
+def _read_into(root, size, resize, cache, arrays, files, hashes, skipped, sink, progress) -> None:
     seen: dict[str, str] = {}
-    for path in find_images(root):
+    candidates = find_images(root)
+    for done, path in enumerate(candidates, start=1):
+        if progress is not None and done > 1:
+            progress(done - 1, len(candidates))
         rel = display_name(path.relative_to(root).as_posix())
         try:
             info = path.stat()
@@ -266,6 +271,8 @@ def _read_into(root, size, resize, cache, arrays, files, hashes, skipped, sink) 
         files.append(rel)
         hashes.append(digest)
         seen[digest] = rel
+    if progress is not None and candidates:
+        progress(len(candidates), len(candidates))
 
 
 def _cache_get(entry: Path | None, size: int) -> np.ndarray | None:

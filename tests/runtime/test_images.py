@@ -91,6 +91,19 @@ def test_folder_with_bad_files(messy_folder):
     assert warning.count("\n") == 0 and "skipped 5 of 8" in warning and "truncated.jpeg" in warning
 
 
+def test_folder_streamed_into_a_file(messy_folder, tmp_path):
+    """`into`: same images and skips as in memory, held in a read-only memory map; progress
+    is reported once per candidate file, ending at the total."""
+    calls = []
+    s = im.load_folder(messy_folder, size=32, into=tmp_path / "set.f32", progress=lambda d, t: calls.append((d, t)))
+    mem = im.load_folder(messy_folder, size=32)
+    assert isinstance(s.images, np.memmap) and not s.images.flags.writeable
+    np.testing.assert_array_equal(s.images, mem.images)
+    assert s.files == mem.files and s.skipped == mem.skipped
+    assert (tmp_path / "set.f32").stat().st_size == 3 * 32 * 32 * 4
+    assert calls == [(i, 8) for i in range(1, 9)]
+
+
 def test_no_usable_image(tmp_path):
     (tmp_path / "a.jpg").write_text("nope")
     with pytest.raises(im.NoImagesError, match="no usable image"):

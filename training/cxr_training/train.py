@@ -301,8 +301,14 @@ def load_images_or_fail(data_dir, cfg: Config, log=_log, input_mode: str = "auto
         store = Path(name)
         log(f"streaming the training set from {store} ({candidates} candidate files; "
             f"about {candidates * cfg.image_size ** 2 * 4 / 1e9:.2f} GB of disk)")
+    every = max(1, candidates // 10)
+
+    def progress(done: int, total: int) -> None:  # a line per 10 % on sets worth waiting for
+        if total >= 2000 and (done % every == 0 or done == total):
+            log(f"  read {done}/{total} image files")
+
     try:
-        images = load_training_images(data_dir, cfg, into=store)
+        images = load_training_images(data_dir, cfg, into=store, progress=progress)
     except NoImagesError as e:
         _remove(store)
         raise TrainingError(str(e)) from None
