@@ -133,7 +133,7 @@ def open_session(model: str | os.PathLike | bytes, device: str = "auto", notice=
         return session, CPU
     if device == "cuda":
         raise DeviceError(f"CUDA is not available in this onnxruntime (providers: {', '.join(available)}); "
-                          "install the 'gpu' extra (onnxruntime-gpu) or use --device cpu")
+                          "replace onnxruntime with onnxruntime-gpu (docs/runtime.md) or use --device cpu")
     session = _create(model, [CPU], threads, arena)  # a broken model fails here, before any notice
     if device == "auto" and notice:
         notice("note: no CUDA provider in this onnxruntime; running on CPU")

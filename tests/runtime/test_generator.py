@@ -122,6 +122,21 @@ def test_device_selection(monkeypatch, model):
         smod.open_session(model, "tpu")
 
 
+def test_cuda_gives_the_cpu_images(model):
+    """On a machine whose onnxruntime really has CUDA (skipped elsewhere): the same latents
+    give the same images on the GPU as on the CPU, up to one 8-bit level."""
+    import onnxruntime as ort
+
+    if smod.CUDA not in ort.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDA provider")
+    gpu = Generator(model, device="cuda")
+    if gpu.provider != smod.CUDA:
+        pytest.skip("CUDA provider present but did not initialise")
+    cpu = Generator(model, device="cpu")
+    a, b = gpu.sample(70, seed=5, batch_size=64), cpu.sample(70, seed=5, batch_size=64)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
 def test_engine_conflict_is_reported(monkeypatch):
     from importlib import metadata
 
