@@ -36,11 +36,16 @@ def test_cpu_flags(tmp_path):
 
 @pytest.mark.parametrize("prec", ["bfloat16", "float16"])
 def test_mixed_models_keep_float32_outputs(prec):
+    """Hidden layers and G's output convolution compute in the mixed dtype; G's tanh and
+    D's sigmoid layer in float32; variables float32; the same weights as the float32 nets."""
     cfg = preset("smoke").replace(precision=prec)
     g, d = build_generator(cfg), build_discriminator(cfg)
     hidden = {"bfloat16": "bfloat16", "float16": "float16"}[prec]
     assert g.get_layer("g_up1").compute_dtype == hidden and g.get_layer("g_up1").variable_dtype == "float32"
-    assert g.get_layer("g_out").compute_dtype == "float32" and d.get_layer("d_out").compute_dtype == "float32"
+    assert g.get_layer("g_out").compute_dtype == hidden and g.get_layer("g_out_tanh").compute_dtype == "float32"
+    assert d.get_layer("d_out").compute_dtype == "float32"
+    plain = build_generator(cfg, precision="float32")
+    assert [w.shape for w in plain.get_weights()] == [w.shape for w in g.get_weights()]
     z = np.random.default_rng(0).standard_normal((2, cfg.latent_dim)).astype(np.float32)
     img = g(z)
     assert img.dtype == "float32" and d(img).dtype == "float32"

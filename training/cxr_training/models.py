@@ -24,8 +24,9 @@ def _dtype(precision: str | None) -> str | None:
 def build_generator(cfg: Config, precision: str | None = None) -> keras.Model:
     """z (latent_dim,) -> image (size, size, 1) in [-1, 1] (tanh).
 
-    `precision` (default: cfg.precision; "auto" builds float32) sets the hidden layers'
-    dtype policy; the output convolution always computes in float32.
+    `precision` (default: cfg.precision; "auto" builds float32) sets the layers' dtype
+    policy; under mixed precision the tanh and the image are float32 (an extra weightless
+    `g_out_tanh` layer), so both variants hold the same weights in the same order.
     """
     dt = _dtype(cfg.precision if precision is None else precision)
     base = cfg.image_size // 2 ** len(cfg.g_channels)
@@ -36,7 +37,13 @@ def build_generator(cfg: Config, precision: str | None = None) -> keras.Model:
     for i, ch in enumerate(cfg.g_channels, start=1):
         x = layers.Conv2DTranspose(ch, cfg.g_kernel, strides=2, padding="same", name=f"g_up{i}", dtype=dt)(x)
         x = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name=f"g_up{i}_lrelu", dtype=dt)(x)
-    image = layers.Conv2D(1, cfg.g_kernel, padding="same", activation="tanh", name="g_out", dtype="float32")(x)
+    if dt is None:
+        image = layers.Conv2D(1, cfg.g_kernel, padding="same", activation="tanh", name="g_out")(x)
+    else:
+        # the output convolution in the mixed policy (D rounds its input to that precision
+        # anyway); tanh and the image in float32. Same weights as the float32 network.
+        x = layers.Conv2D(1, cfg.g_kernel, padding="same", name="g_out", dtype=dt)(x)
+        image = layers.Activation("tanh", name="g_out_tanh", dtype="float32")(x)
     return keras.Model(z, image, name="generator")
 
 
