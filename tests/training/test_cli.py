@@ -78,3 +78,35 @@ def test_smoke_run_and_numbering(run, few_real, tmp_path):
     cfg = json.loads((out / "00002-smoke" / "config.json").read_text())
     assert cfg["config"]["epochs"] == 1 and cfg["data"]["count"] == 8
     assert "epoch 1/1" in r.output and "ssim" in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--precision", "int4"], "Invalid value for '--precision'"),
+    (["--strategy", "horovod"], "Invalid value for '--strategy'"),
+    (["--input", "tape"], "Invalid value for '--input'"),
+])
+def test_bad_scale_options_are_usage_errors(run, few_real, args, message):
+    r = run("--data", str(few_real), *args)
+    assert r.exit_code == 2 and message in r.output
+
+
+def test_multiworker_without_tf_config_is_one_line(run, few_real, tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    r = CliRunner().invoke(main, ["--preset", "smoke", "--data", str(few_real), "--out", str(tmp_path / "runs"),
+                                  "--strategy", "multiworker"])
+    assert r.exit_code == 2 and "needs TF_CONFIG" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_global_batch_must_split_across_replicas(few_real, tmp_path):
+    """Two logical CPUs under the mirrored strategy: a batch of 3 cannot be split (own process:
+    the CPU is split before TensorFlow starts)."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "cxr_training.cli", "--preset", "smoke", "--data", str(few_real),
+                           "--out", str(tmp_path / "runs"), "--strategy", "mirrored", "--batch-size", "3"],
+                          env={**os.environ, "CXR_LOGICAL_CPUS": "2"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "batch size 3 must be a multiple of the 2 replicas" in proc.stderr
