@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from cxr_training import checkpoint
@@ -43,3 +45,22 @@ def test_stream_mode_maps_the_file(few_real, tmp_path, monkeypatch):
         store.unlink()
     images, mode, store = load_images_or_fail(few_real, preset("smoke"), log=lambda m: None)
     assert mode == "memory" and store is None and not isinstance(images.images, np.memmap)
+
+
+def test_a_killed_runs_stream_file_is_removed(few_real, tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache" / "images"))
+    stores = tmp_path / "cache" / "stream"
+    stores.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = stores / f"cxr-stream-{dead.pid}-abc.f32"
+    orphan.write_bytes(b"\0" * 64)
+    alive = stores / f"cxr-stream-{os.getpid()}-def.f32"  # this process: still running
+    alive.write_bytes(b"\0" * 64)
+    logs = []
+    images, mode, store = load_images_or_fail(few_real, preset("smoke"), log=logs.append, input_mode="stream")
+    store.unlink()
+    assert not orphan.exists() and alive.exists()
+    assert any("left by a run that was killed" in m for m in logs)

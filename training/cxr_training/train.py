@@ -296,7 +296,10 @@ def load_images_or_fail(data_dir, cfg: Config, log=_log, input_mode: str = "auto
     if mode == "stream":
         folder = stream_store_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="cxr-stream-", suffix=".f32", dir=folder)
+        for old in _orphaned_stores(folder):
+            log(f"removing {old.name}, left by a run that was killed")
+            _remove(old)
+        fd, name = tempfile.mkstemp(prefix=f"cxr-stream-{os.getpid()}-", suffix=".f32", dir=folder)
         os.close(fd)
         store = Path(name)
         log(f"streaming the training set from {store} ({candidates} candidate files; "
@@ -324,6 +327,22 @@ def load_images_or_fail(data_dir, cfg: Config, log=_log, input_mode: str = "auto
             f"{len(images.files)} usable images under {data_dir}: need at least max(2, batch size {cfg.batch_size})"
         )
     return images, mode, store
+
+
+def _orphaned_stores(folder: Path) -> list[Path]:
+    """Stream files whose process (the pid in the name) no longer runs on this host."""
+    found = []
+    for p in folder.glob("cxr-stream-*-*.f32"):
+        try:
+            pid = int(p.name.split("-")[2])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            found.append(p)
+        except PermissionError:  # alive, another user's
+            continue
+    return found
 
 
 def _remove(path: Path | None) -> None:
