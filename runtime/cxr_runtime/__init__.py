@@ -8,7 +8,11 @@ This package never imports tensorflow, keras, tf2onnx, cxr_training or cxr_expor
 """
 
 __version__ = "0.1.0"
-__all__ = ["Generator", "__version__"]
+__all__ = ["DEFAULT_BATCH", "Generator", "__version__"]
+
+# Images per model call by default: on a 2-core Zen 5 the paper's generator ran fastest at
+# 4 (fp32 and int8; docs/benchmarks.md), and memory stays low. Never changes the images.
+DEFAULT_BATCH = 4
 
 
 def __getattr__(name):

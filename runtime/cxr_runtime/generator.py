@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxr_runtime import DEFAULT_BATCH
 from cxr_runtime.images import to_uint8
 from cxr_runtime.io import sha256_file
 from cxr_runtime.session import ModelError, open_session
@@ -94,7 +95,7 @@ class Generator:
             raise ModelError(f"{self.path.name} produced non-finite values")
         return out[:, 0]
 
-    def batches(self, n: int, seed: int = 0, batch_size: int = 8, start: int = 0,
+    def batches(self, n: int, seed: int = 0, batch_size: int = DEFAULT_BATCH, start: int = 0,
                 raw: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (index of the first image, images) batch by batch for images start .. n-1.
 
@@ -107,7 +108,7 @@ class Generator:
             images = self.generate(latents(i, b, self.latent_dim, seed))
             yield i, images if raw else to_uint8(images)
 
-    def sample(self, n: int, seed: int = 0, batch_size: int = 8) -> np.ndarray:
+    def sample(self, n: int, seed: int = 0, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
         """n images as uint8 (n, S, S): 0 is -1 (black), 255 is +1 (white)."""
         out = np.empty((n, self.image_size, self.image_size), np.uint8)
         for i, images in self.batches(n, seed, batch_size):
