@@ -18,7 +18,7 @@ EXIT_INTERRUPTED = 130
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
               help="Named configuration: 'paper' (the study: 15 x 4000 steps, batch 32), "
-                   "'quick' (the paper's networks for about 15 minutes on 2 CPU cores), "
+                   "'quick' (the paper's networks for 8-13 minutes on 2 CPU cores), "
                    "'smoke' (tiny networks, seconds).")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str), envvar="CXR_DATA",
               show_envvar=True,

@@ -130,7 +130,7 @@ PRESETS: dict[str, Config] = {
     # about 4 batches a pass, it is the size our reference measurements use, and it keeps
     # one step near 5 s on 2 CPU cores; larger batches are an option on GPUs.
     "paper": Config(preset="paper"),
-    # The paper's architecture for 300 steps (6 x 50, batch 32): about 15 minutes on 2 CPU
+    # The paper's architecture for 300 steps (6 x 50, batch 32): 8-13 minutes on 2 CPU
     # cores, enough for ribs, lung fields and mediastinum to appear (PAPER.md).
     "quick": Config(preset="quick", epochs=6, steps_per_epoch=50, batch_size=32, keep_checkpoints=1),
     # Tiny widths and 32x32 images: seconds, for tests and a first look at the plumbing;
