@@ -58,3 +58,12 @@ def test_config_validation_and_roundtrip():
             cfg.replace(**bad).validate()
     with pytest.raises(ValueError, match="unknown config fields"):
         Config.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_config_written_before_precision_existed_reads_as_float32():
+    """Runs made before --precision trained in float32; resuming one must rebuild float32 nets."""
+    legacy = {k: v for k, v in preset("quick").to_dict().items() if k != "precision"}
+    assert Config.from_dict(legacy).precision == "float32"
+    assert Config.from_dict({**legacy, "precision": "bfloat16"}).precision == "bfloat16"
+    with pytest.raises(ValueError, match="precision"):
+        preset("quick").replace(precision="fp8").validate()
