@@ -10,8 +10,9 @@ from cxr_runtime.images import load_folder
 from cxr_training import pipeline
 from cxr_training.config import preset
 from cxr_training.data import downscaled
-from cxr_training.gan import GAN, LinearDecay, make_optimizers, resolution_boundaries, stage_factor
+from cxr_training.gan import GAN, LinearDecay, make_optimizers
 from cxr_training.models import build_discriminator, build_generator
+from cxr_training.pipeline import resolution_boundaries, stage_factor
 from cxr_training.tfenv import import_tf
 
 tf, keras = import_tf()

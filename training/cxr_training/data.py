@@ -1,4 +1,4 @@
-"""Training data: the real images, read by cxr_runtime's rules, and their progressive stages."""
+"""Training data: the real images, read by cxr_runtime's rules; the progressive-resizing downscale."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ optimizers are LossScaleOptimizers (dynamic loss scaling), see precision.py.
 from __future__ import annotations
 
 from cxr_training.config import Config
-from cxr_training.pipeline import latents, replica_rows, resolution_boundaries, stage_factor  # noqa: F401
+from cxr_training.pipeline import latents, replica_rows
 from cxr_training.tfenv import import_tf
 
 tf, keras = import_tf()
@@ -116,7 +116,8 @@ class GAN(keras.Model):
         return int(keras.ops.convert_to_numpy(self.global_step))
 
     def build_optimizers(self):
-        """Create the optimizers' slot variables now (needed before restoring them)."""
+        """Create the optimizers' state now: before restoring a checkpoint into it, and before
+        fit() (created lazily inside a distributed step it breaks under tf.distribute)."""
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.g_optimizer.build(self.generator.trainable_variables)
 

@@ -33,7 +33,7 @@ from cxr_training import checkpoint, distribute, pipeline, precision
 from cxr_training.config import Config
 from cxr_training.data import load_training_images, stream_store_dir
 from cxr_training.evaluate import Evaluator
-from cxr_training.gan import GAN, make_optimizers, stage_factor
+from cxr_training.gan import GAN, make_optimizers
 from cxr_training.models import build_discriminator, build_generator
 from cxr_training.plots import plot_history
 from cxr_training.runs import library_versions, new_run_dir, read_history, write_history
@@ -203,7 +203,7 @@ class EpochEnd(keras.callbacks.Callback):
             **self.reference,
             "g_lr": float(keras.ops.convert_to_numpy(gan.g_optimizer.learning_rate)),
             "d_lr": float(keras.ops.convert_to_numpy(gan.d_optimizer.learning_rate)),
-            "real_downscale": stage_factor(cfg, step - 1),
+            "real_downscale": pipeline.stage_factor(cfg, step - 1),
             "train_seconds": round(train_s, 3),
             "seconds_per_step": round(per_step, 4),
             "eval_seconds": round(eval_s, 3),
