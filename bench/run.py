@@ -64,7 +64,8 @@ def matmul_gflops(fn, n: int = 4096, rounds: int = 5) -> float:
 
 def profile_breakdown(ort, blob: bytes, z: np.ndarray, rounds: int) -> dict:
     """Where an ONNX generator's time goes (onnxruntime's profiler): share of kernel time per
-    operator type, and the convolutions' own rate (their multiply-adds / their kernel time)."""
+    operator type, and the convolutions' own rate (the multiply-adds they execute, the zero taps of
+    the stride-2 output convolution included, over their kernel time)."""
     import json as _json
 
     import onnx
@@ -143,7 +144,7 @@ def main() -> None:
 
     from cxr_export import optimize, quantize
     from cxr_export.export import add_metadata, convert, resolve_generator
-    from cxr_runtime import DEFAULT_BATCH
+    from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_INT8
     from cxr_runtime.session import physical_cores, session_options
     from cxr_training.config import preset
     from cxr_training.models import build_generator
@@ -180,10 +181,10 @@ def main() -> None:
     # the metadata cxr-runtime requires of an exported generator (cxr-export writes the full set)
     meta = {"cxr.format": "1", "latent_dim": str(latent), "image_size": str(int(generator.output_shape[1])),
             "channels": "1", "value_range": "-1,1", "synthetic": "true", "run_id": "bench"}
-    add_metadata(opt_model, meta)
-    opt = opt_model.SerializeToString()
     int8_model = quantize.quantize_int8(opt_model, latent)
-    add_metadata(int8_model, meta)
+    add_metadata(opt_model, {**meta, "precision": "float32"})
+    opt = opt_model.SerializeToString()
+    add_metadata(int8_model, {**meta, "precision": "int8"})
     int8 = int8_model.SerializeToString()
     tmp = Path(tempfile.mkdtemp(prefix="cxr-bench-"))
     for name, blob in (("plain.onnx", plain), ("optimized.onnx", opt), ("int8.onnx", int8)):
@@ -193,24 +194,29 @@ def main() -> None:
     so = session_options()
     sessions = {name: ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
                 for name, blob in (("onnx_plain", plain), ("onnx_fp32_optimized", opt), ("onnx_int8", int8))}
-    # the runtime's default batch (DEFAULT_BATCH), each in a session of its own: a session that
-    # keeps switching input shapes re-plans its memory on every call
-    sb = DEFAULT_BATCH
-    small = {f"{name}_b{sb}": ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+    # the runtime's default batches (cxr_runtime.DEFAULT_BATCH for float32, DEFAULT_BATCH_INT8
+    # for int8; Keras at the float32 one), each in a session of its own: a session that keeps
+    # switching input shapes re-plans its memory on every call
+    small_batch = {"keras_tf_function": DEFAULT_BATCH, "onnx_fp32_optimized": DEFAULT_BATCH,
+                   "onnx_int8": DEFAULT_BATCH_INT8}
+    small_name = {kind: f"{kind}_b{b}" for kind, b in small_batch.items()}
+    small = {small_name[name]: ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
              for name, blob in (("onnx_fp32_optimized", opt), ("onnx_int8", int8))}
     small_tf = tf.function(lambda x: generator(x, training=False))
     keras_fn = tf.function(lambda x: generator(x, training=False))
     zt = tf.constant(z)
-    z8 = z[:sb]
-    z8t = tf.constant(z8)
+    zs = {b: z[:b] for b in small_batch.values()}
+    zst = tf.constant(zs[small_batch["keras_tf_function"]])
     engines = {
         "keras_tf_function": lambda: keras_fn(zt).numpy(),
         "keras_predict": lambda: generator.predict(z, batch_size=args.batch, verbose=0),
         **{name: (lambda s=s: s.run(None, {"z": z})) for name, s in sessions.items()},
-        f"keras_tf_function_b{sb}": lambda: small_tf(z8t).numpy(),
-        **{name: (lambda s=s: s.run(None, {"z": z8})) for name, s in small.items()},
+        small_name["keras_tf_function"]: lambda: small_tf(zst).numpy(),
+        **{small_name[kind]: (lambda s=small[small_name[kind]], b=small_batch[kind]: s.run(None, {"z": zs[b]}))
+           for kind in ("onnx_fp32_optimized", "onnx_int8")},
     }
-    batch_of = {name: (sb if name.endswith(f"_b{sb}") else args.batch) for name in engines}
+    batch_of = {name: args.batch for name in engines}
+    batch_of.update({small_name[kind]: b for kind, b in small_batch.items()})
     for fn in engines.values():  # warm-up: graph tracing, session first-run allocations
         fn()
         fn()
@@ -225,8 +231,9 @@ def main() -> None:
                 fn()
             times[name].append((time.perf_counter() - t) / calls)
     ips = {name: batch_of[name] / statistics.median(ts) for name, ts in times.items()}
-    breakdown = {name: profile_breakdown(ort, blob, z, 3) for name, blob in (("onnx_fp32_optimized", opt),
-                                                                           ("onnx_int8", int8))}
+    # where the time goes, at the runtime's default batch (16 calls' worth)
+    breakdown = {name: profile_breakdown(ort, blob, zs[small_batch[name]], 16)
+                 for name, blob in (("onnx_fp32_optimized", opt), ("onnx_int8", int8))}
 
     # the runtime as a user runs it
     cli = shutil.which("cxr-runtime", path=str(Path(sys.executable).parent)) or "cxr-runtime"
@@ -244,8 +251,7 @@ def main() -> None:
 
     ref = ips["keras_tf_function"]
     # each engine at the better of its two batch sizes, against Keras at its better one
-    best = {kind: max(v for k, v in ips.items() if k.startswith(kind) and (k == kind or k == f"{kind}_b{sb}"))
-            for kind in ("keras_tf_function", "onnx_fp32_optimized", "onnx_int8")}
+    best = {kind: max(ips[kind], ips[small_name[kind]]) for kind in small_batch}
     rows = []
     for name, value in ips.items():
         rows.append({
@@ -287,12 +293,12 @@ def main() -> None:
     for r in rows:
         print(f"{r['engine']:<24}{r['batch']:>6}{r['images_per_s']:>10.1f}{r['gflops']:>9.1f}"
               f"{r['x_keras_tf_function']:>15.2f}{r['share_of_matmul_limit']:>9.0%}")
-    print(f"each at its better batch ({args.batch} or {sb}): " + ", ".join(
+    print(f"each at its better batch ({args.batch} or the runtime default): " + ", ".join(
         f"{k} {v:.1f} images/s ({v / best['keras_tf_function']:.2f}x)" for k, v in best.items()))
     for name, b in breakdown.items():
         top = ", ".join(f"{k} {v:.0%}" for k, v in list(b["share"].items())[:6])
         rate = f"; convolutions alone {b['conv_gflops']:.0f} GFLOP/s" if "fp32" in name else ""
-        print(f"profile {name} (batch {args.batch}): {top}{rate}")
+        print(f"profile {name} (batch {small_batch[name]}): {top}{rate}")
     print(f"cxr-runtime --version: {version_s:.2f} s; sample --n 1 (whole process): optimized "
           f"{sample1['optimized']:.2f} s, int8 {sample1['int8']:.2f} s; sample --n 500 peak memory: optimized "
           f"{mem500['optimized']:.0f} MB, int8 {mem500['int8']:.0f} MB")

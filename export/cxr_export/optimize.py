@@ -3,21 +3,28 @@
 The plain tf2onnx graph spends most of its time in ConvTranspose (and in NHWC<->NCHW
 transposes around every convolution) and in the final one-channel convolution, which
 onnxruntime runs as a matrix-vector product over a 134 MB im2col buffer per image.
-This graph computes the same function in NCHW with three rewrites:
+This graph computes the same function with dense convolutions only:
 
 1. Dense: its columns are permuted so the product comes out in CHW order; the reshape to
    [N, C, s, s] is then free (no transpose).
 2. Each 4x4 stride-2 "same" Conv2DTranspose becomes four 2x2 convolutions, one per output
-   phase (even/odd row x even/odd column), with the LeakyReLU fused into each, followed by
-   a DepthToSpace that interleaves the phases (the sub-pixel form). It does exactly the
-   transposed convolution's multiply-adds, as dense convolutions.
-   With o = 2i + k - 1 (Keras' padding of 1 on each side), even outputs 2m take input rows
-   m-1, m with kernel taps 3, 1 and odd outputs 2m+1 take rows m, m+1 with taps 2, 0.
-3. The last upsampling layer's phases are not interleaved: the final 4x4 "same" convolution
-   (pad 1 before, 2 after) is rewritten on the coarse grid as a 3x3 convolution from the
-   4 x C phase channels to 4 output phases, then tanh and one small DepthToSpace. This turns
-   a 1-channel convolution at full resolution into a 4-channel one at a quarter of the
-   positions, reading 4x less data per output.
+   phase (even/odd row x even/odd column), with the LeakyReLU fused into each (the
+   sub-pixel form). It does exactly the transposed convolution's multiply-adds, as dense
+   convolutions. With o = 2i + k - 1 (Keras' padding of 1 on each side), even outputs 2m
+   take input rows m-1, m with kernel taps 3, 1 and odd outputs 2m+1 take rows m, m+1 with
+   taps 2, 0.
+   Between two upsampling layers the phases are interleaved channels-last: concatenated,
+   transposed to NHWC, the row/column phase axes swapped (moves of whole C-channel pixels)
+   and transposed back. onnxruntime turns the first transpose into its NCHWc reorder with
+   a channels-last output, and int8 convolutions run NHWC anyway; a DepthToSpace in NCHW
+   moves single floats instead (measured slower, docs/benchmarks.md).
+3. The last upsampling layer's phases are never interleaved: the final 4x4 "same"
+   convolution (pad 1 before, 2 after) is rewritten on the coarse grid as a 3x3 convolution
+   from the 4 x C phase channels to the 4 output phases, and that one as a 4x4 stride-2
+   convolution with 16 outputs (4 output phases x 2 x 2 neighbouring positions), one per
+   phase tensor, summed. 16 outputs fill the CPU kernels' 16-channel blocks where 4 left
+   three quarters of the work padding; tanh and two small DepthToSpace finish
+   [N, 1, S, S].
 
 `tests/export/test_optimize.py` checks the graph against Keras on random weights and the
 export gate checks it on the trained ones.
@@ -59,6 +66,9 @@ def _layers(generator):
     final = convs[0]
     if final.kernel_size != (4, 4) or final.strides != (1, 1) or final.padding != "same" or final.filters != 1:
         raise UnsupportedGenerator(f"{final.name}: only a 4x4 'same' one-channel output convolution is rewritten")
+    if int(generator.output_shape[1]) % 4:
+        raise UnsupportedGenerator("the image size must be a multiple of 4 (the output convolution runs on a 2x2 "
+                                   "block grid of the last layer's phases)")
     slopes = {float(a.negative_slope) for a in acts}
     if len(slopes) != 1:
         raise UnsupportedGenerator("LeakyReLU slopes differ between layers")
@@ -88,6 +98,34 @@ def _final_weight(kernel: np.ndarray, channels: int) -> np.ndarray:
                     block = (2 * ay + ax) * channels
                     w[2 * a + b, block : block + channels, qy + 1, qx + 1] += kernel[dy, dx, :, 0]
     return w
+
+
+def _stride2_weight(w: np.ndarray) -> np.ndarray:
+    """[4Q, C, 4, 4] weight of a 4x4 stride-2 convolution (pads 1) equivalent to a 3x3 one
+    (pads 1) with weight [Q, C, 3, 3]: output channel (2e + f) * Q + q at (s, t) is output q
+    of the 3x3 convolution at (2s + e, 2t + f), whose window starts at row 2s + e - 1."""
+    q_out, c = w.shape[:2]
+    out = np.zeros((4 * q_out, c, 4, 4), np.float32)
+    for e in (0, 1):
+        for f in (0, 1):
+            out[(2 * e + f) * q_out : (2 * e + f + 1) * q_out, :, e : e + 3, f : f + 3] = w
+    return out
+
+
+def _interleave_nhwc(phases: str, out: str, channels: int, size: int, const) -> list:
+    """Nodes that turn [N, 4C, H, W] phases (channel (2a + b) * C + c) into [N, C, 2H, 2W] with
+    out[n, c, 2i + a, 2j + b] = phases[n, (2a + b) * C + c, i, j], moving whole pixels (C floats)."""
+    shape6 = const(f"{out}_shape6", np.array([-1, size, size, 2, 2, channels], np.int64))
+    shape4 = const(f"{out}_shape4", np.array([-1, 2 * size, 2 * size, channels], np.int64))
+    return [
+        helper.make_node("Transpose", [phases], [f"{out}_nhwc"], perm=[0, 2, 3, 1], name=f"{out}_to_nhwc"),
+        helper.make_node("Reshape", [f"{out}_nhwc", shape6], [f"{out}_split"], name=f"{out}_split"),
+        # [N, H, W, a, b, C] -> [N, H, a, W, b, C]
+        helper.make_node("Transpose", [f"{out}_split"], [f"{out}_rows"], perm=[0, 1, 3, 2, 4, 5],
+                         name=f"{out}_interleave"),
+        helper.make_node("Reshape", [f"{out}_rows", shape4], [f"{out}_nhwc2"], name=f"{out}_merge"),
+        helper.make_node("Transpose", [f"{out}_nhwc2"], [out], perm=[0, 3, 1, 2], name=f"{out}_to_nchw"),
+    ]
 
 
 def build_optimized(generator, opset: int = OPSET) -> onnx.ModelProto:
@@ -130,26 +168,28 @@ def build_optimized(generator, opset: int = OPSET) -> onnx.ModelProto:
                 phases.append(name)
         if li < len(ups):
             nodes.append(helper.make_node("Concat", phases, [f"up{li}_phases"], axis=1, name=f"up{li}_concat"))
-            nodes.append(helper.make_node("DepthToSpace", [f"up{li}_phases"], [f"up{li}"], blocksize=2, mode="DCR",
-                                          name=f"up{li}_interleave"))
+            nodes += _interleave_nhwc(f"up{li}_phases", f"up{li}", int(up.filters), base * 2 ** (li - 1), const)
             x = f"up{li}"
 
-    # 3. the final convolution on the last layer's phases: one 3x3 conv per phase tensor,
-    #    summed (no concatenation of the largest tensors), then tanh and interleave
+    # 3. the final convolution on the last layer's phases: one stride-2 conv per phase tensor,
+    #    summed (no concatenation of the largest tensors), then tanh and two small interleaves
     kernel, b = (v.numpy() for v in final.weights)
     channels = int(ups[-1].filters)
     w_final = _final_weight(kernel, channels)
     partial = []
     for p, phase in enumerate(phases):
-        inputs = [phase, const(f"out_w{p}", w_final[:, p * channels : (p + 1) * channels])]
+        w2 = _stride2_weight(w_final[:, p * channels : (p + 1) * channels])
+        inputs = [phase, const(f"out_w{p}", w2)]
         if p == 0:
-            inputs.append(const("out_b", np.repeat(b, 4)))
-        nodes.append(helper.make_node("Conv", inputs, [f"out_part{p}"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                                      name=f"out_conv{p}"))
+            inputs.append(const("out_b", np.repeat(b, 16)))
+        nodes.append(helper.make_node("Conv", inputs, [f"out_part{p}"], kernel_shape=[4, 4], strides=[2, 2],
+                                      pads=[1, 1, 1, 1], name=f"out_conv{p}"))
         partial.append(f"out_part{p}")
-    nodes.append(helper.make_node("Sum", partial, ["out_phases"], name="out_sum"))
-    nodes.append(helper.make_node("Tanh", ["out_phases"], ["out_tanh"], name="out_tanh"))
-    nodes.append(helper.make_node("DepthToSpace", ["out_tanh"], [OUTPUT_NAME], blocksize=2, mode="DCR",
+    nodes.append(helper.make_node("Sum", partial, ["out_blocks"], name="out_sum"))
+    nodes.append(helper.make_node("Tanh", ["out_blocks"], ["out_tanh"], name="out_tanh"))
+    nodes.append(helper.make_node("DepthToSpace", ["out_tanh"], ["out_phases"], blocksize=2, mode="DCR",
+                                  name="out_unblock"))
+    nodes.append(helper.make_node("DepthToSpace", ["out_phases"], [OUTPUT_NAME], blocksize=2, mode="DCR",
                                   name="out_interleave"))
 
     graph = helper.make_graph(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from cxr_runtime import DEFAULT_BATCH, __version__
+from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_INT8, __version__
 
 EXIT_USER_ERROR = 2
 DEFAULT_MODEL = "artifacts/generator.onnx"
@@ -58,9 +58,10 @@ def _writable_dir(path: Path) -> None:
               help="Folder for the images and manifest.json.")
 @click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True,
               help="Same seed and model: byte-identical images, whatever the batch size.")
-@click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=DEFAULT_BATCH, show_default=True,
-              help="Images per model call: memory and speed only, never the images. Small batches were "
-                   "the fastest on CPU and keep the paper's generator well under 500 MB.")
+@click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=None,
+              help=f"Images per model call: memory and speed only, never the images. [default: "
+                   f"{DEFAULT_BATCH} for float32 models, {DEFAULT_BATCH_INT8} for int8 ones, the fastest on CPU; "
+                   "both keep the paper's generator well under 500 MB]")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
               help="auto: CUDA if it really initialises, else CPU.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="png", show_default=True,
@@ -89,6 +90,7 @@ def sample(n, model, out, seed, batch_size, device, fmt):
     except (ModelError, DeviceError) as e:
         _fail(str(e))
     _writable_dir(out)  # only once the model is known to work: a failed call leaves nothing behind
+    batch_size = batch_size or gen.default_batch
     width = max(6, len(str(n - 1)))
     ext = {"png": "png", "npy": "npy", "dicom": "dcm"}[fmt]
     # Resumable by design: a marker names the set being written; files are atomic and a pure

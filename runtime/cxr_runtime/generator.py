@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_runtime import DEFAULT_BATCH
+from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_INT8
 from cxr_runtime.images import to_uint8
 from cxr_runtime.io import sha256_file
 from cxr_runtime.session import ModelError, open_session
@@ -80,6 +80,11 @@ class Generator:
         self._sha256: str | None = None
 
     @property
+    def default_batch(self) -> int:
+        """Images per call when none is given: DEFAULT_BATCH_INT8 for int8 models, else DEFAULT_BATCH."""
+        return DEFAULT_BATCH_INT8 if self.metadata.get("precision") == "int8" else DEFAULT_BATCH
+
+    @property
     def sha256(self) -> str:
         if self._sha256 is None:
             self._sha256 = sha256_file(self.path)
@@ -95,12 +100,13 @@ class Generator:
             raise ModelError(f"{self.path.name} produced non-finite values")
         return out[:, 0]
 
-    def batches(self, n: int, seed: int = 0, batch_size: int = DEFAULT_BATCH, start: int = 0,
+    def batches(self, n: int, seed: int = 0, batch_size: int | None = None, start: int = 0,
                 raw: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (index of the first image, images) batch by batch for images start .. n-1.
 
-        uint8 (b, S, S) by default; float32 in [-1, 1] with raw=True.
+        uint8 (b, S, S) by default; float32 in [-1, 1] with raw=True. batch_size None: default_batch.
         """
+        batch_size = self.default_batch if batch_size is None else batch_size
         if n < 0 or batch_size < 1:
             raise ValueError("n must be >= 0 and batch_size >= 1")
         for i in range(start, n, batch_size):
@@ -108,7 +114,7 @@ class Generator:
             images = self.generate(latents(i, b, self.latent_dim, seed))
             yield i, images if raw else to_uint8(images)
 
-    def sample(self, n: int, seed: int = 0, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+    def sample(self, n: int, seed: int = 0, batch_size: int | None = None) -> np.ndarray:
         """n images as uint8 (n, S, S): 0 is -1 (black), 255 is +1 (white)."""
         out = np.empty((n, self.image_size, self.image_size), np.uint8)
         for i, images in self.batches(n, seed, batch_size):

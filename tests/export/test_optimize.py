@@ -43,7 +43,14 @@ def test_optimized_graph_equals_keras(cfg):
     model = optimize.build_optimized(g)
     onnx.checker.check_model(model)
     ops = {n.op_type for n in model.graph.node}
-    assert "ConvTranspose" not in ops and "Transpose" not in ops and "DepthToSpace" in ops
+    assert "ConvTranspose" not in ops and "DepthToSpace" in ops
+    # the interleave between upsampling layers moves whole pixels (channels-last), and the
+    # output convolutions have 16 outputs (4 phases x 2 x 2 positions), not 4
+    perms = [tuple(n.attribute[0].ints) for n in model.graph.node if n.op_type == "Transpose"]
+    assert set(perms) == {(0, 2, 3, 1), (0, 1, 3, 2, 4, 5), (0, 3, 1, 2)}
+    assert len(perms) == 3 * (len(cfg.g_channels) - 1)
+    out_w = [i for i in model.graph.initializer if i.name.startswith("out_w")]
+    assert len(out_w) == 4 and all(list(i.dims) == [16, cfg.g_channels[-1], 4, 4] for i in out_w)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for b in (1, 5):
         z = np.random.default_rng(b).standard_normal((b, cfg.latent_dim)).astype(np.float32)
@@ -66,6 +73,9 @@ def test_unsupported_topology_is_refused():
     cfg = preset("smoke").replace(g_kernel=3)
     g = build_generator(cfg)
     with pytest.raises(optimize.UnsupportedGenerator, match="4x4"):
+        optimize.build_optimized(g)
+    g = build_generator(preset("smoke").replace(image_size=6, g_channels=(8,)))  # 3x3 phases: no 2x2 blocks
+    with pytest.raises(optimize.UnsupportedGenerator, match="multiple of 4"):
         optimize.build_optimized(g)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cxr_runtime import metrics
+from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_INT8, metrics
 from cxr_runtime.cli import main
 from cxr_runtime.images import load_folder
 
@@ -46,6 +46,19 @@ def test_sample_png_and_manifest(model, tmp_path):
     assert manifest["model"]["metadata"]["run_id"] == "tiny" and len(manifest["model"]["sha256"]) == 64
     assert "images/s" in r.output and "wrote 30 images" in r.output
     assert not list(out.glob(".*"))  # no temporary files left
+
+
+def test_default_batch_follows_the_model_precision(tmp_path):
+    fp32 = tiny_generator(tmp_path / "fp32.onnx", metadata={"precision": "float32"})
+    int8 = tiny_generator(tmp_path / "int8.onnx", metadata={"precision": "int8"})
+    for path, want in ((fp32, DEFAULT_BATCH), (int8, DEFAULT_BATCH_INT8)):
+        out = tmp_path / path.stem
+        assert run("sample", "--n", 20, "--model", path, "--out", out, "--device", "cpu").exit_code == 0
+        assert json.loads((out / "manifest.json").read_text())["batch_size"] == want
+    out = tmp_path / "explicit"
+    assert run("sample", "--n", 5, "--model", int8, "--out", out, "--batch-size", 3, "--device", "cpu").exit_code == 0
+    assert json.loads((out / "manifest.json").read_text())["batch_size"] == 3
+    assert DEFAULT_BATCH != DEFAULT_BATCH_INT8  # else this test proves nothing
 
 
 def test_sample_is_byte_identical_across_batch_sizes(model, tmp_path):
