@@ -3,7 +3,9 @@
 Measures, on the same latents and the same machine, in one process:
 - the matmul limit: a 4096 x 4096 float32 matmul in numpy and in TensorFlow;
 - the Keras generator through `tf.function` and through `model.predict`;
-- onnxruntime (CPU) on the plain tf2onnx graph, the optimised fp32 graph and the int8 graph;
+- onnxruntime (CPU) on the plain tf2onnx graph, the optimised fp32 graph (chunked, as
+  cxr-export writes it, and flat, `--chunk 0`) and the int8 graph, in sessions opened as
+  cxr_runtime.Generator opens them (threads = physical cores, memory arena on);
 - the runtime CLI as whole processes: `cxr-runtime --version`, `sample --n 1`, and the peak
   memory of `sample --n 500`.
 
@@ -63,11 +65,14 @@ def matmul_gflops(fn, n: int = 4096, rounds: int = 5) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def profile_breakdown(ort, blob: bytes, z: np.ndarray, rounds: int, conv_flops: float) -> dict:
+def profile_breakdown(ort, blob: bytes, z: np.ndarray, rounds: int, conv_flops: float,
+                      flat_blob: bytes | None = None) -> dict:
     """Where an ONNX generator's time goes (onnxruntime's profiler): share of kernel time per
     operator type, and the convolutions' own rate: the Keras model's convolution FLOPs per image
     (conv_flops, useful work only) over the convolution kernels' time. The graph executes a few %
-    more (the zero taps of its stride-2 output convolution), reported as conv_gflops_executed."""
+    more (the zero taps of its stride-2 output convolution), reported as conv_gflops_executed,
+    counted on flat_blob (the same graph without the chunk loop) when given. A Loop node's own
+    time includes its body's nodes, so it is left out of the shares."""
     import json as _json
 
     import onnx
@@ -75,7 +80,7 @@ def profile_breakdown(ort, blob: bytes, z: np.ndarray, rounds: int, conv_flops: 
 
     from cxr_runtime.session import session_options
 
-    model = shape_inference.infer_shapes(onnx.load_from_string(blob))
+    model = shape_inference.infer_shapes(onnx.load_from_string(flat_blob or blob))
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in (*model.graph.value_info, *model.graph.output)}
     weights = {t.name: list(t.dims) for t in model.graph.initializer}
@@ -85,7 +90,7 @@ def profile_breakdown(ort, blob: bytes, z: np.ndarray, rounds: int, conv_flops: 
             co, ci, kh, kw = weights[node.input[1]]
             h, w = shapes[node.output[0]][2:]
             conv_macs += co * ci * kh * kw * h * w
-    so = session_options()
+    so = session_options(arena=True)  # as cxr_runtime.Generator opens it
     so.enable_profiling = True
     tmp = tempfile.mkdtemp(prefix="cxr-prof-")
     so.profile_file_prefix = str(Path(tmp) / "prof")
@@ -100,7 +105,8 @@ def profile_breakdown(ort, blob: bytes, z: np.ndarray, rounds: int, conv_flops: 
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             op = e["args"]["op_name"]
-            per_op[op] = per_op.get(op, 0.0) + e["dur"]
+            if op != "Loop":
+                per_op[op] = per_op.get(op, 0.0) + e["dur"]
     total = sum(per_op.values())
     conv_us = sum(v for k, v in per_op.items() if "Conv" in k)
     runs = rounds + 2
@@ -148,7 +154,7 @@ def main() -> None:
 
     from cxr_export import optimize, quantize
     from cxr_export.export import add_metadata, convert, resolve_generator
-    from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_INT8
+    from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_CHUNKED, DEFAULT_BATCH_INT8
     from cxr_runtime.session import physical_cores, session_options
     from cxr_training.config import preset
     from cxr_training.models import build_generator
@@ -181,13 +187,15 @@ def main() -> None:
     # the models
     print("building the ONNX graphs (tf2onnx conversion takes about 30 s) ...", file=sys.stderr)
     plain = convert(generator).SerializeToString()
-    opt_model = optimize.build_optimized(generator)
+    opt_model = optimize.build_optimized(generator)  # cxr-export's default: the chunked graph
+    flat_model = optimize.build_optimized(generator, chunk=0)
     # the metadata cxr-runtime requires of an exported generator (cxr-export writes the full set)
     meta = {"cxr.format": "1", "latent_dim": str(latent), "image_size": str(int(generator.output_shape[1])),
             "channels": "1", "value_range": "-1,1", "synthetic": "true", "run_id": "bench"}
-    int8_model = quantize.quantize_int8(opt_model, latent)
+    int8_model = quantize.quantize_int8(flat_model, latent)  # as cxr-export quantises
     add_metadata(opt_model, {**meta, "precision": "float32"})
-    opt = opt_model.SerializeToString()
+    add_metadata(flat_model, {**meta, "precision": "float32"})
+    opt, flat = opt_model.SerializeToString(), flat_model.SerializeToString()
     add_metadata(int8_model, {**meta, "precision": "int8"})
     int8 = int8_model.SerializeToString()
     tmp = Path(tempfile.mkdtemp(prefix="cxr-bench-"))
@@ -195,17 +203,17 @@ def main() -> None:
         (tmp / name).write_bytes(blob)
 
     threads = physical_cores()
-    so = session_options()
+    so = session_options(arena=True)  # as cxr_runtime.Generator opens sessions
     sessions = {name: ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
                 for name, blob in (("onnx_plain", plain), ("onnx_fp32_optimized", opt), ("onnx_int8", int8))}
     # the runtime's default batches (cxr_runtime.DEFAULT_BATCH for float32, DEFAULT_BATCH_INT8
     # for int8; Keras at the float32 one), each in a session of its own: a session that keeps
     # switching input shapes re-plans its memory on every call
-    small_batch = {"keras_tf_function": DEFAULT_BATCH, "onnx_fp32_optimized": DEFAULT_BATCH,
-                   "onnx_int8": DEFAULT_BATCH_INT8}
+    small_batch = {"keras_tf_function": DEFAULT_BATCH, "onnx_fp32_optimized": DEFAULT_BATCH_CHUNKED,
+                   "onnx_fp32_flat": DEFAULT_BATCH, "onnx_int8": DEFAULT_BATCH_INT8}
     small_name = {kind: f"{kind}_b{b}" for kind, b in small_batch.items()}
     small = {small_name[name]: ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
-             for name, blob in (("onnx_fp32_optimized", opt), ("onnx_int8", int8))}
+             for name, blob in (("onnx_fp32_optimized", opt), ("onnx_fp32_flat", flat), ("onnx_int8", int8))}
     small_tf = tf.function(lambda x: generator(x, training=False))
     keras_fn = tf.function(lambda x: generator(x, training=False))
     zt = tf.constant(z)
@@ -217,7 +225,7 @@ def main() -> None:
         **{name: (lambda s=s: s.run(None, {"z": z})) for name, s in sessions.items()},
         small_name["keras_tf_function"]: lambda: small_tf(zst).numpy(),
         **{small_name[kind]: (lambda s=small[small_name[kind]], b=small_batch[kind]: s.run(None, {"z": zs[b]}))
-           for kind in ("onnx_fp32_optimized", "onnx_int8")},
+           for kind in ("onnx_fp32_optimized", "onnx_fp32_flat", "onnx_int8")},
     }
     batch_of = {name: args.batch for name in engines}
     batch_of.update({small_name[kind]: b for kind, b in small_batch.items()})
@@ -237,8 +245,8 @@ def main() -> None:
     ips = {name: batch_of[name] / statistics.median(ts) for name, ts in times.items()}
     # where the time goes, at the runtime's default batch (16 calls' worth)
     conv_flops = generator_flops(generator, convs_only=True)
-    breakdown = {name: profile_breakdown(ort, blob, zs[small_batch[name]], 16, conv_flops)
-                 for name, blob in (("onnx_fp32_optimized", opt), ("onnx_int8", int8))}
+    breakdown = {name: profile_breakdown(ort, blob, zs[small_batch[name]], rounds, conv_flops, flat_blob=flat)
+                 for name, blob, rounds in (("onnx_fp32_optimized", opt, 2), ("onnx_int8", int8, 4))}
 
     # the runtime as a user runs it
     cli = shutil.which("cxr-runtime", path=str(Path(sys.executable).parent)) or "cxr-runtime"
@@ -256,7 +264,8 @@ def main() -> None:
 
     ref = ips["keras_tf_function"]
     # each engine at the better of its two batch sizes, against Keras at its better one
-    best = {kind: max(ips[kind], ips[small_name[kind]]) for kind in small_batch}
+    best = {kind: max(ips[kind], ips[small_name[kind]]) for kind in ("keras_tf_function", "onnx_fp32_optimized",
+                                                                      "onnx_int8")}
     rows = []
     for name, value in ips.items():
         rows.append({
@@ -269,7 +278,7 @@ def main() -> None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
                     "physical_cores": threads, "python": platform.python_version()},
-        "threads": {"onnxruntime_intra_op": threads, "onnxruntime_execution": "sequential, arena off",
+        "threads": {"onnxruntime_intra_op": threads, "onnxruntime_execution": "sequential, memory arena on",
                     "tensorflow_intra_op": tf.config.threading.get_intra_op_parallelism_threads() or "default (all)",
                     "tensorflow_inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "default (all)",
                     "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")},
@@ -292,8 +301,8 @@ def main() -> None:
     print(f"generator: {source}; {flops / 1e9:.2f} GFLOP per image")
     print(f"matmul 4096^2 float32: numpy {np_gflops:.0f} GFLOP/s, tensorflow {tf_gflops:.0f} GFLOP/s "
           f"-> limit {limit:.0f} GFLOP/s = {limit * 1e9 / flops:.1f} images/s")
-    print(f"threads: onnxruntime {threads} (physical cores), tensorflow default; medians of {args.rounds} "
-          "interleaved rounds after warm-up")
+    print(f"threads: onnxruntime {threads} (physical cores, memory arena on), tensorflow default; medians of "
+          f"{args.rounds} interleaved rounds after warm-up")
     print(f"{'engine':<24}{'batch':>6}{'images/s':>10}{'GFLOP/s':>9}{'x tf.function':>15}{'of limit':>10}")
     for r in rows:
         print(f"{r['engine']:<24}{r['batch']:>6}{r['images_per_s']:>10.1f}{r['gflops']:>9.1f}"

@@ -24,6 +24,10 @@ EXIT_GATE_FAILED = 1
 @click.option("--optimize/--no-optimize", default=True, show_default=True,
               help="Write the rewritten sub-pixel NCHW graph (faster; built from the weights, no tf2onnx) "
                    "instead of tf2onnx's conversion.")
+@click.option("--chunk", type=click.IntRange(min=0, max=4096), default=4, show_default=True,
+              help="Optimised graph: run the convolution layers this many images at a time inside the "
+                   "model (a Loop; the Dense layer sees the whole batch, so its 105 MB of weights are read "
+                   "once per call). 0: no loop. cxr-runtime passes the whole batch as one chunk on CUDA.")
 @click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
               help="Also write an int8 model (OUT stem + .int8.onnx) behind an image-quality gate.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str), default=None,
@@ -35,7 +39,7 @@ EXIT_GATE_FAILED = 1
                    "Kermany et al. 2018). Set it when you trained on other data.")
 @click.option("--data-license", default=None, help="Licence of the training data (default: CC BY 4.0).")
 @click.version_option(__version__, prog_name="cxr-export")
-def main(source, out, runs_root, atol, optimize, quantize, data_dir, opset, data_citation, data_license):
+def main(source, out, runs_root, atol, optimize, chunk, quantize, data_dir, opset, data_citation, data_license):
     """Convert a trained generator to ONNX and check it against Keras before publishing it.
 
     SOURCE is a run folder (runs/00001-quick) or a generator.keras file; without it, the
@@ -62,7 +66,8 @@ def main(source, out, runs_root, atol, optimize, quantize, data_dir, opset, data
 
     try:
         result = export(
-            source, out, atol=atol, opset=opset, optimize=optimize, quantize=quantize, data_dir=data_dir,
+            source, out, atol=atol, opset=opset, optimize=optimize, chunk=chunk, quantize=quantize,
+            data_dir=data_dir,
             citation=data_citation or DEFAULT_DATA_CITATION, license_=data_license or DEFAULT_DATA_LICENSE,
             runs_root=runs_root, log=log,
         )

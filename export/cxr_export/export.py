@@ -242,11 +242,13 @@ def _training_images(keras_path: Path, data_dir, image_size: int):
 
 
 def export(source, out: str | os.PathLike, atol: float | None = None, opset: int = OPSET,
-           optimize: bool = True, quantize: str = "none", data_dir=None,
+           optimize: bool = True, quantize: str = "none", data_dir=None, chunk: int | None = None,
            citation: str = DEFAULT_DATA_CITATION, license_: str = DEFAULT_DATA_LICENSE,
            runs_root: str | os.PathLike = "runs", log=print) -> ExportResult:
     """Convert, gate, publish; optionally quantise to int8 behind the quality gate.
 
+    chunk: images per pass of the optimised graph's convolution loop (None: optimize.CHUNK; 0: no
+    loop). The int8 model is quantised from the graph without the loop.
     Each model reaches its path only if its gate passes; reports are written either way.
     Raises ParityError / QualityError (report written, no model left at that path) or ExportError.
     """
@@ -275,7 +277,8 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     try:
         if optimize:
             try:
-                model = opt.build_optimized(generator, opset)
+                chunk = opt.CHUNK if chunk is None else chunk
+                model = opt.build_optimized(generator, opset, chunk=chunk)
             except opt.UnsupportedGenerator as e:
                 raise ExportError(f"cannot optimise: {e}; use --no-optimize") from None
             graph = "subpixel-nchw"
@@ -291,7 +294,7 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
                               f"nothing written to {out}{stale}") from e
     meta = provenance_metadata(generator, info, keras_path, citation, license_)
     meta.update({"graph": graph, "precision": "float32"})
-    add_metadata(model, meta)
+    add_metadata(model, {**meta, **({"batch_chunk": str(chunk)} if optimize and chunk else {})})
     onnx.checker.check_model(model)
     seconds = time.perf_counter() - t0
     blob = model.SerializeToString()
@@ -314,7 +317,7 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
 
     log(f"parity passed (max abs error {report.max_abs_err:.2g}); quantising to int8")
     t0 = time.perf_counter()
-    int8 = q.quantize_int8(model, latent_dim)
+    int8 = q.quantize_int8(opt.build_optimized(generator, opset, chunk=0) if chunk else model, latent_dim)
     add_metadata(int8, {**meta, "precision": "int8",
                         "quantization": f"static QDQ, int8 per-channel weights, uint8 activations, percentile "
                                         f"{q.CALIBRATION_PERCENTILE} calibration on {q.CALIBRATION_LATENTS} latents "

@@ -128,15 +128,30 @@ def _interleave_nhwc(phases: str, out: str, channels: int, size: int, const) -> 
     ]
 
 
-def build_optimized(generator, opset: int = OPSET) -> onnx.ModelProto:
-    """The sub-pixel NCHW graph of a paper-topology Keras generator."""
+CHUNK = 4  # images per pass of the convolution layers in the chunked graph (fastest on CPU, docs/benchmarks.md)
+CHUNK_INPUT = "chunk"  # the chunked graph's optional input: images per pass, default CHUNK
+
+
+def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.ModelProto:
+    """The sub-pixel NCHW graph of a paper-topology Keras generator.
+
+    chunk > 0: the Dense layer runs on the whole batch and the convolution layers in a Loop,
+    `chunk` images per pass (the batch padded to a multiple of it, the padding dropped at the
+    end). The Dense layer's 105 MB weight matrix is then read once per call instead of once
+    per `chunk` images, while the convolutions keep small, cache-resident activations.
+    `chunk` is also an optional graph input (an initializer listed as input): a runtime may
+    pass another value, e.g. the whole batch on a GPU. chunk = 0: no loop.
+    """
     dense, ups, final, slope = _layers(generator)
     latent_dim = int(generator.input_shape[-1])
     size = int(generator.output_shape[1])
     base = size // 2 ** len(ups)
     c0 = int(dense.units) // (base * base)
+    if chunk < 0:
+        raise ValueError("chunk must be >= 0")
 
-    inits, nodes = [], []
+    head_inits, body_inits, head, body = [], [], [], []
+    inits, nodes = head_inits, head
 
     def const(name, array):
         inits.append(numpy_helper.from_array(np.ascontiguousarray(array, np.float32)
@@ -144,14 +159,26 @@ def build_optimized(generator, opset: int = OPSET) -> onnx.ModelProto:
         return name
 
     # 1. Dense, columns permuted from HWC to CHW order, + LeakyReLU, reshape to NCHW
+    z = "z_padded" if chunk else INPUT_NAME
     w, bias = (v.numpy() for v in dense.weights)
     perm = np.arange(base * base * c0).reshape(base, base, c0).transpose(2, 0, 1).ravel()
-    nodes.append(helper.make_node("Gemm", [INPUT_NAME, const("dense_w", w[:, perm]), const("dense_b", bias[perm])],
+    nodes.append(helper.make_node("Gemm", [z, const("dense_w", w[:, perm]), const("dense_b", bias[perm])],
                                   ["dense"], name="dense"))
     nodes.append(helper.make_node("LeakyRelu", ["dense"], ["dense_act"], alpha=slope, name="dense_lrelu"))
     nodes.append(helper.make_node("Reshape", ["dense_act", const("shape0", np.array([-1, c0, base, base], np.int64))],
                                   ["x0"], name="to_nchw"))
     x = "x0"
+    inits, nodes = body_inits, body
+    if chunk:  # the loop body starts with its slice of x0
+        const("chunk_axis", np.array([0], np.int64))
+        body += [
+            helper.make_node("Unsqueeze", ["pass", "chunk_axis"], ["pass_1d"], name="pass_1d"),
+            helper.make_node("Mul", ["pass_1d", CHUNK_INPUT], ["chunk_start"], name="chunk_start"),
+            helper.make_node("Add", ["chunk_start", CHUNK_INPUT], ["chunk_stop"], name="chunk_stop"),
+            helper.make_node("Slice", ["x0", "chunk_start", "chunk_stop", "chunk_axis"], ["x0_chunk"], name="chunk"),
+            helper.make_node("Identity", ["cond"], ["cond_out"], name="cond_out"),
+        ]
+        x = "x0_chunk"
 
     # 2. each transposed convolution as four phase convolutions (+ fused LeakyReLU)
     for li, up in enumerate(ups, start=1):
@@ -189,15 +216,50 @@ def build_optimized(generator, opset: int = OPSET) -> onnx.ModelProto:
     nodes.append(helper.make_node("Tanh", ["out_blocks"], ["out_tanh"], name="out_tanh"))
     nodes.append(helper.make_node("DepthToSpace", ["out_tanh"], ["out_phases"], blocksize=2, mode="DCR",
                                   name="out_unblock"))
-    nodes.append(helper.make_node("DepthToSpace", ["out_phases"], [OUTPUT_NAME], blocksize=2, mode="DCR",
+    image = f"{OUTPUT_NAME}_chunk" if chunk else OUTPUT_NAME
+    nodes.append(helper.make_node("DepthToSpace", ["out_phases"], [image], blocksize=2, mode="DCR",
                                   name="out_interleave"))
 
-    graph = helper.make_graph(
-        nodes, "cxr_generator_subpixel",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", latent_dim])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 1, size, size])],
-        initializer=inits,
-    )
+    z_info = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", latent_dim])
+    image_info = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 1, size, size])
+    if not chunk:
+        graph = helper.make_graph(head + body, "cxr_generator_subpixel", [z_info], [image_info],
+                                  initializer=head_inits + body_inits)
+    else:
+        loop_body = helper.make_graph(
+            body, "conv_layers",
+            [helper.make_tensor_value_info("pass", TensorProto.INT64, []),
+             helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+             helper.make_tensor_value_info(image, TensorProto.FLOAT, None)],
+            initializer=body_inits)
+        inits, nodes = head_inits, []
+        chunk_default = numpy_helper.from_array(np.array([chunk], np.int64), CHUNK_INPUT)
+        const("zero1", np.array([0], np.int64))
+        const("one1", np.array([1], np.int64))
+        const("zero2", np.array([0, 0], np.int64))
+        const("image_shape", np.array([-1, 1, size, size], np.int64))
+        # n = batch; passes = ceil(n / chunk); z padded with zero rows to passes * chunk
+        nodes += [
+            helper.make_node("Shape", [INPUT_NAME], ["z_shape"], name="z_shape"),
+            helper.make_node("Slice", ["z_shape", "zero1", "one1"], ["n"], name="n"),
+            helper.make_node("Sub", [CHUNK_INPUT, "one1"], ["chunk_m1"], name="chunk_m1"),
+            helper.make_node("Add", ["n", "chunk_m1"], ["n_up"], name="n_up"),
+            helper.make_node("Div", ["n_up", CHUNK_INPUT], ["passes_1d"], name="passes_1d"),
+            helper.make_node("Mul", ["passes_1d", CHUNK_INPUT], ["n_padded"], name="n_padded"),
+            helper.make_node("Sub", ["n_padded", "n"], ["n_extra"], name="n_extra"),
+            helper.make_node("Concat", ["zero2", "n_extra", "zero1"], ["z_pads"], axis=0, name="z_pads"),
+            helper.make_node("Pad", [INPUT_NAME, "z_pads"], [z], name="z_pad"),
+            *head,
+            helper.make_node("Squeeze", ["passes_1d", "zero1"], ["passes"], name="passes"),
+            helper.make_node("Loop", ["passes", ""], ["image_passes"], body=loop_body, name="conv_layers"),
+            helper.make_node("Reshape", ["image_passes", "image_shape"], ["image_padded"], name="join_passes"),
+            helper.make_node("Slice", ["image_padded", "zero1", "n", "zero1"], [OUTPUT_NAME], name="drop_padding"),
+        ]
+        graph = helper.make_graph(
+            nodes, "cxr_generator_subpixel_chunked",
+            [z_info, helper.make_tensor_value_info(CHUNK_INPUT, TensorProto.INT64, [1])], [image_info],
+            initializer=head_inits + [chunk_default])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="cxr-export")
     model.ir_version = 8
     return model

@@ -8,12 +8,14 @@ This package never imports tensorflow, keras, tf2onnx, cxr_training or cxr_expor
 """
 
 __version__ = "0.1.0"
-__all__ = ["DEFAULT_BATCH", "DEFAULT_BATCH_INT8", "Generator", "__version__"]
+__all__ = ["DEFAULT_BATCH", "DEFAULT_BATCH_CHUNKED", "DEFAULT_BATCH_INT8", "Generator", "__version__"]
 
-# Images per model call by default (`Generator.default_batch` picks by the model's precision):
-# on a 2-core Zen 5 the paper's fp32 generator ran fastest at 4 and the int8 one at 8-16
-# (docs/benchmarks.md); memory stays low either way. Never changes the images.
+# Images per model call by default (`Generator.default_batch` picks by the model): on a
+# 2-core Zen 5 the paper's fp32 generator ran fastest at 4 images per call without the
+# chunk loop and at 32 with it (the loop runs the convolutions 4 images at a time), the int8
+# one at 8-16 (docs/benchmarks.md); memory stays low either way. Never changes the images.
 DEFAULT_BATCH = 4
+DEFAULT_BATCH_CHUNKED = 32
 DEFAULT_BATCH_INT8 = 16
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_INT8, __version__
+from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_CHUNKED, DEFAULT_BATCH_INT8, __version__
 
 EXIT_USER_ERROR = 2
 DEFAULT_MODEL = "artifacts/generator.onnx"
@@ -59,9 +59,10 @@ def _writable_dir(path: Path) -> None:
 @click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True,
               help="Same seed and model: byte-identical images, whatever the batch size.")
 @click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=None,
-              help=f"Images per model call: memory and speed only, never the images. [default: "
-                   f"{DEFAULT_BATCH} for float32 models, {DEFAULT_BATCH_INT8} for int8 ones, the fastest on CPU; "
-                   "both keep the paper's generator well under 500 MB]")
+              help=f"Images per model call: memory and speed only, never the images. [default: the fastest "
+                   f"on CPU: {DEFAULT_BATCH_CHUNKED} for cxr-export's float32 graph (its convolutions run in "
+                   f"chunks inside the model), {DEFAULT_BATCH_INT8} for int8, {DEFAULT_BATCH} "
+                   "for other float32 graphs; all keep the paper's generator well under 500 MB]")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
               help="auto: CUDA if it really initialises, else CPU.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="png", show_default=True,

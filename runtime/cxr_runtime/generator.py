@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_INT8
+from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_CHUNKED, DEFAULT_BATCH_INT8
 from cxr_runtime.images import to_uint8
 from cxr_runtime.io import sha256_file
-from cxr_runtime.session import ModelError, open_session
+from cxr_runtime.session import CUDA, ModelError, open_session
 
 LATENT_CHUNK = 1024
+CHUNK_INPUT = "chunk"  # optional input of cxr-export's looped graph: images per pass of its convolutions
 REQUIRED_METADATA = ("latent_dim", "image_size", "synthetic")  # written by cxr-export
 
 
@@ -45,9 +46,15 @@ class Generator:
     """An exported cxr-gan generator (input `z` [batch, latent], output [batch, 1, S, S])."""
 
     def __init__(self, path: str | os.PathLike, device: str = "auto", notice=None, threads: int | None = None,
-                 arena: bool = False):
-        """`arena=True` turns onnxruntime's CPU memory arena on: a few % faster, 2.5x the peak memory."""
+                 arena: bool = True, chunk: int | None = None):
+        """arena: onnxruntime's CPU memory arena. On by default: at the default batches it costs
+        no memory and spares the chunked graph's large Dense output a fresh page-faulted buffer
+        on every call (docs/runtime.md); off saves memory at large batches of unchunked graphs.
+        chunk: images per pass of a chunked model's convolution loop; None = the model's own
+        value on CPU and the whole batch on CUDA (GPUs want large batches)."""
         self.path = Path(path)
+        if chunk is not None and chunk < 1:
+            raise ValueError("chunk must be >= 1")
         notes: list[str] = []  # device notices are shown only once the model is known to be usable
         self.session, self.provider = open_session(self.path, device, notice=notes.append, threads=threads,
                                                    arena=arena)
@@ -65,6 +72,11 @@ class Generator:
             raise ModelError(f"{self.path.name}: output {img.name!r} is {img.type} {shape}, "
                              "expected float32 [batch, 1, size, size]")
         self.input_name, self.output_name = zin.name, img.name
+        overridable = {i.name: i for i in self.session.get_overridable_initializers()}
+        self.chunked = CHUNK_INPUT in overridable
+        if chunk is not None and not self.chunked:
+            raise ModelError(f"{self.path.name} has no chunk loop (export it with cxr-export --chunk N)")
+        self._chunk = chunk
         self.latent_dim = int(zin.shape[1])
         self.image_size = int(shape[2])
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
@@ -81,8 +93,11 @@ class Generator:
 
     @property
     def default_batch(self) -> int:
-        """Images per call when none is given: DEFAULT_BATCH_INT8 for int8 models, else DEFAULT_BATCH."""
-        return DEFAULT_BATCH_INT8 if self.metadata.get("precision") == "int8" else DEFAULT_BATCH
+        """Images per call when none is given: DEFAULT_BATCH_INT8 for int8 models, DEFAULT_BATCH_CHUNKED
+        for models with the chunk loop, else DEFAULT_BATCH."""
+        if self.metadata.get("precision") == "int8":
+            return DEFAULT_BATCH_INT8
+        return DEFAULT_BATCH_CHUNKED if self.chunked else DEFAULT_BATCH
 
     @property
     def sha256(self) -> str:
@@ -95,7 +110,10 @@ class Generator:
         z = np.ascontiguousarray(z, dtype=np.float32)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must be (n, {self.latent_dim}), got {z.shape}")
-        out = self.session.run([self.output_name], {self.input_name: z})[0]
+        feed = {self.input_name: z}
+        if self.chunked and (self._chunk is not None or self.provider == CUDA):
+            feed[CHUNK_INPUT] = np.array([self._chunk or max(1, len(z))], np.int64)
+        out = self.session.run([self.output_name], feed)[0]
         if not np.all(np.isfinite(out)):
             raise ModelError(f"{self.path.name} produced non-finite values")
         return out[:, 0]

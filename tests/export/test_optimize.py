@@ -40,7 +40,7 @@ def test_optimized_graph_equals_keras(cfg):
     keras.utils.set_random_seed(1)
     g = build_generator(cfg)
     _random_weights(g, 2)
-    model = optimize.build_optimized(g)
+    model = optimize.build_optimized(g, chunk=0)
     onnx.checker.check_model(model)
     ops = {n.op_type for n in model.graph.node}
     assert "ConvTranspose" not in ops and "DepthToSpace" in ops
@@ -56,6 +56,68 @@ def test_optimized_graph_equals_keras(cfg):
         z = np.random.default_rng(b).standard_normal((b, cfg.latent_dim)).astype(np.float32)
         got = sess.run(["image"], {"z": z})[0]
         np.testing.assert_allclose(got, _keras_nchw(g, z), atol=1e-5, rtol=0)
+
+
+def _body(model):
+    loop = [n for n in model.graph.node if n.op_type == "Loop"]
+    assert len(loop) == 1
+    return loop[0].attribute[0].g
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_chunked_graph_equals_the_flat_one(chunk):
+    """The Loop runs the convolutions `chunk` images at a time: same images for any batch (padding
+    dropped), for the built-in chunk size and for any value fed to the optional `chunk` input."""
+    cfg = preset("smoke")
+    keras.utils.set_random_seed(7)
+    g = build_generator(cfg)
+    _random_weights(g, 8)
+    flat = optimize.build_optimized(g, chunk=0)
+    looped = optimize.build_optimized(g, chunk=chunk)
+    onnx.checker.check_model(looped)
+    assert "Loop" not in {n.op_type for n in flat.graph.node}
+    body_ops = [n.op_type for n in _body(looped).node]
+    assert "Gemm" not in body_ops and body_ops.count("Conv") == len([n for n in flat.graph.node if n.op_type == "Conv"])
+    a = ort.InferenceSession(flat.SerializeToString(), providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(looped.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert [i.name for i in b.get_inputs()] == ["z"]
+    assert [i.name for i in b.get_overridable_initializers()] == [optimize.CHUNK_INPUT]
+    for n in (1, 2, 5, 8):
+        z = np.random.default_rng(n).standard_normal((n, cfg.latent_dim)).astype(np.float32)
+        want = a.run(["image"], {"z": z})[0]
+        got = b.run(["image"], {"z": z})[0]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+        for override in (1, n, 7):
+            again = b.run(["image"], {"z": z, optimize.CHUNK_INPUT: np.array([override], np.int64)})[0]
+            np.testing.assert_allclose(again, want, atol=1e-6, rtol=0)
+
+
+def test_runtime_runs_the_chunked_graph(tmp_path):
+    """cxr_runtime.Generator on a chunked export: its default batch, a chunk override, the same
+    images as the flat graph; a chunk override on a flat graph is refused."""
+    from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_CHUNKED, Generator
+    from cxr_runtime.session import ModelError
+
+    cfg = preset("smoke")
+    keras.utils.set_random_seed(9)
+    g = build_generator(cfg)
+    _random_weights(g, 10)
+    meta = {"latent_dim": str(cfg.latent_dim), "image_size": str(cfg.image_size), "synthetic": "true"}
+    paths = {}
+    for chunk in (0, 4):
+        model = optimize.build_optimized(g, chunk=chunk)
+        ex.add_metadata(model, meta)
+        paths[chunk] = tmp_path / f"g{chunk}.onnx"
+        onnx.save(model, paths[chunk])
+    flat, looped = Generator(paths[0], device="cpu"), Generator(paths[4], device="cpu")
+    assert (flat.chunked, looped.chunked) == (False, True)
+    assert (flat.default_batch, looped.default_batch) == (DEFAULT_BATCH, DEFAULT_BATCH_CHUNKED)
+    want = flat.sample(37, seed=3)
+    np.testing.assert_array_equal(looped.sample(37, seed=3), want)
+    np.testing.assert_array_equal(Generator(paths[4], device="cpu", chunk=5).sample(37, seed=3), want)
+    with pytest.raises(ModelError, match="no chunk loop"):
+        Generator(paths[0], device="cpu", chunk=4)
 
 
 def test_optimized_paper_architecture():
@@ -107,8 +169,20 @@ def test_int8_export_passes_its_quality_gate(tiny_run, few_real, tmp_path):
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["precision"] == "int8" and meta["graph"] == "subpixel-nchw" and "QDQ" in meta["quantization"]
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-    fp32_meta = {p.key: p.value for p in onnx.load(out).metadata_props}
-    assert fp32_meta["precision"] == "float32"
+    assert not any(n.op_type == "Loop" for n in model.graph.node)  # quantised from the flat graph
+    fp32 = onnx.load(out)
+    fp32_meta = {p.key: p.value for p in fp32.metadata_props}
+    assert fp32_meta["precision"] == "float32" and fp32_meta["batch_chunk"] == str(optimize.CHUNK)
+    assert any(n.op_type == "Loop" for n in fp32.graph.node)
+
+
+def test_chunk_zero_exports_the_flat_graph(tiny_run, tmp_path):
+    out = tmp_path / "generator.onnx"
+    r = _invoke(tiny_run, "--out", out, "--chunk", 0)
+    assert r.exit_code == 0, r.output
+    model = onnx.load(out)
+    assert not any(n.op_type == "Loop" for n in model.graph.node)
+    assert "batch_chunk" not in {p.key for p in model.metadata_props}
 
 
 def test_int8_gate_refuses_a_degraded_model(tiny_run, few_real, tmp_path, monkeypatch):
