@@ -28,6 +28,7 @@ import onnx
 
 from cxr_runtime import metrics
 from cxr_runtime.quiet import quiet_stderr
+from cxr_runtime.session import session_options
 
 INT8_MIN_SSIM = 0.98  # mean SSIM(fp32 image, int8 image) over the gate's latents
 INT8_MAX_SHIFT = 0.005  # max |change| of the evaluate metrics (SSIM, MSE vs real) from fp32 to int8
@@ -95,7 +96,7 @@ def quality(fp32_bytes: bytes, int8_bytes: bytes, latent_dim: int, real: np.ndar
     z = np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
     images = {}
     for name, blob in (("fp32", fp32_bytes), ("int8", int8_bytes)):
-        session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(blob, sess_options=session_options(), providers=["CPUExecutionProvider"])
         images[name] = np.concatenate([session.run(None, {"z": z[i : i + 16]})[0][:, 0] for i in range(0, n, 16)])
     pair_ssim = metrics.ssim(images["fp32"], images["int8"])
     report = {
