@@ -119,6 +119,27 @@ def test_runtime_runs_the_chunked_graph(tmp_path):
     with pytest.raises(ModelError, match="no chunk loop"):
         Generator(paths[0], device="cpu", chunk=4)
 
+    # on CUDA the whole batch goes through as one pass: the rule, exercised on a CPU session
+    from cxr_runtime import session as smod
+
+    feeds = []
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def run(self, outputs, feed):
+            feeds.append({k: np.array(v) for k, v in feed.items()})
+            return self.inner.run(outputs, feed)
+
+    looped.session, looped.provider = Spy(looped.session), smod.CUDA
+    np.testing.assert_array_equal(looped.sample(37, seed=3, batch_size=16), want)
+    assert [int(f[optimize.CHUNK_INPUT][0]) for f in feeds] == [16, 16, 5]
+    feeds.clear()
+    looped.provider = smod.CPU
+    looped.sample(8, seed=3)
+    assert feeds and all(optimize.CHUNK_INPUT not in f for f in feeds)  # the model's own chunk on CPU
+
 
 def test_optimized_paper_architecture():
     keras.utils.set_random_seed(4)
