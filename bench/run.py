@@ -206,9 +206,10 @@ def main() -> None:
     so = session_options(arena=True)  # as cxr_runtime.Generator opens sessions
     sessions = {name: ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
                 for name, blob in (("onnx_plain", plain), ("onnx_fp32_optimized", opt), ("onnx_int8", int8))}
-    # the runtime's default batches (cxr_runtime.DEFAULT_BATCH for float32, DEFAULT_BATCH_INT8
-    # for int8; Keras at the float32 one), each in a session of its own: a session that keeps
-    # switching input shapes re-plans its memory on every call
+    # the runtime's default batches (DEFAULT_BATCH_CHUNKED for cxr-export's chunked graph,
+    # DEFAULT_BATCH for the flat one and, for comparison, Keras, DEFAULT_BATCH_INT8 for int8),
+    # each in a session of its own: a session that keeps switching input shapes re-plans its
+    # memory on every call
     small_batch = {"keras_tf_function": DEFAULT_BATCH, "onnx_fp32_optimized": DEFAULT_BATCH_CHUNKED,
                    "onnx_fp32_flat": DEFAULT_BATCH, "onnx_int8": DEFAULT_BATCH_INT8}
     small_name = {kind: f"{kind}_b{b}" for kind, b in small_batch.items()}
@@ -243,7 +244,7 @@ def main() -> None:
                 fn()
             times[name].append((time.perf_counter() - t) / calls)
     ips = {name: batch_of[name] / statistics.median(ts) for name, ts in times.items()}
-    # where the time goes, at the runtime's default batch (16 calls' worth)
+    # where the time goes, at the runtime's default batch (4 calls of 32 fp32, 6 of 16 int8)
     conv_flops = generator_flops(generator, convs_only=True)
     breakdown = {name: profile_breakdown(ort, blob, zs[small_batch[name]], rounds, conv_flops, flat_blob=flat)
                  for name, blob, rounds in (("onnx_fp32_optimized", opt, 2), ("onnx_int8", int8, 4))}

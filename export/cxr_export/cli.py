@@ -24,10 +24,11 @@ EXIT_GATE_FAILED = 1
 @click.option("--optimize/--no-optimize", default=True, show_default=True,
               help="Write the rewritten sub-pixel NCHW graph (faster; built from the weights, no tf2onnx) "
                    "instead of tf2onnx's conversion.")
-@click.option("--chunk", type=click.IntRange(min=0, max=4096), default=4, show_default=True,
+@click.option("--chunk", type=click.IntRange(min=0, max=4096), default=None,
               help="Optimised graph: run the convolution layers this many images at a time inside the "
                    "model (a Loop; the Dense layer sees the whole batch, so its 105 MB of weights are read "
-                   "once per call). 0: no loop. cxr-runtime passes the whole batch as one chunk on CUDA.")
+                   "once per call). 0: no loop. cxr-runtime passes the whole batch as one chunk on CUDA. "
+                   "[default: 4]")
 @click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
               help="Also write an int8 model (OUT stem + .int8.onnx) behind an image-quality gate.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str), default=None,

@@ -246,9 +246,9 @@ def _training_images(keras_path: Path, data_dir, image_size: int):
 
 
 def export(source, out: str | os.PathLike, atol: float | None = None, opset: int = OPSET,
-           optimize: bool = True, quantize: str = "none", data_dir=None, chunk: int | None = None,
+           optimize: bool = True, quantize: str = "none", data_dir=None,
            citation: str = DEFAULT_DATA_CITATION, license_: str = DEFAULT_DATA_LICENSE,
-           runs_root: str | os.PathLike = "runs", log=print) -> ExportResult:
+           runs_root: str | os.PathLike = "runs", log=print, *, chunk: int | None = None) -> ExportResult:
     """Convert, gate, publish; optionally quantise to int8 behind the quality gate.
 
     chunk: images per pass of the optimised graph's convolution loop (None: optimize.CHUNK; 0: no
@@ -263,6 +263,8 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
         raise ExportError(f"unknown quantisation {quantize!r}")
     if quantize == "int8" and not optimize:
         raise ExportError("--quantize int8 needs the optimised graph: drop --no-optimize")
+    if chunk is not None and not optimize:
+        raise ExportError("--chunk applies to the optimised graph: drop --no-optimize or --chunk")
     _, keras = import_tf()
     keras_path = resolve_generator(source, runs_root)
     out = Path(out)
@@ -298,6 +300,7 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
                               f"nothing written to {out}{stale}") from e
     meta = provenance_metadata(generator, info, keras_path, citation, license_)
     meta.update({"graph": graph, "precision": "float32"})
+    # batch_chunk is informational (the runtime reads the graph's `chunk` input, not this)
     add_metadata(model, {**meta, **({"batch_chunk": str(chunk)} if optimize and chunk else {})})
     onnx.checker.check_model(model)
     seconds = time.perf_counter() - t0

@@ -129,7 +129,9 @@ def _interleave_nhwc(phases: str, out: str, channels: int, size: int, const) -> 
 
 
 CHUNK = 4  # images per pass of the convolution layers in the chunked graph (fastest on CPU, docs/benchmarks.md)
-CHUNK_INPUT = "chunk"  # the chunked graph's optional input: images per pass, default CHUNK
+# the chunked graph's optional input (images per pass, default CHUNK); cxr_runtime.generator
+# has the same name (the runtime cannot import this package)
+CHUNK_INPUT = "chunk"
 
 
 def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.ModelProto:
@@ -151,30 +153,33 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
         raise ValueError("chunk must be >= 0")
 
     head_inits, body_inits, head, body = [], [], [], []
-    inits, nodes = head_inits, head
 
-    def const(name, array):
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, np.float32)
-                                             if array.dtype != np.int64 else array, name))
-        return name
+    def constant(inits: list):
+        def add(name, array):
+            inits.append(numpy_helper.from_array(np.ascontiguousarray(array, np.float32)
+                                                 if array.dtype != np.int64 else array, name))
+            return name
+        return add
+
+    # the Dense layer (and the loop's bookkeeping) are the head, the convolution layers the body
+    head_const, body_const = constant(head_inits), constant(body_inits)
 
     # 1. Dense, columns permuted from HWC to CHW order, + LeakyReLU, reshape to NCHW
     z = "z_padded" if chunk else INPUT_NAME
     w, bias = (v.numpy() for v in dense.weights)
     perm = np.arange(base * base * c0).reshape(base, base, c0).transpose(2, 0, 1).ravel()
-    nodes.append(helper.make_node("Gemm", [z, const("dense_w", w[:, perm]), const("dense_b", bias[perm])],
-                                  ["dense"], name="dense"))
-    nodes.append(helper.make_node("LeakyRelu", ["dense"], ["dense_act"], alpha=slope, name="dense_lrelu"))
-    nodes.append(helper.make_node("Reshape", ["dense_act", const("shape0", np.array([-1, c0, base, base], np.int64))],
-                                  ["x0"], name="to_nchw"))
+    head.append(helper.make_node("Gemm", [z, head_const("dense_w", w[:, perm]), head_const("dense_b", bias[perm])],
+                                 ["dense"], name="dense"))
+    head.append(helper.make_node("LeakyRelu", ["dense"], ["dense_act"], alpha=slope, name="dense_lrelu"))
+    head.append(helper.make_node("Reshape", ["dense_act", head_const("shape0", np.array([-1, c0, base, base], np.int64))],
+                                 ["x0"], name="to_nchw"))
     x = "x0"
-    inits, nodes = body_inits, body
     if chunk:  # the loop body starts with its slice of x0
-        const("chunk_axis", np.array([0], np.int64))
+        body_const("chunk_axis", np.array([0], np.int64))
         body += [
             helper.make_node("Unsqueeze", ["pass", "chunk_axis"], ["pass_1d"], name="pass_1d"),
-            helper.make_node("Mul", ["pass_1d", CHUNK_INPUT], ["chunk_start"], name="chunk_start"),
-            helper.make_node("Add", ["chunk_start", CHUNK_INPUT], ["chunk_stop"], name="chunk_stop"),
+            helper.make_node("Mul", ["pass_1d", "chunk_pos"], ["chunk_start"], name="chunk_start"),
+            helper.make_node("Add", ["chunk_start", "chunk_pos"], ["chunk_stop"], name="chunk_stop"),
             helper.make_node("Slice", ["x0", "chunk_start", "chunk_stop", "chunk_axis"], ["x0_chunk"], name="chunk"),
             helper.make_node("Identity", ["cond"], ["cond_out"], name="cond_out"),
         ]
@@ -188,14 +193,14 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
             for bb in (0, 1):
                 name = f"up{li}_p{a}{bb}"
                 (pt, pb), (pl, pr) = _PHASE_PADS[a], _PHASE_PADS[bb]
-                nodes.append(helper.make_node(
-                    "Conv", [x, const(f"{name}_w", _phase_weight(kernel, a, bb)), const(f"{name}_b", b)],
+                body.append(helper.make_node(
+                    "Conv", [x, body_const(f"{name}_w", _phase_weight(kernel, a, bb)), body_const(f"{name}_b", b)],
                     [f"{name}_conv"], kernel_shape=[2, 2], pads=[pt, pl, pb, pr], name=f"{name}_conv"))
-                nodes.append(helper.make_node("LeakyRelu", [f"{name}_conv"], [name], alpha=slope, name=f"{name}_lrelu"))
+                body.append(helper.make_node("LeakyRelu", [f"{name}_conv"], [name], alpha=slope, name=f"{name}_lrelu"))
                 phases.append(name)
         if li < len(ups):
-            nodes.append(helper.make_node("Concat", phases, [f"up{li}_phases"], axis=1, name=f"up{li}_concat"))
-            nodes += _interleave_nhwc(f"up{li}_phases", f"up{li}", int(up.filters), base * 2 ** (li - 1), const)
+            body.append(helper.make_node("Concat", phases, [f"up{li}_phases"], axis=1, name=f"up{li}_concat"))
+            body += _interleave_nhwc(f"up{li}_phases", f"up{li}", int(up.filters), base * 2 ** (li - 1), body_const)
             x = f"up{li}"
 
     # 3. the final convolution on the last layer's phases: one stride-2 conv per phase tensor,
@@ -206,18 +211,18 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
     partial = []
     for p, phase in enumerate(phases):
         w2 = _stride2_weight(w_final[:, p * channels : (p + 1) * channels])
-        inputs = [phase, const(f"out_w{p}", w2)]
+        inputs = [phase, body_const(f"out_w{p}", w2)]
         if p == 0:
-            inputs.append(const("out_b", np.repeat(b, 16)))
-        nodes.append(helper.make_node("Conv", inputs, [f"out_part{p}"], kernel_shape=[4, 4], strides=[2, 2],
+            inputs.append(body_const("out_b", np.repeat(b, 16)))
+        body.append(helper.make_node("Conv", inputs, [f"out_part{p}"], kernel_shape=[4, 4], strides=[2, 2],
                                       pads=[1, 1, 1, 1], name=f"out_conv{p}"))
         partial.append(f"out_part{p}")
-    nodes.append(helper.make_node("Sum", partial, ["out_blocks"], name="out_sum"))
-    nodes.append(helper.make_node("Tanh", ["out_blocks"], ["out_tanh"], name="out_tanh"))
-    nodes.append(helper.make_node("DepthToSpace", ["out_tanh"], ["out_phases"], blocksize=2, mode="DCR",
+    body.append(helper.make_node("Sum", partial, ["out_blocks"], name="out_sum"))
+    body.append(helper.make_node("Tanh", ["out_blocks"], ["out_tanh"], name="out_tanh"))
+    body.append(helper.make_node("DepthToSpace", ["out_tanh"], ["out_phases"], blocksize=2, mode="DCR",
                                   name="out_unblock"))
     image = f"{OUTPUT_NAME}_chunk" if chunk else OUTPUT_NAME
-    nodes.append(helper.make_node("DepthToSpace", ["out_phases"], [image], blocksize=2, mode="DCR",
+    body.append(helper.make_node("DepthToSpace", ["out_phases"], [image], blocksize=2, mode="DCR",
                                   name="out_interleave"))
 
     z_info = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", latent_dim])
@@ -233,20 +238,21 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
             [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
              helper.make_tensor_value_info(image, TensorProto.FLOAT, None)],
             initializer=body_inits)
-        inits, nodes = head_inits, []
         chunk_default = numpy_helper.from_array(np.array([chunk], np.int64), CHUNK_INPUT)
-        const("zero1", np.array([0], np.int64))
-        const("one1", np.array([1], np.int64))
-        const("zero2", np.array([0, 0], np.int64))
-        const("image_shape", np.array([-1, 1, size, size], np.int64))
+        head_const("zero1", np.array([0], np.int64))
+        head_const("one1", np.array([1], np.int64))
+        head_const("zero2", np.array([0, 0], np.int64))
+        head_const("image_shape", np.array([-1, 1, size, size], np.int64))
         # n = batch; passes = ceil(n / chunk); z padded with zero rows to passes * chunk
-        nodes += [
+        outer = [
             helper.make_node("Shape", [INPUT_NAME], ["z_shape"], name="z_shape"),
             helper.make_node("Slice", ["z_shape", "zero1", "one1"], ["n"], name="n"),
-            helper.make_node("Sub", [CHUNK_INPUT, "one1"], ["chunk_m1"], name="chunk_m1"),
+            # a chunk fed as 0 or less counts as 1
+            helper.make_node("Max", [CHUNK_INPUT, "one1"], ["chunk_pos"], name="chunk_pos"),
+            helper.make_node("Sub", ["chunk_pos", "one1"], ["chunk_m1"], name="chunk_m1"),
             helper.make_node("Add", ["n", "chunk_m1"], ["n_up"], name="n_up"),
-            helper.make_node("Div", ["n_up", CHUNK_INPUT], ["passes_1d"], name="passes_1d"),
-            helper.make_node("Mul", ["passes_1d", CHUNK_INPUT], ["n_padded"], name="n_padded"),
+            helper.make_node("Div", ["n_up", "chunk_pos"], ["passes_1d"], name="passes_1d"),
+            helper.make_node("Mul", ["passes_1d", "chunk_pos"], ["n_padded"], name="n_padded"),
             helper.make_node("Sub", ["n_padded", "n"], ["n_extra"], name="n_extra"),
             helper.make_node("Concat", ["zero2", "n_extra", "zero1"], ["z_pads"], axis=0, name="z_pads"),
             helper.make_node("Pad", [INPUT_NAME, "z_pads"], [z], name="z_pad"),
@@ -257,7 +263,7 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
             helper.make_node("Slice", ["image_padded", "zero1", "n", "zero1"], [OUTPUT_NAME], name="drop_padding"),
         ]
         graph = helper.make_graph(
-            nodes, "cxr_generator_subpixel_chunked",
+            outer, "cxr_generator_subpixel_chunked",
             [z_info, helper.make_tensor_value_info(CHUNK_INPUT, TensorProto.INT64, [1])], [image_info],
             initializer=head_inits + [chunk_default])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="cxr-export")

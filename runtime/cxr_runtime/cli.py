@@ -60,8 +60,8 @@ def _writable_dir(path: Path) -> None:
               help="Same seed and model: byte-identical images, whatever the batch size.")
 @click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=None,
               help=f"Images per model call: memory and speed only, never the images. [default: the fastest "
-                   f"on CPU: {DEFAULT_BATCH_CHUNKED} for cxr-export's float32 graph (its convolutions run in "
-                   f"chunks inside the model), {DEFAULT_BATCH_INT8} for int8, {DEFAULT_BATCH} "
+                   f"on CPU: {DEFAULT_BATCH_CHUNKED} for chunked float32 graphs (cxr-export's default: the "
+                   f"convolutions run in chunks inside the model), {DEFAULT_BATCH_INT8} for int8, {DEFAULT_BATCH} "
                    "for other float32 graphs; all keep the paper's generator well under 500 MB]")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
               help="auto: CUDA if it really initialises, else CPU.")

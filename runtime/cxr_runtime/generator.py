@@ -23,7 +23,9 @@ from cxr_runtime.io import sha256_file
 from cxr_runtime.session import CUDA, ModelError, open_session
 
 LATENT_CHUNK = 1024
-CHUNK_INPUT = "chunk"  # optional input of cxr-export's looped graph: images per pass of its convolutions
+# optional input of cxr-export's chunked graph: images per pass of its convolutions (the same
+# name as cxr_export.optimize.CHUNK_INPUT; the runtime does not import the export package)
+CHUNK_INPUT = "chunk"
 REQUIRED_METADATA = ("latent_dim", "image_size", "synthetic")  # written by cxr-export
 
 

@@ -64,7 +64,7 @@ def _body(model):
     return loop[0].attribute[0].g
 
 
-@pytest.mark.parametrize("chunk", [1, 2, 3])
+@pytest.mark.parametrize("chunk", [1, 3, optimize.CHUNK])
 def test_chunked_graph_equals_the_flat_one(chunk):
     """The Loop runs the convolutions `chunk` images at a time: same images for any batch (padding
     dropped), for the built-in chunk size and for any value fed to the optional `chunk` input."""
@@ -82,13 +82,13 @@ def test_chunked_graph_equals_the_flat_one(chunk):
     b = ort.InferenceSession(looped.SerializeToString(), providers=["CPUExecutionProvider"])
     assert [i.name for i in b.get_inputs()] == ["z"]
     assert [i.name for i in b.get_overridable_initializers()] == [optimize.CHUNK_INPUT]
-    for n in (1, 2, 5, 8):
+    for n in (0, 1, 2, 5, 8):
         z = np.random.default_rng(n).standard_normal((n, cfg.latent_dim)).astype(np.float32)
         want = a.run(["image"], {"z": z})[0]
         got = b.run(["image"], {"z": z})[0]
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
-        for override in (1, n, 7):
+        for override in (1, n, 7, -2):  # 0 or less counts as 1
             again = b.run(["image"], {"z": z, optimize.CHUNK_INPUT: np.array([override], np.int64)})[0]
             np.testing.assert_allclose(again, want, atol=1e-6, rtol=0)
 
@@ -115,11 +115,9 @@ def test_runtime_runs_the_chunked_graph(tmp_path):
     assert (flat.default_batch, looped.default_batch) == (DEFAULT_BATCH, DEFAULT_BATCH_CHUNKED)
     want = flat.sample(37, seed=3)
     np.testing.assert_array_equal(looped.sample(37, seed=3), want)
-    np.testing.assert_array_equal(Generator(paths[4], device="cpu", chunk=5).sample(37, seed=3), want)
     with pytest.raises(ModelError, match="no chunk loop"):
         Generator(paths[0], device="cpu", chunk=4)
 
-    # on CUDA the whole batch goes through as one pass: the rule, exercised on a CPU session
     from cxr_runtime import session as smod
 
     feeds = []
@@ -132,6 +130,13 @@ def test_runtime_runs_the_chunked_graph(tmp_path):
             feeds.append({k: np.array(v) for k, v in feed.items()})
             return self.inner.run(outputs, feed)
 
+    five = Generator(paths[4], device="cpu", chunk=5)
+    five.session = Spy(five.session)
+    np.testing.assert_array_equal(five.sample(37, seed=3), want)
+    assert feeds and all(int(f[optimize.CHUNK_INPUT][0]) == 5 for f in feeds)  # the override is fed
+    feeds.clear()
+
+    # on CUDA the whole batch goes through as one pass: the rule, exercised on a CPU session
     looped.session, looped.provider = Spy(looped.session), smod.CUDA
     np.testing.assert_array_equal(looped.sample(37, seed=3, batch_size=16), want)
     assert [int(f[optimize.CHUNK_INPUT][0]) for f in feeds] == [16, 16, 5]
@@ -157,7 +162,7 @@ def test_unsupported_topology_is_refused():
     g = build_generator(cfg)
     with pytest.raises(optimize.UnsupportedGenerator, match="4x4"):
         optimize.build_optimized(g)
-    g = build_generator(preset("smoke").replace(image_size=6, g_channels=(8,)))  # 3x3 phases: no 2x2 blocks
+    g = build_generator(preset("smoke").replace(image_size=10, g_channels=(8,)))  # 5x5 phases: no 2x2 blocks
     with pytest.raises(optimize.UnsupportedGenerator, match="multiple of 4"):
         optimize.build_optimized(g)
 
@@ -204,6 +209,29 @@ def test_chunk_zero_exports_the_flat_graph(tiny_run, tmp_path):
     model = onnx.load(out)
     assert not any(n.op_type == "Loop" for n in model.graph.node)
     assert "batch_chunk" not in {p.key for p in model.metadata_props}
+    r = _invoke(tiny_run, "--out", tmp_path / "plain.onnx", "--chunk", 2, "--no-optimize")
+    assert r.exit_code == 2 and "--chunk applies to the optimised graph" in r.output
+
+
+def test_sample_cli_defaults_to_the_chunked_batch(tiny_run, tmp_path):
+    from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_CHUNKED
+    from cxr_runtime.cli import main as runtime_main
+
+    for chunk, want in ((None, DEFAULT_BATCH_CHUNKED), (0, DEFAULT_BATCH)):
+        out = tmp_path / f"g{chunk}.onnx"
+        args = ["--out", out] + ([] if chunk is None else ["--chunk", chunk])
+        assert _invoke(tiny_run, *args).exit_code == 0
+        samples = tmp_path / f"s{chunk}"
+        r = CliRunner().invoke(runtime_main, ["sample", "--n", "40", "--model", str(out), "--out", str(samples),
+                                              "--device", "cpu"], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        assert json.loads((samples / "manifest.json").read_text())["batch_size"] == want
+    import cv2
+
+    for i in range(40):  # the same images from both graphs (sums may differ in the last float bit)
+        name = f"sample-{i:06d}.png"
+        a, b = (cv2.imread(str(tmp_path / d / name), cv2.IMREAD_UNCHANGED).astype(int) for d in ("sNone", "s0"))
+        assert np.abs(a - b).max() <= 1
 
 
 def test_int8_gate_refuses_a_degraded_model(tiny_run, few_real, tmp_path, monkeypatch):
