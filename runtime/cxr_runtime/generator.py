@@ -74,8 +74,7 @@ class Generator:
             raise ModelError(f"{self.path.name}: output {img.name!r} is {img.type} {shape}, "
                              "expected float32 [batch, 1, size, size]")
         self.input_name, self.output_name = zin.name, img.name
-        overridable = {i.name: i for i in self.session.get_overridable_initializers()}
-        self.chunked = CHUNK_INPUT in overridable
+        self.chunked = CHUNK_INPUT in {i.name for i in self.session.get_overridable_initializers()}
         if chunk is not None and not self.chunked:
             raise ModelError(f"{self.path.name} has no chunk loop (export it with cxr-export --chunk N)")
         self._chunk = chunk
