@@ -238,9 +238,10 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
 
         onnx_scorer = scorer if engine == "onnx" else OnnxScorer(device="cpu")
         try:
-            result["quality"] = q.quality_report(fake.images, real.images, onnx_scorer)
+            reference = q.Reference(real.images, onnx_scorer)
+            result["quality"] = reference.score(fake.images, onnx_scorer)
             if held is not None:
-                result["quality_reference"] = q.quality_report(held.images, real.images, onnx_scorer)
+                result["quality_reference"] = reference.score(held.images, onnx_scorer)
                 result["quality_reference"]["images"] = len(held.files)
         except ValueError as e:
             _fail(f"--quality: {e}")

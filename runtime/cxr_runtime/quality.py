@@ -138,16 +138,36 @@ def diversity(images: np.ndarray, scorer=None, max_images: int = 200, seed: int 
 # measures must; they fail the ladder, so prdc() computes them but they are not reported.
 
 
+class Reference:
+    """The real side of the reported metrics, computed once and reused for any number of
+    generated sets (training scores one per epoch): the real features' mean and spread, the
+    standardised real features, and the real set's diversity."""
+
+    def __init__(self, real: np.ndarray, scorer=None, diversity_images: int = 200):
+        raw = features(real)
+        self.mean = raw.mean(axis=0)
+        self.spread = raw.std(axis=0)
+        self.spread[self.spread < 1e-12] = 1.0
+        self.real_f = (raw - self.mean) / self.spread
+        self.count = len(real)
+        self.diversity_images = diversity_images
+        self.diversity = diversity(real, scorer, diversity_images)
+
+    def score(self, fake: np.ndarray, scorer=None) -> dict[str, float]:
+        """The reported metrics of `fake` against this real set (standardised as in standardise())."""
+        fake_f = (features(fake) - self.mean) / self.spread
+        kid_mean, kid_se = kid(self.real_f, fake_f)
+        pr = prdc(self.real_f, fake_f)
+        return {
+            "recall": pr["recall"],
+            "coverage": pr["coverage"],
+            "kid": kid_mean,
+            "kid_se": kid_se,
+            "diversity_ssim": diversity(fake, scorer, self.diversity_images),
+            "diversity_ssim_real": self.diversity,
+        }
+
+
 def quality_report(fake: np.ndarray, real: np.ndarray, scorer=None) -> dict[str, float]:
     """The reported distribution metrics of `fake` against `real`, plus both sets' diversity."""
-    real_f, fake_f = standardise(features(real), features(fake))
-    kid_mean, kid_se = kid(real_f, fake_f)
-    pr = prdc(real_f, fake_f)
-    return {
-        "recall": pr["recall"],
-        "coverage": pr["coverage"],
-        "kid": kid_mean,
-        "kid_se": kid_se,
-        "diversity_ssim": diversity(fake, scorer),
-        "diversity_ssim_real": diversity(real, scorer),
-    }
+    return Reference(real, scorer).score(fake, scorer)

@@ -59,8 +59,9 @@ def build_report(fake, real, train, notice=None) -> str:
     scorer = OnnxScorer(device="auto", notice=notice)
     ssim, mse = scorer.paired_ssim_mse(fake.images, real.images)
     ref_ssim, ref_mse = scorer.paired_ssim_mse(train.images, real.images)
-    qual = q.quality_report(fake.images, real.images, scorer)
-    qref = q.quality_report(train.images, real.images, scorer)
+    reference = q.Reference(real.images, scorer)
+    qual = reference.score(fake.images, scorer)
+    qref = reference.score(train.images, scorer)
     result = au.audit(fake.images, train.images, real.images)
     s = result["summary"]
     rows = [

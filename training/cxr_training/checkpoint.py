@@ -52,6 +52,8 @@ def _groups(gan) -> dict[str, list]:
         "d_optimizer": list(gan.d_optimizer.variables),
         # the epoch's running loss means, so a checkpoint taken mid-epoch resumes them
         "trackers": [v for m in gan.metrics for v in m.variables],
+        # the recipe's state when it has any: augmentation probability (and ADA's sums), EMA weights
+        **gan.recipe_state(),
     }
 
 

@@ -17,9 +17,10 @@ EXIT_INTERRUPTED = 130
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
-              help="Named configuration: 'paper' (the study: 15 x 4000 steps, batch 32), "
-                   "'quick' (the paper's networks for 8-13 minutes on 2 CPU cores), "
-                   "'smoke' (tiny networks, seconds).")
+              help="Named configuration: 'quick' (the data-efficient recipe, 300 steps: 8-13 minutes on the "
+                   "2-core reference machine), 'long' (the same recipe, 1,500 steps: about an hour there), "
+                   "'paper' (the study's recipe exactly: 15 x 4000 steps), 'smoke' (tiny networks, seconds). "
+                   "docs/training.md has what each costs.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str), envvar="CXR_DATA",
               show_envvar=True,
               help="Folder of training images, searched recursively (.jpeg .jpg .png .bmp .tif). "
@@ -32,9 +33,36 @@ EXIT_INTERRUPTED = 130
 @click.option("--resize", type=click.Choice(["stretch", "crop"]),
               help="How non-square images become square: stretch (the study) or centre-crop.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), help="Epochs between checkpoints (default 1).")
-@click.option("--no-progressive", is_flag=True, help="Turn progressive resizing off.")
+@click.option("--heldout", "heldout_dir", type=click.Path(file_okay=False, path_type=str), envvar="CXR_HELDOUT",
+              show_envvar=True,
+              help="Folder of real images never trained on (other patients). Each epoch end then scores "
+                   "the sampling generator against them (recall, coverage, KID, diversity) and counts the "
+                   "images the memorisation audit would flag: metrics.jsonl, plots/quality.png.")
+@click.option("--progressive/--no-progressive", default=None,
+              help="The study's progressive resizing of the real images (on in 'paper', off in 'quick'/'long').")
 @click.option("--lr-schedule", type=click.Choice(["decay", "constant"]),
-              help="Adaptive learning rate: linear decay over the second half (default) or constant.")
+              help="The study's adaptive learning rate: linear decay over the second half ('paper') or "
+                   "constant ('quick'/'long').")
+@click.option("--g-lr", type=click.FloatRange(min=0, min_open=True), help="Generator learning rate (2e-4).")
+@click.option("--d-lr", type=click.FloatRange(min=0, min_open=True),
+              help="Discriminator learning rate (2e-4); a higher D rate is the two time-scale rule (TTUR).")
+@click.option("--augment", type=click.Choice(["off", "fixed", "adaptive"]),
+              help="Differentiable augmentation of real and generated images before D: fixed probability "
+                   "(DiffAugment) or adaptive (ADA). 'fixed' in 'quick'/'long', off in 'paper'.")
+@click.option("--augment-p", type=click.FloatRange(0.0, 1.0),
+              help="Probability of each transform per image (fixed), or its starting value (adaptive).")
+@click.option("--r1-gamma", type=click.FloatRange(min=0.0), help="R1 gradient penalty weight on D (0: off).")
+@click.option("--label-smoothing", type=click.FloatRange(0.0, 0.5, max_open=True),
+              help="One-sided label smoothing: D's target for real images is 1 minus this (0: off).")
+@click.option("--ema-halflife", type=click.FloatRange(min=0.0),
+              help="Half-life in steps of the EMA of G's weights that samples and export use (0: off; "
+                   "ramped up from 0 over the first steps).")
+@click.option("--mbstd/--no-mbstd", default=None, help="Minibatch standard-deviation channel in D.")
+@click.option("--quality-images", type=click.IntRange(min=0),
+              help="Generated images scored against --heldout at each epoch end (256; 0: off).")
+@click.option("--snapshot-steps", type=str, metavar="STEP[,STEP...]",
+              help="Also keep the sampling generator at these global steps (epoch ends) as "
+                   "snapshots/step-NNNNNNNNN/generator.keras, for cxr-export.")
 @click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
               help="Arithmetic of the training step. auto (the default of 'paper' and 'quick'): "
                    "bfloat16 mixed precision on CPUs with AVX-512 BF16 or AMX, else float32; float16 "
@@ -54,7 +82,9 @@ EXIT_INTERRUPTED = 130
 @click.option("--dry-run", is_flag=True, help="Check the data and config, print the plan, write nothing.")
 @click.version_option(__version__, prog_name="cxr-train")
 def main(preset_name, data_dir, epochs, steps_per_epoch, batch_size, seed, resize, checkpoint_every,
-         no_progressive, lr_schedule, precision, strategy, input_mode, out_root, resume_dir, dry_run):
+         heldout_dir, progressive, lr_schedule, g_lr, d_lr, augment, augment_p, r1_gamma, label_smoothing,
+         ema_halflife, mbstd, quality_images, snapshot_steps, precision, strategy, input_mode, out_root,
+         resume_dir, dry_run):
     """Train the study's DCGAN-style GAN (100-d noise -> 128x128 gray chest X-ray).
 
     Each run gets its own folder (runs/00001-quick/) with config.json, metrics.jsonl and
@@ -63,15 +93,24 @@ def main(preset_name, data_dir, epochs, steps_per_epoch, batch_size, seed, resiz
 
     \b
     Examples:
-      cxr-train --data ../shared/data/kermany-cxr/train/NORMAL
+      cxr-train --data ../shared/data/kermany-cxr/train/NORMAL --heldout ../shared/data/kermany-cxr/heldout/NORMAL
       cxr-train --preset paper --data /data/xrays --seed 1
+      cxr-train --preset paper --data /data/xrays --augment fixed --ema-halflife 300
       cxr-train --resume runs/00003-paper
       cxr-train --preset paper --data /data/xrays --strategy mirrored --batch-size 128
     """
+    try:
+        snapshots = tuple(int(x) for x in snapshot_steps.split(",") if x.strip()) if snapshot_steps else None
+    except ValueError:
+        raise click.BadParameter(f"{snapshot_steps!r} is not a comma-separated list of steps",
+                                 param_hint="--snapshot-steps") from None
     overrides = {
         "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "seed": seed,
         "resize": resize, "checkpoint_every": checkpoint_every, "lr_schedule": lr_schedule,
-        "progressive": False if no_progressive else None, "precision": precision,
+        "progressive": progressive, "precision": precision, "g_lr": g_lr, "d_lr": d_lr, "augment": augment,
+        "augment_p": augment_p, "r1_gamma": r1_gamma, "label_smoothing": label_smoothing,
+        "ema_halflife": ema_halflife, "d_mbstd": mbstd, "quality_images": quality_images,
+        "snapshot_steps": snapshots,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     ctx = click.get_current_context()
@@ -100,7 +139,8 @@ def main(preset_name, data_dir, epochs, steps_per_epoch, batch_size, seed, resiz
     from cxr_training.train import Interrupted, NonFiniteLoss, TrainingError, train  # heavy: TensorFlow
 
     try:
-        train(cfg, data_dir, out_root=out_root, resume_dir=resume_dir, strategy=strategy, input_mode=input_mode)
+        train(cfg, data_dir, out_root=out_root, resume_dir=resume_dir, strategy=strategy, input_mode=input_mode,
+              heldout_dir=heldout_dir)
     except TrainingError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USER_ERROR)

@@ -11,13 +11,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+AUGMENT_MODES = ("off", "fixed", "adaptive")
+AUGMENT_TRANSFORMS = ("color", "translation", "cutout")
+
 
 @dataclass(frozen=True)
 class Config:
     # --- identity -------------------------------------------------------------------
     preset: str = "paper"  # the preset this config started from (run folder suffix)
 
-    # --- architecture (the paper's by default; see docs/architecture.md) -------------
+    # --- architecture (the paper's by default; see docs/training.md) ------------------
     image_size: int = 128  # output is image_size x image_size x 1
     latent_dim: int = 100  # length of the noise vector z
     g_dense_channels: int = 256  # channels of the Dense layer's reshaped map (size image_size / 2**len(g_channels))
@@ -28,6 +31,7 @@ class Config:
     d_kernel: int = 3  # kernel of D's convolutions
     d_dropout: float = 0.4  # dropout rate before D's output layer
     leaky_slope: float = 0.2  # LeakyReLU negative slope everywhere (Keras 3's default 0.3 is not the paper's)
+    d_mbstd: bool = False  # D appends a minibatch standard-deviation channel before Flatten (Karras et al. 2018)
 
     # --- optimisation -----------------------------------------------------------------
     epochs: int = 15  # the paper's 15 epochs
@@ -52,12 +56,37 @@ class Config:
     lr_decay_start: float = 0.5  # fraction of all steps after which both rates decay linearly
     lr_decay_final: float = 0.1  # rate at the last step, as a fraction of the initial rate
 
+    # --- data-efficient recipe (every lever off in 'paper'; docs/training.md) ----------
+    # Augmentation of everything D sees, real and generated, in both phases of the step,
+    # differentiable so G learns through it (DiffAugment, Zhao et al. 2020):
+    # "off", "fixed" (probability augment_p per image and transform) or "adaptive" (ADA,
+    # Karras et al. 2020: the probability follows D's overfitting, starting at augment_p).
+    augment: str = "off"
+    augment_policy: tuple[str, ...] = ("color", "translation", "cutout")  # applied in this order
+    augment_p: float = 1.0  # fixed: the probability; adaptive: the starting probability
+    ada_target: float = 0.6  # adaptive: target of E[sign(D's real logit)] (ADA's r_t)
+    ada_interval: int = 4  # adaptive: steps between adjustments of the probability
+    ada_speed: float = 500.0  # adaptive: steps for the probability to move by 1 when always off target
+    r1_gamma: float = 0.0  # R1 penalty gamma/2 E|grad_x D_logit(x_real)|^2 on D (Mescheder et al. 2018); 0 = off
+    label_smoothing: float = 0.0  # one-sided: D's target for real images is 1 - this (Salimans et al. 2016)
+    # EMA of G's weights, used for samples, snapshots and export (Karras et al. 2018). The
+    # half-life in steps grows as ema_rampup * step up to ema_halflife (StyleGAN2-ADA's ramp-up),
+    # so early weights fade out instead of dominating a short run. 0 = off.
+    ema_halflife: float = 0.0
+    ema_rampup: float = 0.05  # 0: the full half-life from step 0
+
     # --- evaluation, pictures, checkpoints ------------------------------------------
     eval_max_images: int = 512  # real images (and as many generated) in the epoch-end metrics
     grid_images: int = 16  # generated images in each epoch's sample grid (fixed latents)
     checkpoint_every: int = 1  # epochs between checkpoints (one is always written at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk (older ones are deleted)
     resize: str = "stretch"  # "stretch" (the paper's plain resize) or "crop" (centre square first)
+    # generated images scored at each epoch end against the held-out folder (--heldout):
+    # recall, coverage, KID, diversity, audit flags; 0 = off
+    quality_images: int = 256
+    # global steps (epoch ends) at which the sampling generator is also kept as
+    # snapshots/step-NNNNNNNNN/generator.keras, for export or comparison later
+    snapshot_steps: tuple[int, ...] = ()
 
     @property
     def total_steps(self) -> int:
@@ -99,6 +128,25 @@ class Config:
         need(self.resize in ("stretch", "crop"), "resize must be 'stretch' or 'crop'")
         need(self.precision in ("auto", "float32", "bfloat16", "float16"),
              "precision must be auto, float32, bfloat16 or float16")
+        need(self.augment in AUGMENT_MODES, f"augment must be one of {', '.join(AUGMENT_MODES)}")
+        need(len(self.augment_policy) >= 1 and set(self.augment_policy) <= set(AUGMENT_TRANSFORMS),
+             f"augment_policy must name some of {', '.join(AUGMENT_TRANSFORMS)}")
+        need(0.0 <= self.augment_p <= 1.0, "augment_p must be in [0, 1]")
+        need(0.0 < self.ada_target < 1.0, "ada_target must be in (0, 1)")
+        need(self.ada_interval >= 1, "ada_interval must be >= 1")
+        need(self.ada_speed > 0, "ada_speed must be > 0")
+        need(self.r1_gamma >= 0.0, "r1_gamma must be >= 0")
+        need(0.0 <= self.label_smoothing < 0.5, "label_smoothing must be in [0, 0.5)")
+        need(self.ema_halflife >= 0.0, "ema_halflife must be >= 0")
+        need(self.ema_rampup >= 0.0, "ema_rampup must be >= 0")
+        need(self.quality_images == 0 or self.quality_images > 5, "quality_images must be 0 (off) or more than 5")
+        need(all(s > 0 and s % self.steps_per_epoch == 0 and s <= self.total_steps for s in self.snapshot_steps),
+             f"snapshot_steps must be epoch ends (multiples of steps_per_epoch {self.steps_per_epoch}) "
+             f"within the run's {self.total_steps} steps")
+
+    @property
+    def ema(self) -> bool:
+        return self.ema_halflife > 0
 
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
@@ -125,20 +173,27 @@ class Config:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+# The data-efficient recipe of 'quick' and 'long' (chosen by the ablation in docs/results.md):
+# the paper's networks, DiffAugment before D, a warmed-up EMA of G for sampling, and neither
+# of the paper's schedules (its progressive resizing and learning-rate decay).
+RECIPE = dict(progressive=False, lr_schedule="constant", augment="fixed", ema_halflife=300.0, ema_rampup=0.05)
+
 PRESETS: dict[str, Config] = {
     # The study: 15 epochs x 4000 steps. Batch 32 (the paper is silent): 138 images give
-    # about 4 batches a pass, it is the size our reference measurements use, and it keeps
-    # one step near 5 s on 2 CPU cores; larger batches are an option on GPUs.
+    # about 4 batches a pass, and it is the size our reference measurements use; larger
+    # batches are an option on GPUs. None of the recipe's levers.
     "paper": Config(preset="paper"),
-    # The paper's architecture for 300 steps (6 x 50, batch 32): 8-13 minutes on 2 CPU
-    # cores, enough for ribs, lung fields and mediastinum to appear (PAPER.md).
-    "quick": Config(preset="quick", epochs=6, steps_per_epoch=50, batch_size=32, keep_checkpoints=1),
+    # The recipe for 300 steps (6 x 50, batch 32): the README's default, 8-13 minutes of
+    # training on the 2-core reference machine (docs/training.md has the costs).
+    "quick": Config(preset="quick", epochs=6, steps_per_epoch=50, batch_size=32, keep_checkpoints=1, **RECIPE),
+    # The recipe for 1,500 steps (15 x 100): about an hour on the reference machine.
+    "long": Config(preset="long", epochs=15, steps_per_epoch=100, batch_size=32, keep_checkpoints=1, **RECIPE),
     # Tiny widths and 32x32 images: seconds, for tests and a first look at the plumbing;
-    # float32 so that it computes the same on every machine.
+    # float32 so that it computes the same on every machine. The paper's recipe.
     "smoke": Config(
         preset="smoke", image_size=32, latent_dim=16, g_dense_channels=16, g_channels=(8, 8),
         d_channels=(8, 8, 8, 8), epochs=2, steps_per_epoch=3, batch_size=4,
-        eval_max_images=16, grid_images=4, keep_checkpoints=1, precision="float32",
+        eval_max_images=16, grid_images=4, keep_checkpoints=1, precision="float32", quality_images=16,
     ),
 }
 

@@ -1,7 +1,13 @@
-"""Epoch-end evaluation: the study's metric suite, computed outside the training step.
+"""Epoch-end evaluation, computed outside the training step.
 
-Generated images come from fixed evaluation latents; D is run with dropout off
-(training=False). The arithmetic is cxr_runtime.metrics, shared with the runtime.
+- `Evaluator`: the study's metric suite (SSIM, MSE, D's accuracies) on G's raw weights, the
+  ones D is trained against. Generated images come from fixed evaluation latents; D is run
+  with dropout off (training=False). The arithmetic is cxr_runtime.metrics.
+- `QualityMonitor`: recall, coverage, KID and diversity of the sampling generator (the EMA
+  copy when the recipe keeps one) against a held-out folder of real images, and how many of
+  those images the memorisation audit would flag against the training set. The arithmetic
+  is cxr_runtime.quality and cxr_runtime.audit, what `cxr-runtime evaluate --quality` and
+  `cxr-runtime audit` use.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from cxr_training.tfenv import import_tf
 tf, keras = import_tf()
 
 EVAL_SEED_OFFSET = 7919  # eval latents come from (seed + offset), apart from training's streams
+QUALITY_SEED_OFFSET = 7920  # the quality monitor's latents, apart from both
 EVAL_BATCH = 64
+QUALITY_DIVERSITY_IMAGES = 100  # diversity at epoch end: mean SSIM over the 4,950 pairs of 100 images
 
 
 def eval_latents(n: int, latent_dim: int, seed: int) -> np.ndarray:
@@ -35,11 +43,16 @@ class Evaluator:
         self.n = n
         self.generator = generator
         self.discriminator = discriminator
-        self._gen = tf.function(lambda z: generator(z, training=False))
+        self._gens: dict[int, object] = {}
         self._disc = tf.function(lambda x: discriminator(x, training=False))
 
-    def generate(self, z: np.ndarray) -> np.ndarray:
-        out = [self._gen(tf.constant(z[i : i + EVAL_BATCH])).numpy() for i in range(0, len(z), EVAL_BATCH)]
+    def generate(self, z: np.ndarray, model=None) -> np.ndarray:
+        """(N, S, S) images of `model` (default: G) for latents z, in batches of EVAL_BATCH."""
+        model = self.generator if model is None else model
+        fn = self._gens.get(id(model))
+        if fn is None:
+            fn = self._gens[id(model)] = tf.function(lambda z: model(z, training=False))
+        out = [fn(tf.constant(z[i : i + EVAL_BATCH])).numpy() for i in range(0, len(z), EVAL_BATCH)]
         return np.concatenate(out)[..., 0]
 
     def discriminate(self, x: np.ndarray) -> np.ndarray:
@@ -58,3 +71,53 @@ class Evaluator:
         scores = metrics.discriminator_scores(self.discriminate(self.real), self.discriminate(fake))
         ssim, mse = metrics.paired_ssim_mse(fake, self.real)
         return {**scores, "ssim": ssim, "mse": mse}, fake_all
+
+
+
+class QualityMonitor:
+    """The distribution metrics of generated images against held-out real ones, per epoch.
+
+    `n` images from fixed latents (seed + QUALITY_SEED_OFFSET), scored against the held-out
+    set (features standardised on it, as `evaluate --quality --real HELDOUT`), and each
+    checked by the memorisation audit against the training images. With n smaller than the
+    500 images docs/results.md scores, recall and coverage are not comparable with those
+    numbers one to one (fewer generated images cover fewer real neighbourhoods): compare
+    epochs of a run, or runs with the same n. The audit needs images larger than its
+    108x108 crop; smaller configurations (tests) log the distribution metrics only.
+    """
+
+    def __init__(self, heldout: np.ndarray, train: np.ndarray, n: int, latent_dim: int, seed: int):
+        from cxr_runtime import quality
+        from cxr_runtime.onnx_metrics import OnnxScorer
+
+        self.scorer = OnnxScorer(device="cpu")
+        self.reference = quality.Reference(np.asarray(heldout, np.float32), self.scorer, QUALITY_DIVERSITY_IMAGES)
+        self.train = np.asarray(train, np.float32)
+        self.z = np.random.default_rng(seed + QUALITY_SEED_OFFSET).standard_normal((n, latent_dim)).astype(np.float32)
+
+    def baseline(self) -> dict[str, float]:
+        """The training images scored the same way: what a generator that reproduced its
+        training set would reach (and, being training images, all flagged by the audit)."""
+        return self._score(self.train)
+
+    def run(self, generate) -> dict[str, float]:
+        """Scores of `generate(latents) -> (N, S, S) images in [-1, 1]`."""
+        return self._score(generate(self.z))
+
+    def _score(self, images: np.ndarray) -> dict[str, float]:
+        from cxr_runtime import audit
+
+        q = self.reference.score(images, self.scorer)
+        scores = {
+            "q_recall": q["recall"],
+            "q_coverage": q["coverage"],
+            "q_kid": q["kid"],
+            "q_kid_se": q["kid_se"],
+            "q_diversity": q["diversity_ssim"],
+            "q_diversity_real": q["diversity_ssim_real"],
+        }
+        if images.shape[-1] > audit.CROP:  # the audit's shift-tolerant crop needs images larger than it
+            nn = audit.nearest(images, self.train)
+            scores["audit_flagged"] = int((nn["ncc"] >= audit.THRESHOLD).sum())
+            scores["audit_nn_max"] = float(nn["ncc"].max())
+        return scores

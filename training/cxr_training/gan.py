@@ -21,7 +21,9 @@ optimizers are LossScaleOptimizers (dynamic loss scaling), see precision.py.
 
 from __future__ import annotations
 
+from cxr_training import augment
 from cxr_training.config import Config
+from cxr_training.models import build_generator, logit_model
 from cxr_training.pipeline import latents, replica_rows
 from cxr_training.tfenv import import_tf
 
@@ -79,12 +81,16 @@ def make_optimizers(cfg: Config):
 
 
 class GAN(keras.Model):
-    """Owns G, D, their optimizers, the global step and the alternating train_step."""
+    """Owns G, D, their optimizers, the global step and the alternating train_step, plus the
+    data-efficient recipe's state: the augmentation probability (and ADA's running sums)
+    and the EMA copy of G's weights."""
 
     def __init__(self, generator, discriminator, cfg: Config, **kwargs):
         super().__init__(name="gan", **kwargs)
         self.generator = generator
         self.discriminator = discriminator
+        self.d_logit = logit_model(discriminator)  # same layers and weights, returns the logit
+        self.cfg = cfg
         self.latent_dim = cfg.latent_dim
         self.batch_size = cfg.batch_size
         self.seed = cfg.seed
@@ -93,6 +99,23 @@ class GAN(keras.Model):
                                           aggregation="only_first_replica")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.r1_tracker = keras.metrics.Mean(name="r1") if cfg.r1_gamma > 0 else None
+        # recipe state (checkpointed, see recipe_state)
+        self.augment_p = None
+        self.ada_sums: list = []
+        if cfg.augment != "off":
+            self.augment_p = keras.Variable(cfg.augment_p, dtype="float32", trainable=False, name="augment_p",
+                                            aggregation="only_first_replica")
+        if cfg.augment == "adaptive":  # sum of sign(D's real logits) and their count since the last adjustment
+            self.ada_sums = [keras.Variable(0.0, dtype="float32", trainable=False, name=f"ada_{n}",
+                                            aggregation="only_first_replica") for n in ("signs", "count")]
+        self.ema_weights: list = []
+        self.ema_generator = None
+        if cfg.ema:
+            self.ema_weights = [keras.Variable(v.value, dtype="float32", trainable=False,
+                                               name="ema_" + v.path.replace("/", "_"), aggregation="only_first_replica")
+                                for v in generator.weights]
+            self.ema_generator = build_generator(cfg, precision="float32")
         self.built = True  # G and D are built functional models; nothing for fit() to infer
 
     def compile(self, d_optimizer, g_optimizer):
@@ -101,19 +124,34 @@ class GAN(keras.Model):
         self.g_optimizer = g_optimizer
 
     @staticmethod
-    def bce(labels, p):
-        """Mean binary cross-entropy over this replica's rows. Written out rather than
-        keras.losses.BinaryCrossentropy(), which silently divides by the number of
-        replicas under a strategy: here the division is explicit, in train_step."""
-        return keras.ops.mean(keras.losses.binary_crossentropy(labels, p))
+    def bce(labels, logits):
+        """Mean binary cross-entropy over this replica's rows, from D's logits (the sigmoid is
+        folded in, as Keras does for a sigmoid output). Written out rather than
+        keras.losses.BinaryCrossentropy(), which silently divides by the number of replicas
+        under a strategy: here the division is explicit, in train_step."""
+        return keras.ops.mean(keras.losses.binary_crossentropy(labels, logits, from_logits=True))
 
     @property
     def metrics(self):
-        return [self.g_loss_tracker, self.d_loss_tracker]
+        return [m for m in (self.g_loss_tracker, self.d_loss_tracker, self.r1_tracker) if m is not None]
 
     @property
     def step(self) -> int:
         return int(keras.ops.convert_to_numpy(self.global_step))
+
+    def recipe_state(self) -> dict[str, list]:
+        """Variables of the recipe that a checkpoint must hold (empty groups are left out)."""
+        groups = {"augment": [v for v in (self.augment_p, *self.ada_sums) if v is not None], "ema": self.ema_weights}
+        return {k: v for k, v in groups.items() if v}
+
+    def sampler(self):
+        """The generator that samples, snapshots and exports: the EMA copy when the recipe
+        keeps one (its weights refreshed from the running average), else G itself."""
+        if self.ema_generator is None:
+            return self.generator
+        for target, value in zip(self.ema_generator.weights, self.ema_weights):
+            target.assign(value)
+        return self.ema_generator
 
     def build_optimizers(self):
         """Create the optimizers' state now: before restoring a checkpoint into it, and before
@@ -147,8 +185,26 @@ class GAN(keras.Model):
         self.train_function = one_step
         return one_step
 
+    def _augmented(self, x, step, slot, start):
+        if self.augment_p is None:
+            return x
+        return augment.augment(x, augment.key(self.seed, step, slot), self.augment_p, self.cfg.augment_policy,
+                               self.batch_size, start)
+
+    def _d_logits(self, step, real, fake, start, rows):
+        """D's logits on this replica's real and generated rows, each augmented first. With the
+        minibatch-stddev layer the two batches go through D separately (its statistic must
+        not mix them); otherwise in one call, as the study's step."""
+        real_in = self._augmented(real, step, augment.SLOT_D_REAL, start)
+        fake_in = self._augmented(fake, step, augment.SLOT_D_FAKE, start)
+        if self.cfg.d_mbstd:
+            return self.d_logit(real_in, training=True), self.d_logit(fake_in, training=True)
+        logits = self.d_logit(tf.concat([real_in, fake_in], axis=0), training=True)
+        return logits[:rows], logits[rows:]
+
     def train_step(self, data):
         step, real = data  # from pipeline.dataset: this replica's rows of the step's real batch
+        cfg = self.cfg
         ctx = tf.distribute.get_replica_context()
         replicas = ctx.num_replicas_in_sync
         start, rows = replica_rows(ctx.replica_id_in_sync_group, replicas, self.batch_size)
@@ -161,23 +217,79 @@ class GAN(keras.Model):
                 loss = loss / replicas
             return optimizer.scale_loss(loss)  # loss scaling under float16, identity otherwise
 
+        # D's phase: real images labelled 1 (1 - label_smoothing), generated ones 0
+        real_label = 1.0 - cfg.label_smoothing
         with tf.GradientTape() as tape:
             fake = self.generator(z_d, training=True)
-            p = self.discriminator(tf.concat([real, fake], axis=0), training=True)
-            labels = tf.concat([tf.ones((rows, 1)), tf.zeros((rows, 1))], axis=0)
-            d_loss = self.bce(labels, p)
-            d_scaled = for_gradients(d_loss, self.d_optimizer)
+            if cfg.r1_gamma > 0:
+                # R1 (Mescheder et al. 2018): gradient of D's real logits with respect to the real
+                # images (before augmentation, through it), penalised; the outer tape
+                # differentiates through this inner one (double backpropagation)
+                with tf.GradientTape(watch_accessed_variables=False) as inner:
+                    inner.watch(real)
+                    real_logit, fake_logit = self._d_logits(step, real, fake, start, rows)
+                    real_sum = tf.reduce_sum(real_logit)  # per-image gradients: images do not interact in D
+                grad = inner.gradient(real_sum, real)
+                r1 = 0.5 * cfg.r1_gamma * tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))
+            else:
+                real_logit, fake_logit = self._d_logits(step, real, fake, start, rows)
+                r1 = 0.0
+            labels = tf.concat([tf.fill((rows, 1), real_label), tf.zeros((rows, 1))], axis=0)
+            d_loss = self.bce(labels, tf.concat([real_logit, fake_logit], axis=0))
+            d_scaled = for_gradients(d_loss + r1, self.d_optimizer)
         d_vars = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))
 
+        # G's phase: the non-saturating loss -log D(G(z)), through the same augmentation
         with tf.GradientTape() as tape:
-            p_fake = self.discriminator(self.generator(z_g, training=True), training=True)
-            g_loss = self.bce(tf.ones((rows, 1)), p_fake)
+            fake = self._augmented(self.generator(z_g, training=True), step, augment.SLOT_G_FAKE, start)
+            g_loss = self.bce(tf.ones((rows, 1)), self.d_logit(fake, training=True))
             g_scaled = for_gradients(g_loss, self.g_optimizer)
         g_vars = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_scaled, g_vars), g_vars))
 
+        if self.ema_weights:
+            self._update_ema(step)
+        if self.ada_sums:
+            self._adapt(ctx, step, real_logit)
         self.global_step.assign(step + 1)
         self.d_loss_tracker.update_state(d_loss)
         self.g_loss_tracker.update_state(g_loss)
-        return {"g_loss": self.g_loss_tracker.result(), "d_loss": self.d_loss_tracker.result()}
+        logs = {"g_loss": self.g_loss_tracker.result(), "d_loss": self.d_loss_tracker.result()}
+        if self.r1_tracker is not None:
+            self.r1_tracker.update_state(r1)
+            logs["r1"] = self.r1_tracker.result()
+        return logs
+
+    def _update_ema(self, step):
+        """ema <- beta * ema + (1 - beta) * weights, beta = 0.5 ** (1 / half-life); the half-life
+        (in steps) is ema_rampup * steps done, capped at ema_halflife."""
+        cfg = self.cfg
+        halflife = tf.constant(cfg.ema_halflife, tf.float32)
+        if cfg.ema_rampup > 0:
+            halflife = tf.minimum(halflife, cfg.ema_rampup * tf.cast(step + 1, tf.float32))
+        beta = tf.pow(0.5, 1.0 / tf.maximum(halflife, 1e-8))
+        for e, w in zip(self.ema_weights, self.generator.weights):
+            e.assign(w + beta * (e - w))
+
+    def _adapt(self, ctx, step, real_logit):
+        """ADA's controller: every ada_interval steps, move p by interval / ada_speed toward
+        r_t = E[sign(D's real logits)] == ada_target (r_t above target: D is overfitting)."""
+        cfg = self.cfg
+        signs = tf.reduce_sum(tf.sign(tf.cast(real_logit, tf.float32)))
+        count = tf.cast(tf.shape(real_logit)[0], tf.float32)
+        if ctx.num_replicas_in_sync > 1:
+            signs, count = ctx.all_reduce("sum", [signs, count])
+        total, seen = self.ada_sums
+        total.assign_add(signs)
+        seen.assign_add(count)
+
+        def adjust():
+            r_t = total / tf.maximum(seen, 1.0)
+            p = self.augment_p + tf.sign(r_t - cfg.ada_target) * (cfg.ada_interval / cfg.ada_speed)
+            self.augment_p.assign(tf.clip_by_value(p, 0.0, 1.0))
+            total.assign(0.0)
+            seen.assign(0.0)
+            return tf.constant(True)
+
+        tf.cond(tf.equal((step + 1) % cfg.ada_interval, 0), adjust, lambda: tf.constant(False))

@@ -13,6 +13,8 @@ from cxr_training.tfenv import import_tf
 _, keras = import_tf()
 layers = keras.layers
 
+LOGIT_LAYER = "d_out"  # D's last Dense layer: its output is the logit, before the sigmoid
+
 
 def _dtype(precision: str | None) -> str | None:
     """Keras dtype policy of the hidden layers (None: Keras' float32 default)."""
@@ -47,16 +49,47 @@ def build_generator(cfg: Config, precision: str | None = None) -> keras.Model:
     return keras.Model(z, image, name="generator")
 
 
+@keras.saving.register_keras_serializable(package="cxr")
+class MinibatchStdDev(layers.Layer):
+    """Appends one channel: the standard deviation of each feature over the batch, averaged
+    over features and spatial positions (Karras et al. 2018, "Progressive Growing of GANs").
+    A batch of near-identical generated images has a telltale low value, so D can penalise
+    collapse. Statistics over the whole batch the layer sees (real and generated batches are
+    passed to D separately when this layer is on)."""
+
+    def call(self, x):
+        std = keras.ops.sqrt(keras.ops.var(x, axis=0) + 1e-8)  # (H, W, C)
+        feature = keras.ops.mean(std)
+        shape = keras.ops.shape(x)
+        extra = keras.ops.ones((shape[0], shape[1], shape[2], 1), dtype=x.dtype) * keras.ops.cast(feature, x.dtype)
+        return keras.ops.concatenate([x, extra], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 1)
+
+
 def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Model:
-    """image (size, size, 1) -> probability that it is real (sigmoid); the output layer
-    always computes in float32 (see build_generator for `precision`)."""
+    """image (size, size, 1) -> probability that it is real (sigmoid); the output layers
+    always compute in float32 (see build_generator for `precision`).
+
+    The logit is the output of the layer named `d_out` (LOGIT_LAYER); `d_prob` applies the
+    sigmoid. gan.py trains on the logit (R1 and the adaptive augmentation need it)."""
     dt = _dtype(cfg.precision if precision is None else precision)
     image = keras.Input(shape=(cfg.image_size, cfg.image_size, 1), name="image")
     x = image
     for i, (ch, stride) in enumerate(zip(cfg.d_channels, cfg.d_strides), start=1):
         x = layers.Conv2D(ch, cfg.d_kernel, strides=stride, padding="same", name=f"d_conv{i}", dtype=dt)(x)
         x = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name=f"d_conv{i}_lrelu", dtype=dt)(x)
+    if cfg.d_mbstd:
+        x = MinibatchStdDev(name="d_mbstd", dtype=dt)(x)
     x = layers.Flatten(name="d_flatten", dtype=dt)(x)
     x = layers.Dropout(cfg.d_dropout, seed=cfg.seed, name="d_dropout", dtype=dt)(x)
-    p = layers.Dense(1, activation="sigmoid", name="d_out", dtype="float32")(x)
+    logit = layers.Dense(1, name=LOGIT_LAYER, dtype="float32")(x)
+    p = layers.Activation("sigmoid", name="d_prob", dtype="float32")(logit)
     return keras.Model(image, p, name="discriminator")
+
+
+
+def logit_model(discriminator: keras.Model) -> keras.Model:
+    """The same discriminator (shared layers and weights), returning the logit."""
+    return keras.Model(discriminator.inputs, discriminator.get_layer(LOGIT_LAYER).output, name="d_logit")

@@ -3,6 +3,9 @@
 - `losses_ssim_mse.png` (the paper's Fig. 6): G and D loss, SSIM and MSE, with the
   real-vs-real reference as a dashed line.
 - `discriminator.png` (the paper's Fig. 7): precision and recall, real and fake accuracy.
+- `quality.png` (runs with a held-out folder): recall and coverage, KID (log scale),
+  diversity and the audit's flags of the sampling generator against the held-out images,
+  with the training images' scores (and the real images' diversity) as dashed lines.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_history(rows: list[dict], out_dir: Path) -> list[Path]:
+def plot_history(rows: list[dict], out_dir: Path, quality_reference: dict | None = None) -> list[Path]:
+    """Redraw the figures from the history; `quality_reference`: the training images' scores
+    against the held-out set (keys train_q_recall, ...), drawn as dashed lines."""
     out_dir = Path(out_dir)
     epochs = [r["epoch"] for r in rows]
 
@@ -59,4 +64,33 @@ def plot_history(rows: list[dict], out_dir: Path) -> list[Path]:
     fig.tight_layout()
     fig7 = out_dir / "discriminator.png"
     _save(fig, fig7)
-    return [fig6, fig7]
+    scored = [r for r in rows if "q_kid" in r]
+    if not scored:
+        return [fig6, fig7]
+    ref = quality_reference or {}
+    ep = [r["epoch"] for r in scored]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    for key, color in (("q_recall", "C0"), ("q_coverage", "C1")):
+        axes[0].plot(ep, [r[key] for r in scored], "o-", color=color, label=key[2:])
+        if f"train_{key}" in ref:
+            axes[0].axhline(ref[f"train_{key}"], color=color, ls="--", label=f"{key[2:]}, training images")
+    axes[0].set_ylim(-0.05, 1.05)
+    axes[0].set_title("Recall / coverage vs held-out")
+    axes[1].plot(ep, [max(r["q_kid"], 1e-4) for r in scored], "o-", label="generated")
+    if "train_q_kid" in ref:
+        axes[1].axhline(max(ref["train_q_kid"], 1e-4), color="grey", ls="--", label="training images")
+    axes[1].set_yscale("log")
+    axes[1].set_title("KID vs held-out (lower is better)")
+    axes[2].plot(ep, [r["q_diversity"] for r in scored], "o-", label="generated")
+    axes[2].axhline(scored[-1]["q_diversity_real"], color="grey", ls="--", label="held-out real")
+    axes[2].set_title("Diversity: mean SSIM among images")
+    axes[3].plot(ep, [r.get("audit_flagged", float("nan")) for r in scored], "o-", color="C3", label="flagged images")
+    axes[3].set_title("Memorisation audit flags")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig8 = out_dir / "quality.png"
+    _save(fig, fig8)
+    return [fig6, fig7, fig8]

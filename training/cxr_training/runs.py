@@ -17,8 +17,12 @@ from pathlib import Path
 from cxr_runtime.io import atomic_write_text
 
 METRIC_KEYS = ("g_loss", "d_loss", "real_acc", "fake_acc", "precision", "recall", "ssim", "mse")
-ROW_KEYS = ("epoch", "step", *METRIC_KEYS, "ref_ssim", "ref_mse", "g_lr", "d_lr", "real_downscale",
-            "train_seconds", "seconds_per_step", "eval_seconds")
+# the quality monitor's columns (empty without --heldout) and the recipe's (empty when off)
+QUALITY_KEYS = ("q_recall", "q_coverage", "q_kid", "q_kid_se", "q_diversity", "q_diversity_real", "audit_flagged",
+                "audit_nn_max")
+RECIPE_KEYS = ("augment_p", "r1")
+ROW_KEYS = ("epoch", "step", *METRIC_KEYS, "ref_ssim", "ref_mse", *QUALITY_KEYS, *RECIPE_KEYS, "g_lr", "d_lr",
+            "real_downscale", "train_seconds", "seconds_per_step", "eval_seconds")
 _RUN_RE = re.compile(r"^(\d{5})-")
 
 

@@ -27,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from cxr_runtime import quality
 from cxr_runtime.images import make_grid, write_png
 from cxr_runtime.io import atomic_path, atomic_write_json
 from cxr_training import checkpoint, distribute, pipeline, precision
 from cxr_training.config import Config
 from cxr_training.data import load_training_images, stream_store_dir
-from cxr_training.evaluate import Evaluator
+from cxr_training.evaluate import Evaluator, QualityMonitor
 from cxr_training.gan import GAN, make_optimizers
 from cxr_training.models import build_discriminator, build_generator
 from cxr_training.plots import plot_history
@@ -161,10 +162,14 @@ class EpochEnd(keras.callbacks.Callback):
     """The per-epoch work: metrics, files, pictures, checkpoint, one summary line."""
 
     def __init__(self, run_dir: Path, cfg: Config, gan: GAN, evaluator: Evaluator, reference: dict,
-                 history: list[dict], log=_log, state: _StopState | None = None, resume_trackers=None):
+                 history: list[dict], log=_log, state: _StopState | None = None, resume_trackers=None,
+                 monitor: QualityMonitor | None = None, run_meta: dict | None = None,
+                 quality_reference: dict | None = None):
         super().__init__()
         self.run_dir, self.cfg, self.gan, self.evaluator = run_dir, cfg, gan, evaluator
         self.reference, self.history, self.log = reference, history, log
+        self.monitor, self.run_meta = monitor, run_meta or {}
+        self.quality_reference = quality_reference or {}  # the training images scored as generated ones
         self.state = state or _StopState()
         self.resume_trackers = resume_trackers  # running means restored into a resumed epoch
 
@@ -191,6 +196,10 @@ class EpochEnd(keras.callbacks.Callback):
         step = gan.step
         t = time.time()
         scores, fake = self.evaluator.run()
+        sampler = gan.sampler()  # G, or its EMA copy: what snapshots and export use
+        grid = fake[: cfg.grid_images] if sampler is gan.generator else \
+            self.evaluator.generate(self.evaluator.z[: cfg.grid_images], sampler)
+        quality = self.monitor.run(lambda z: self.evaluator.generate(z, sampler)) if self.monitor else {}
         eval_s = time.time() - t
         # steady state: the median step, so the first step's tracing does not count
         per_step = statistics.median(self.step_times) if self.step_times else float("nan")
@@ -201,6 +210,9 @@ class EpochEnd(keras.callbacks.Callback):
             "d_loss": float(logs["d_loss"]),
             **scores,
             **self.reference,
+            **quality,
+            **({"augment_p": float(keras.ops.convert_to_numpy(gan.augment_p))} if gan.augment_p is not None else {}),
+            **({"r1": float(logs["r1"])} if "r1" in logs else {}),
             "g_lr": float(keras.ops.convert_to_numpy(gan.g_optimizer.learning_rate)),
             "d_lr": float(keras.ops.convert_to_numpy(gan.d_optimizer.learning_rate)),
             "real_downscale": pipeline.stage_factor(cfg, step - 1),
@@ -210,13 +222,23 @@ class EpochEnd(keras.callbacks.Callback):
         }
         self.history.append(row)
         write_history(self.run_dir, self.history)
-        write_png(self.run_dir / "samples" / f"epoch-{e:04d}.png", make_grid(fake[: cfg.grid_images]))
-        plot_history(self.history, self.run_dir / "plots")
+        write_png(self.run_dir / "samples" / f"epoch-{e:04d}.png", make_grid(grid))
+        plot_history(self.history, self.run_dir / "plots", self.quality_reference)
         saved = ""
+        if step in cfg.snapshot_steps:
+            folder = self.run_dir / "snapshots" / f"step-{step:09d}"
+            save_generator(folder, gan, cfg, self.run_meta, e, step)
+            saved += f" [snapshot {folder.name}]"
         if e % cfg.checkpoint_every == 0 or e == cfg.epochs or self.state.signum is not None:
             path = checkpoint.save(self.run_dir, gan, e, step, cfg.to_dict(), cfg.keep_checkpoints)
             self.state.checkpoint = path.name
-            saved = " [checkpoint]"
+            saved = " [checkpoint]" + saved
+        if quality:
+            self.log(f"  vs held-out: recall {quality['q_recall']:.2f} coverage {quality['q_coverage']:.2f} "
+                     f"kid {quality['q_kid']:.3f} diversity {quality['q_diversity']:.3f} "
+                     f"(real {quality['q_diversity_real']:.3f})"
+                     + (f" audit flags {quality['audit_flagged']}/{len(self.monitor.z)}" if "audit_flagged" in quality
+                        else ""))
         self.log(
             f"epoch {e}/{cfg.epochs} step {step}: g_loss {row['g_loss']:.3f} d_loss {row['d_loss']:.3f} "
             f"ssim {row['ssim']:.3f} (real {row['ref_ssim']:.3f}) mse {row['mse']:.3f} (real {row['ref_mse']:.3f}) "
@@ -246,23 +268,34 @@ class _signals:
         return False
 
 
-def save_generator(run_dir: Path, generator, cfg: Config, run_meta: dict, epoch: int, step: int) -> Path:
-    """The final generator on its own, with what export needs to know about it.
+def save_generator(folder: Path, gan: GAN, cfg: Config, run_meta: dict, epoch: int, step: int) -> Path:
+    """The sampling generator on its own, with what export needs to know about it:
+    `generator.keras` (the EMA weights when the recipe keeps an EMA, else G's) and
+    `generator.json`; with an EMA, G's raw weights also go to `generator-raw.keras`.
 
-    Always a float32 model: a generator trained under mixed precision is rebuilt with
-    float32 layers and given the (float32) trained weights, so export and its parity gate
-    see the same float32 network whatever the training precision was.
+    Always float32 models: a generator trained under mixed precision is rebuilt with float32
+    layers and given the (float32) trained weights, so export and its parity gate see the
+    same float32 network whatever the training precision was.
     """
-    if cfg.precision != "float32":
-        plain = build_generator(cfg, precision="float32")
-        plain.set_weights(generator.get_weights())
-        generator = plain
-    path = run_dir / "generator.keras"
-    with atomic_path(path, suffix=".keras") as tmp:
-        generator.save(tmp)
-    atomic_write_json(run_dir / "generator.json", {
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ema = gan.ema_generator is not None
+    models = {"generator.keras": gan.sampler()}
+    if ema:
+        models["generator-raw.keras"] = gan.generator
+    for name, model in models.items():
+        if model is gan.generator and cfg.precision != "float32":
+            plain = build_generator(cfg, precision="float32")
+            plain.set_weights(model.get_weights())
+            model = plain
+        with atomic_path(folder / name, suffix=".keras") as tmp:
+            model.save(tmp)
+    path = folder / "generator.keras"
+    atomic_write_json(folder / "generator.json", {
         "model": "generator.keras",
-        "run_id": run_dir.name,
+        "weights": "ema" if ema else "raw",
+        **({"raw_model": "generator-raw.keras"} if ema else {}),
+        "run_id": run_meta.get("run_id", folder.name),
         "epoch": epoch,
         "step": step,
         "latent_dim": cfg.latent_dim,
@@ -365,11 +398,13 @@ def _input(gan_cfg: Config, source, placement: distribute.Placement, start: int,
 
 def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_root: str | Path = "runs",
           resume_dir: str | Path | None = None, log=_log, extra_callbacks=(), strategy: str = "default",
-          input_mode: str = "auto") -> Path:
+          input_mode: str = "auto", heldout_dir: str | Path | None = None) -> Path:
     """Run (or resume) training; return the run folder.
 
     `strategy`: default, mirrored or multiworker (distribute.py); `input_mode`: auto,
     memory or stream (pipeline.py). Neither changes what is computed, only where and how.
+    `heldout_dir`: real images never trained on; each epoch end scores the generator against
+    them (evaluate.QualityMonitor). A resumed run uses the folder it started with.
     """
     try:  # first: MultiWorkerMirroredStrategy must exist before other TensorFlow work
         placement = distribute.make(strategy)
@@ -384,6 +419,8 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
         except (OSError, ValueError, KeyError) as e:
             raise TrainingError(f"cannot resume {run_dir}: no readable config.json ({e})") from None
         data_dir = data_dir or run_meta["data"]["root"]
+        if heldout_dir is None and run_meta.get("heldout"):
+            heldout_dir = run_meta["heldout"]["root"]
     if cfg is None or data_dir is None:
         raise TrainingError("a config and a data folder are needed")
     try:
@@ -398,6 +435,7 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
         raise TrainingError(f"batch size {cfg.batch_size} must be a multiple of the {placement.replicas} replicas "
                             f"of the {placement.name} strategy")
 
+    heldout = _load_heldout(heldout_dir, cfg, log)
     images, mode, store = load_images_or_fail(data_dir, cfg, log, input_mode)
     scratch = None
     try:
@@ -407,6 +445,18 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
                 f"the data under {data_dir} is not the data run {run_dir.name} was trained on "
                 f"(fingerprint {fingerprint['sha256'][:12]} vs {run_meta['data']['sha256'][:12]})"
             )
+        held_meta = None
+        if heldout is not None:
+            held_fp = heldout.fingerprint()
+            held_meta = {"root": held_fp["root"], "count": held_fp["count"], "sha256": held_fp["sha256"]}
+            overlap = set(heldout.sha256) & set(images.sha256)
+            if overlap:
+                raise TrainingError(f"--heldout {heldout_dir} shares {len(overlap)} image(s) with the training data: "
+                                    "held-out images must never be trained on")
+            recorded = run_meta.get("heldout") if resume else None
+            if recorded and recorded["sha256"] != held_meta["sha256"]:
+                raise TrainingError(f"the held-out images under {heldout_dir} are not those run {run_dir.name} "
+                                    "was scored against; epoch scores would not be comparable")
         if not placement.chief:  # same work as the chief, written to a folder that is removed afterwards
             scratch = Path(tempfile.mkdtemp(prefix=f"cxr-worker{placement.worker}-"))
             if resume:
@@ -424,21 +474,45 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
                 "config": cfg.to_dict(),
                 "config_hash": cfg.hash(),
                 "data": fingerprint,
+                **({"heldout": held_meta} if held_meta else {}),
                 "versions": library_versions(),
             }
             atomic_write_json(run_dir / "config.json", run_meta)
         log(f"run {run_dir} | {len(images.files)} images from {images.root} ({mode}) | preset {cfg.preset}: "
             f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps, batch {cfg.batch_size}, seed {cfg.seed}, "
             f"{cfg.precision}, {placement.describe()}")
-        return _fit(cfg, images, mode, placement, run_dir, run_meta, resume, log, extra_callbacks)
+        return _fit(cfg, images, mode, placement, run_dir, run_meta, resume, log, extra_callbacks, heldout)
     finally:
         _remove(store)
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _load_heldout(heldout_dir, cfg: Config, log):
+    """The held-out images for the quality monitor, read by the training set's rules; None
+    when no folder is given or the monitor is off (quality_images 0)."""
+    if heldout_dir is None:
+        return None
+    if not cfg.quality_images:
+        log("quality_images is 0: the held-out folder is not scored")
+        return None
+    from cxr_runtime.images import NoImagesError, load_folder
+
+    try:
+        held = load_folder(heldout_dir, size=cfg.image_size, resize=cfg.resize)
+    except NoImagesError as e:
+        raise TrainingError(f"--heldout: {e}") from None
+    warning = held.skipped_warning()
+    if warning:
+        log(warning)
+    if len(held.files) <= quality.K_NEIGHBOURS:
+        raise TrainingError(f"--heldout {heldout_dir}: {len(held.files)} usable images; the quality metrics need "
+                            f"more than {quality.K_NEIGHBOURS}")
+    return held
+
+
 def _fit(cfg: Config, images, mode: str, placement: distribute.Placement, run_dir: Path, run_meta: dict,
-         resume: bool, log, extra_callbacks) -> Path:
+         resume: bool, log, extra_callbacks, heldout=None) -> Path:
     source = pipeline.MemorySource(images.images, cfg) if mode == "memory" else pipeline.DiskSource(images.images, cfg)
     keras.utils.set_random_seed(cfg.seed)
     with placement.strategy.scope():
@@ -473,14 +547,26 @@ def _fit(cfg: Config, images, mode: str, placement: distribute.Placement, run_di
         evaluator = Evaluator(generator, discriminator, images.images, cfg.latent_dim, cfg.seed, cfg.eval_max_images,
                               cfg.grid_images)
         reference = evaluator.reference()
+        monitor, baseline = None, {}
+        if heldout is not None:
+            if mode == "stream":
+                log("the training set is streamed: the audit at epoch end compares against its first "
+                    f"{cfg.eval_max_images} images only")
+            monitor = QualityMonitor(heldout.images, images.images[: cfg.eval_max_images] if mode == "stream"
+                                     else images.images, cfg.quality_images, cfg.latent_dim, cfg.seed)
+            baseline = {f"train_{k}": v for k, v in monitor.baseline().items()}
         atomic_write_json(run_dir / "reference.json", {
             **reference, "images": len(evaluator.real),
             "protocol": "each real image vs another real image (fixed-seed derangement); see docs/metrics.md",
+            **({"heldout": {**baseline, "images": len(heldout.files),
+                            "protocol": "the training images scored against the held-out images as generated "
+                                        "ones are (evaluate.QualityMonitor)"}} if monitor else {}),
         })
         state = _StopState()
         done_in_epoch = start_step - start_epoch * cfg.steps_per_epoch  # > 0: resumed inside an epoch
         epoch_end = EpochEnd(run_dir, cfg, gan, evaluator, reference, history, log, state,
-                             resume_trackers=trackers if done_in_epoch else None)
+                             resume_trackers=trackers if done_in_epoch else None, monitor=monitor, run_meta=run_meta,
+                             quality_reference=baseline)
         callbacks = [Progress(cfg, log, offset=done_in_epoch), Guard(run_dir, cfg, gan, state, log), epoch_end,
                      *extra_callbacks]
         with _signals(state):
@@ -504,6 +590,6 @@ def _fit(cfg: Config, images, mode: str, placement: distribute.Placement, run_di
         log(f"run {run_dir.name} had already finished all {cfg.epochs} epochs")
 
     step = gan.step
-    path = save_generator(run_dir, generator, cfg, run_meta, cfg.epochs, step)
+    path = save_generator(run_dir, gan, cfg, run_meta, cfg.epochs, step)
     log(f"done: {path}")
     return run_dir
