@@ -17,6 +17,16 @@ are divided by the number of replicas before the gradients, which the optimizer 
 across replicas: the update equals the single-device update on the global batch.
 Mixed precision: the output layers are float32 (models.py) and, for float16, both
 optimizers are LossScaleOptimizers (dynamic loss scaling), see precision.py.
+
+The data-efficient recipe (Config fields; all off in the 'paper' preset, whose step is
+then exactly the one above):
+- augmentation (augment.py) of real and generated images before every D call, in both
+  phases; with `augment="adaptive"` its probability p follows ADA's controller (_adapt);
+- R1 gradient penalty on D (d_phase_loss); one-sided label smoothing of D's real targets;
+- minibatch standard deviation in D (models.py);
+- an EMA of G's weights (_update_ema) that sampler() returns for grids, snapshots and export.
+D's loss is computed from its logits; the sigmoid is folded into the cross-entropy exactly
+as Keras does for a sigmoid output, so the paper's step computes what it computed before.
 """
 
 from __future__ import annotations
@@ -112,7 +122,8 @@ class GAN(keras.Model):
         self.ema_weights: list = []
         self.ema_generator = None
         if cfg.ema:
-            self.ema_weights = [keras.Variable(v.value, dtype="float32", trainable=False,
+            # initialised from a copy of G's weights (given the variable itself, Keras would share it)
+            self.ema_weights = [keras.Variable(v.numpy().copy(), dtype="float32", trainable=False,
                                                name="ema_" + v.path.replace("/", "_"), aggregation="only_first_replica")
                                 for v in generator.weights]
             self.ema_generator = build_generator(cfg, precision="float32")
@@ -202,9 +213,30 @@ class GAN(keras.Model):
         logits = self.d_logit(tf.concat([real_in, fake_in], axis=0), training=True)
         return logits[:rows], logits[rows:]
 
+    def d_phase_loss(self, step, real, fake, start, rows):
+        """(BCE, R1 penalty, real logits) of D's phase on this replica's rows; call it under the
+        tape that differentiates D. Real images are labelled 1 - label_smoothing, generated 0.
+        R1 (Mescheder et al. 2018, "Which Training Methods for GANs do actually Converge?"):
+        gamma/2 * mean over images of |d D_logit(x) / dx|^2 at the real images x (taken before
+        the augmentation, through it); the caller's tape differentiates through this inner
+        gradient (double backpropagation)."""
+        cfg = self.cfg
+        if cfg.r1_gamma > 0:
+            with tf.GradientTape(watch_accessed_variables=False) as inner:
+                inner.watch(real)
+                real_logit, fake_logit = self._d_logits(step, real, fake, start, rows)
+                real_sum = tf.reduce_sum(real_logit)  # per-image gradients: images do not interact in D
+            grad = inner.gradient(real_sum, real)
+            r1 = 0.5 * cfg.r1_gamma * tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))
+        else:
+            real_logit, fake_logit = self._d_logits(step, real, fake, start, rows)
+            r1 = tf.constant(0.0)
+        labels = tf.concat([tf.fill((rows, 1), 1.0 - cfg.label_smoothing), tf.zeros((rows, 1))], axis=0)
+        d_loss = self.bce(labels, tf.concat([real_logit, fake_logit], axis=0))
+        return d_loss, r1, real_logit
+
     def train_step(self, data):
         step, real = data  # from pipeline.dataset: this replica's rows of the step's real batch
-        cfg = self.cfg
         ctx = tf.distribute.get_replica_context()
         replicas = ctx.num_replicas_in_sync
         start, rows = replica_rows(ctx.replica_id_in_sync_group, replicas, self.batch_size)
@@ -217,25 +249,9 @@ class GAN(keras.Model):
                 loss = loss / replicas
             return optimizer.scale_loss(loss)  # loss scaling under float16, identity otherwise
 
-        # D's phase: real images labelled 1 (1 - label_smoothing), generated ones 0
-        real_label = 1.0 - cfg.label_smoothing
         with tf.GradientTape() as tape:
             fake = self.generator(z_d, training=True)
-            if cfg.r1_gamma > 0:
-                # R1 (Mescheder et al. 2018): gradient of D's real logits with respect to the real
-                # images (before augmentation, through it), penalised; the outer tape
-                # differentiates through this inner one (double backpropagation)
-                with tf.GradientTape(watch_accessed_variables=False) as inner:
-                    inner.watch(real)
-                    real_logit, fake_logit = self._d_logits(step, real, fake, start, rows)
-                    real_sum = tf.reduce_sum(real_logit)  # per-image gradients: images do not interact in D
-                grad = inner.gradient(real_sum, real)
-                r1 = 0.5 * cfg.r1_gamma * tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))
-            else:
-                real_logit, fake_logit = self._d_logits(step, real, fake, start, rows)
-                r1 = 0.0
-            labels = tf.concat([tf.fill((rows, 1), real_label), tf.zeros((rows, 1))], axis=0)
-            d_loss = self.bce(labels, tf.concat([real_logit, fake_logit], axis=0))
+            d_loss, r1, real_logit = self.d_phase_loss(step, real, fake, start, rows)
             d_scaled = for_gradients(d_loss + r1, self.d_optimizer)
         d_vars = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))

@@ -1,0 +1,274 @@
+"""The data-efficient recipe's levers each do what they say (training/cxr_training/gan.py,
+augment.py, models.py): augmentation, R1, label smoothing, minibatch stddev, ADA, EMA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxr_training import augment, pipeline
+from cxr_training.config import PRESETS, Config, preset
+from cxr_training.gan import GAN, make_optimizers
+from cxr_training.models import MinibatchStdDev, build_discriminator, build_generator, logit_model
+from cxr_training.tfenv import import_tf
+
+tf, keras = import_tf()
+POLICY = ("color", "translation", "cutout")
+
+
+def _images(n=6, size=32, seed=0):
+    return tf.constant(np.random.default_rng(seed).uniform(-1, 1, (n, size, size, 1)).astype(np.float32))
+
+
+def _gan(cfg, discriminator=None):
+    keras.utils.set_random_seed(cfg.seed)
+    gan = GAN(build_generator(cfg), discriminator or build_discriminator(cfg), cfg)
+    gan.compile(*make_optimizers(cfg))
+    gan.build_optimizers()
+    return gan
+
+
+def _step_input(cfg, step=0):
+    real = np.random.default_rng(step).uniform(-1, 1, (cfg.batch_size, cfg.image_size, cfg.image_size, 1))
+    return tf.constant(step, tf.int64), tf.constant(real.astype(np.float32))
+
+
+# --- augmentation ---------------------------------------------------------------------
+
+
+def _grad(x, policy):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = augment.augment(x, augment.key(0, 5, augment.SLOT_D_REAL), 1.0, policy, 6)
+        total = tf.reduce_sum(y * y)
+    return tape.gradient(total, x)
+
+
+def test_augmentation_is_differentiable():
+    x = _images()
+    grad = _grad(x, POLICY)
+    assert grad is not None and np.all(np.isfinite(grad.numpy())) and np.abs(grad.numpy()).max() > 0
+    # geometry alone: pixels that survive the shift and the cutout carry gradient 2x, removed ones none
+    g = _grad(x, ("translation", "cutout")).numpy()
+    kept = g != 0
+    assert 0 < kept.sum() < g.size
+    np.testing.assert_allclose(g[kept], 2 * x.numpy()[kept], rtol=1e-6)
+
+
+def test_augmentation_probability_zero_is_identity_and_one_changes_every_image():
+    x = _images()
+    k = augment.key(3, 7, augment.SLOT_D_FAKE)
+    np.testing.assert_array_equal(augment.augment(x, k, 0.0, POLICY, 6).numpy(), x.numpy())
+    y = augment.augment(x, k, 1.0, POLICY, 6).numpy()
+    assert all(not np.array_equal(y[i], x.numpy()[i]) for i in range(6))
+
+
+def test_augmentation_is_a_function_of_seed_step_and_slot():
+    x = _images()
+    a = augment.augment(x, augment.key(0, 1, augment.SLOT_D_REAL), 1.0, POLICY, 6).numpy()
+    b = augment.augment(x, augment.key(0, 1, augment.SLOT_D_REAL), 1.0, POLICY, 6).numpy()
+    np.testing.assert_array_equal(a, b)
+    for other in (augment.key(0, 1, augment.SLOT_D_FAKE), augment.key(0, 2, augment.SLOT_D_REAL),
+                  augment.key(1, 1, augment.SLOT_D_REAL)):
+        assert not np.array_equal(a, augment.augment(x, other, 1.0, POLICY, 6).numpy())
+
+
+def test_augmentation_rows_of_a_replica_match_the_global_batch():
+    """Replica r's rows get the transforms the same rows get in a single-device batch."""
+    x = _images(8)
+    k = augment.key(0, 4, augment.SLOT_D_REAL)
+    whole = augment.augment(x, k, 0.5, POLICY, 8).numpy()
+    half = augment.augment(x[4:], k, 0.5, POLICY, 8, start=4).numpy()
+    np.testing.assert_array_equal(whole[4:], half)
+
+
+def test_translation_moves_pixels_and_fills_with_zero():
+    x = np.zeros((2, 8, 8, 1), np.float32)
+    x[:, 3, 5, 0] = 1.0
+    y = augment._shift_rows(tf.constant(x), tf.constant([2, -3]), 8).numpy()
+    assert y[0, 5, 5, 0] == 1.0 and y[0].sum() == 1.0  # down by 2
+    assert y[1, 0, 5, 0] == 1.0 and y[1].sum() == 1.0  # up by 3
+    ones = augment._shift_rows(tf.ones((1, 8, 8, 1)), tf.constant([3]), 8).numpy()
+    assert ones[0, :3].sum() == 0 and ones[0, 3:].min() == 1.0  # rows shifted in are 0
+
+
+def test_cutout_zeroes_one_square_of_half_the_side():
+    x = tf.ones((16, 32, 32, 1))
+    y = augment._cutout(x, augment.key(0, 0, 0), 16, 0, 16).numpy()[..., 0]
+    for img in y:
+        holes = np.argwhere(img == 0)
+        assert 0 < len(holes) <= 16 * 16
+        (r0, c0), (r1, c1) = holes.min(0), holes.max(0)
+        assert len(holes) == (r1 - r0 + 1) * (c1 - c0 + 1)  # one axis-aligned rectangle
+        assert r1 - r0 + 1 <= 16 and c1 - c0 + 1 <= 16
+
+
+def test_color_stays_within_its_ranges():
+    x = _images(64, 16)
+    y = augment._color(x, augment.key(0, 0, 0), 64, 0, 64).numpy()
+    shift = y.mean(axis=(1, 2, 3)) - x.numpy().mean(axis=(1, 2, 3))  # contrast keeps the mean
+    assert np.all(np.abs(shift) <= 0.5 + 1e-5) and np.ptp(shift) > 0.5
+    ratio = y.std(axis=(1, 2, 3)) / x.numpy().std(axis=(1, 2, 3))
+    assert np.all((ratio >= 0.5 - 1e-4) & (ratio <= 1.5 + 1e-4))
+
+
+def test_step_augments_real_and_generated_images_in_both_phases(monkeypatch):
+    calls = []
+    real_augment = augment.augment
+
+    def spy(x, k, p, policy, batch, start=0):
+        calls.append(int(k.numpy()[1]) % 4)
+        return real_augment(x, k, p, policy, batch, start)
+
+    monkeypatch.setattr(augment, "augment", spy)
+    cfg = preset("smoke").replace(augment="fixed")
+    _gan(cfg).train_step(_step_input(cfg))
+    assert sorted(calls) == [augment.SLOT_D_REAL, augment.SLOT_D_FAKE, augment.SLOT_G_FAKE]
+
+    calls.clear()
+    _gan(preset("smoke")).train_step(_step_input(cfg))  # the paper's recipe augments nothing
+    assert calls == []
+
+
+# --- R1, label smoothing, minibatch stddev ------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="cxr_test")
+class Square(keras.layers.Layer):
+    def call(self, x):
+        return x * x
+
+
+def _toy_discriminator(cfg):
+    """logit = sum_j w_j x_j^2 + b: d logit / dx = 2 w x, so R1 = gamma/2 mean_i sum_j 4 w_j^2 x_ij^2."""
+    image = keras.Input((cfg.image_size, cfg.image_size, 1), name="image")
+    x = keras.layers.Flatten()(Square()(image))
+    logit = keras.layers.Dense(1, name="d_out", kernel_initializer=keras.initializers.RandomNormal(seed=1))(x)
+    return keras.Model(image, keras.layers.Activation("sigmoid")(logit))
+
+
+def test_r1_penalty_and_its_gradient_match_a_hand_computation():
+    gamma = 0.7
+    cfg = preset("smoke").replace(r1_gamma=gamma, batch_size=3)
+    gan = _gan(cfg, _toy_discriminator(cfg))
+    dense = gan.discriminator.get_layer("d_out")
+    real, fake = _images(3, cfg.image_size, 1), _images(3, cfg.image_size, 2)
+    with tf.GradientTape() as tape:
+        _, r1, _ = gan.d_phase_loss(tf.constant(0, tf.int64), real, fake, 0, 3)
+    grad = tape.gradient(r1, dense.kernel).numpy()[:, 0]
+    w = dense.kernel.numpy()[:, 0].astype(np.float64)
+    x2 = real.numpy().reshape(3, -1).astype(np.float64) ** 2
+    want = gamma / 2 * np.mean((4 * w**2 * x2).sum(axis=1))
+    np.testing.assert_allclose(float(r1), want, rtol=1e-5)
+    np.testing.assert_allclose(grad, 4 * gamma * w * x2.mean(axis=0), rtol=1e-4, atol=1e-9)
+
+
+def test_r1_off_is_zero_and_label_smoothing_sets_the_real_target():
+    cfg = preset("smoke").replace(batch_size=3, label_smoothing=0.1)
+    gan = _gan(cfg, _toy_discriminator(cfg))
+    real, fake = _images(3, cfg.image_size, 1), _images(3, cfg.image_size, 2)
+    d_loss, r1, real_logit = gan.d_phase_loss(tf.constant(0, tf.int64), real, fake, 0, 3)
+    assert float(r1) == 0.0
+    fake_logit = gan.d_logit(fake).numpy().ravel().astype(np.float64)
+    rl = real_logit.numpy().ravel().astype(np.float64)
+
+    def bce(t, z):
+        p = 1 / (1 + np.exp(-z))
+        return -(t * np.log(p) + (1 - t) * np.log(1 - p))
+
+    want = np.mean(np.concatenate([bce(0.9, rl), bce(0.0, fake_logit)]))
+    np.testing.assert_allclose(float(d_loss), want, rtol=1e-5)
+
+
+def test_minibatch_stddev_appends_the_mean_feature_spread():
+    x = np.random.default_rng(0).normal(size=(5, 4, 4, 3)).astype(np.float32)
+    y = MinibatchStdDev()(tf.constant(x)).numpy()
+    assert y.shape == (5, 4, 4, 4)
+    np.testing.assert_array_equal(y[..., :3], x)
+    np.testing.assert_allclose(y[..., 3], np.sqrt(x.var(axis=0) + 1e-8).mean(), rtol=1e-5)
+    same = MinibatchStdDev()(tf.constant(np.repeat(x[:1], 5, axis=0))).numpy()
+    assert np.allclose(same[..., 3], 1e-4)  # identical images: no spread (sqrt of the epsilon)
+
+
+def test_discriminator_logit_is_the_probability_before_its_sigmoid():
+    cfg = preset("smoke").replace(d_mbstd=True)
+    d = build_discriminator(cfg)
+    x = _images(4, cfg.image_size)
+    np.testing.assert_allclose(tf.sigmoid(logit_model(d)(x)).numpy(), d(x).numpy(), rtol=1e-6)
+
+
+# --- ADA ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sign, moved", [(1.0, +1), (-1.0, -1)])
+def test_ada_moves_p_toward_the_target_every_interval(sign, moved):
+    cfg = preset("smoke").replace(augment="adaptive", augment_p=0.5, ada_interval=2, ada_speed=10.0, ada_target=0.6)
+    gan = _gan(cfg)
+    ctx = tf.distribute.get_replica_context()
+    logits = tf.fill((4, 1), sign)  # r_t = +1 (D sure of every real: overfitting) or -1
+    gan._adapt(ctx, tf.constant(0, tf.int64), logits)
+    assert float(gan.augment_p) == 0.5  # not yet: every 2 steps
+    gan._adapt(ctx, tf.constant(1, tf.int64), logits)
+    np.testing.assert_allclose(float(gan.augment_p), 0.5 + moved * 2 / 10.0, rtol=1e-6)
+    assert float(gan.ada_sums[0]) == 0.0 and float(gan.ada_sums[1]) == 0.0  # sums restart
+    for step in range(2, 40):
+        gan._adapt(ctx, tf.constant(step, tf.int64), logits)
+    assert float(gan.augment_p) == (1.0 if moved > 0 else 0.0)  # clipped to [0, 1]
+
+
+# --- EMA ------------------------------------------------------------------------------------
+
+
+def test_ema_weights_follow_the_stated_rule():
+    cfg = preset("smoke").replace(ema_halflife=4.0, ema_rampup=0.5)
+    gan = _gan(cfg)
+    ema0 = [v.numpy().copy() for v in gan.ema_weights]
+    for a, b in zip(ema0, gan.generator.weights):
+        np.testing.assert_array_equal(a, b.numpy())  # starts as G's initial weights
+    for step in range(3):
+        before = [v.numpy().astype(np.float64) for v in gan.ema_weights]
+        gan.train_step(_step_input(cfg, step))
+        halflife = min(4.0, 0.5 * (step + 1))  # the ramp-up: 0.5, 1.0, 1.5 steps
+        beta = 0.5 ** (1.0 / halflife)
+        for e, prev, w in zip(gan.ema_weights, before, gan.generator.weights):
+            want = w.numpy() + beta * (prev - w.numpy())
+            np.testing.assert_allclose(e.numpy(), want, rtol=1e-5, atol=1e-7)
+    moved = [not np.array_equal(e.numpy(), w.numpy()) for e, w in zip(gan.ema_weights, gan.generator.weights)]
+    assert all(moved)  # an average, not a copy
+    sampler = gan.sampler()
+    assert sampler is gan.ema_generator
+    for a, b in zip(sampler.weights, gan.ema_weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_without_ema_the_sampler_is_g():
+    gan = _gan(preset("smoke"))
+    assert gan.sampler() is gan.generator and gan.recipe_state() == {}
+
+
+# --- presets ----------------------------------------------------------------------------------
+
+
+def test_paper_preset_is_the_studys_recipe():
+    paper = PRESETS["paper"]
+    assert paper == Config(preset="paper")
+    assert (paper.augment, paper.r1_gamma, paper.label_smoothing, paper.ema_halflife, paper.d_mbstd) == \
+        ("off", 0.0, 0.0, 0.0, False)
+    assert paper.progressive and paper.lr_schedule == "decay" and paper.g_lr == paper.d_lr == 2e-4
+
+
+def test_recipe_presets_share_the_papers_networks():
+    for name in ("quick", "long"):
+        cfg = PRESETS[name]
+        cfg.validate()
+        for field in ("image_size", "latent_dim", "g_dense_channels", "g_channels", "g_kernel", "leaky_slope"):
+            assert getattr(cfg, field) == getattr(PRESETS["paper"], field), (name, field)
+
+
+def test_recipe_fields_are_validated():
+    for bad in ({"augment": "sometimes"}, {"augment_p": 1.5}, {"augment_policy": ("rotate",)}, {"r1_gamma": -1.0},
+                {"label_smoothing": 0.5}, {"ema_halflife": -1.0}, {"quality_images": 3},
+                {"snapshot_steps": (4,)}, {"ada_interval": 0}):
+        with pytest.raises(ValueError):
+            preset("smoke").replace(**bad).validate()
+
