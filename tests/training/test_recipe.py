@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_training import augment, pipeline
+from cxr_training import augment
 from cxr_training.config import PRESETS, Config, preset
 from cxr_training.gan import GAN, make_optimizers
 from cxr_training.models import MinibatchStdDev, build_discriminator, build_generator, logit_model
