@@ -1,10 +1,12 @@
 # cxr-gan: one entry point for setup, training, tests and lint.
-# Variables can be overridden: make train DATA=/data/xrays PRESET=paper TRAIN_ARGS="--seed 1"
+# Variables can be overridden: make train DATA=/data/xrays HELDOUT=/data/other-patients PRESET=long TRAIN_ARGS="--seed 1"
 
 PYTHON      ?= python3
 VENV        ?= .venv
 RUNTIME_VENV ?= .venv-runtime
 DATA        ?= ../shared/data/kermany-cxr/train/NORMAL
+# real images of other patients, scored against at each epoch end (skipped when the folder is absent)
+HELDOUT     ?= ../shared/data/kermany-cxr/heldout/NORMAL
 PRESET      ?= quick
 RUNS        ?= runs
 TRAIN_ARGS  ?=
@@ -37,7 +39,8 @@ $(RUNTIME_VENV)/.installed: pyproject.toml
 	touch $@
 
 train: setup
-	$(BIN)/cxr-train --preset $(PRESET) --data "$(DATA)" --out $(RUNS) $(TRAIN_ARGS)
+	$(BIN)/cxr-train --preset $(PRESET) --data "$(DATA)" $(if $(wildcard $(HELDOUT)),--heldout "$(HELDOUT)") \
+		--out $(RUNS) $(TRAIN_ARGS)
 
 # Converts EXPORT_SOURCE (a run folder or generator.keras), by default the newest finished
 # run under $(RUNS), to $(ARTIFACT) behind the parity gate. `make train export` chains both.

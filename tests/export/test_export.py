@@ -131,3 +131,29 @@ def test_bad_sources_exit_2(tmp_path):
 def test_newest_finished_run_is_default(tiny_run, tmp_path):
     run, _ = tiny_run
     assert ex.resolve_generator(None, run.parent) == run / "generator.keras"
+
+
+def test_export_reads_the_ema_generator(few_real, tmp_path):
+    """A run that keeps an EMA publishes the EMA weights as generator.keras; export converts
+    exactly those (the ONNX model reproduces the checkpoint's EMA weights, not G's)."""
+    from cxr_training import checkpoint
+    from cxr_training.train import train
+
+    cfg = preset("smoke").replace(epochs=1, ema_halflife=50.0, ema_rampup=0.0)
+    run = train(cfg, few_real, out_root=tmp_path / "runs", log=lambda m: None)
+    assert json.loads((run / "generator.json").read_text())["weights"] == "ema"
+    out = tmp_path / "generator.onnx"
+    r = _invoke(str(run), "--out", str(out))
+    assert r.exit_code == 0, r.output
+
+    ckpt, meta = checkpoint.latest_valid(run)
+    with np.load(ckpt / "state.npz") as data:
+        weights = {g: [data[v["key"]] for v in meta["variables"] if v["key"].startswith(g + "/")]
+                   for g in ("ema", "generator")}
+    z = np.random.default_rng(0).standard_normal((5, cfg.latent_dim)).astype(np.float32)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["image"], {"z": z})[0][:, 0]
+    g = build_generator(cfg)
+    g.set_weights(weights["ema"])
+    np.testing.assert_allclose(got, g(z).numpy()[..., 0], atol=1e-4)
+    g.set_weights(weights["generator"])
+    assert np.abs(got - g(z).numpy()[..., 0]).max() > 1e-3

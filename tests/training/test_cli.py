@@ -20,7 +20,8 @@ def run():
 def test_help_explains(run):
     r = run("--help")
     assert r.exit_code == 0
-    for word in ("--preset", "paper", "quick", "smoke", "--resume", "--dry-run", "CXR_DATA", "generator.keras"):
+    for word in ("--preset", "paper", "quick", "long", "smoke", "--resume", "--dry-run", "CXR_DATA", "generator.keras",
+                 "--heldout", "--augment", "--ema-halflife", "--r1-gamma"):
         assert word in r.output
 
 
@@ -67,6 +68,33 @@ def test_dry_run_writes_nothing(run, few_real, tmp_path):
     assert plan["parameters"] == {"generator": 27_265_281, "discriminator": 582_785}
     assert plan["data"]["usable"] == 8 and plan["total_steps"] == 60_000
     assert not (tmp_path / "runs").exists()
+
+
+def test_recipe_flags_reach_the_config(run, few_real, tmp_path):
+    r = run("--preset", "paper", "--batch-size", "4", "--data", str(few_real), "--dry-run", "--augment", "adaptive",
+            "--augment-p", "0.2",
+            "--r1-gamma", "0.5", "--label-smoothing", "0.1", "--ema-halflife", "100", "--mbstd", "--g-lr", "1e-4",
+            "--d-lr", "4e-4", "--no-progressive", "--lr-schedule", "constant", "--quality-images", "64",
+            "--snapshot-steps", "4000,8000")
+    assert r.exit_code == 0, r.output
+    cfg = json.loads(r.output)["config"]
+    assert (cfg["augment"], cfg["augment_p"], cfg["r1_gamma"], cfg["label_smoothing"], cfg["ema_halflife"]) == \
+        ("adaptive", 0.2, 0.5, 0.1, 100.0)
+    assert cfg["d_mbstd"] and (cfg["g_lr"], cfg["d_lr"]) == (1e-4, 4e-4) and not cfg["progressive"]
+    assert cfg["lr_schedule"] == "constant" and cfg["quality_images"] == 64 and cfg["snapshot_steps"] == [4000, 8000]
+    quick = json.loads(run("--data", str(few_real), "--batch-size", "4", "--dry-run").output)["config"]
+    assert quick["preset"] == "quick" and quick["augment"] == "fixed" and quick["ema_halflife"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--snapshot-steps", "3,x"], "not a comma-separated list"),
+    (["--snapshot-steps", "5"], "snapshot_steps must be epoch ends"),
+    (["--augment", "always"], "Invalid value for '--augment'"),
+    (["--label-smoothing", "0.5"], "Invalid value for '--label-smoothing'"),
+])
+def test_bad_recipe_values_are_usage_errors(run, few_real, args, message):
+    r = run("--preset", "smoke", "--data", str(few_real), *args)
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
 
 
 def test_smoke_run_and_numbering(run, few_real, tmp_path):

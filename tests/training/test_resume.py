@@ -46,12 +46,20 @@ def _state(run_dir):
         return meta, {k: data[k] for k in data.files}
 
 
+PAPER_SMOKE = preset("smoke").replace(epochs=4, steps_per_epoch=3, keep_checkpoints=2,
+                                      progressive_schedule=((0.0, 4), (0.3, 2), (0.6, 1)))
+# every lever of the data-efficient recipe at once: its state (augmentation probability and
+# ADA's sums, EMA weights, the R1 tracker) must be checkpointed and restored too
+RECIPE_SMOKE = PAPER_SMOKE.replace(augment="adaptive", augment_p=0.3, ada_interval=2, ada_speed=4.0, r1_gamma=0.1,
+                                   label_smoothing=0.1, d_mbstd=True, ema_halflife=3.0)
+
+
 @pytest.fixture
 def cfg():
-    return preset("smoke").replace(epochs=4, steps_per_epoch=3, keep_checkpoints=2,
-                                   progressive_schedule=((0.0, 4), (0.3, 2), (0.6, 1)))
+    return PAPER_SMOKE
 
 
+@pytest.mark.parametrize("cfg", [PAPER_SMOKE, RECIPE_SMOKE], ids=["paper", "recipe"])
 def test_resume_equals_uninterrupted(cfg, few_real, tmp_path):
     straight = train(cfg, few_real, out_root=tmp_path / "a", log=lambda m: None)
 
@@ -76,6 +84,11 @@ def test_resume_equals_uninterrupted(cfg, few_real, tmp_path):
     rows_a = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
     for ra, rb in zip(rows_a, rows):
         assert ra["g_loss"] == rb["g_loss"] and ra["ssim"] == rb["ssim"]
+    if cfg.augment == "adaptive":  # the recipe's state is in the comparison, and it moved
+        assert any(k.startswith("ema/") for k in a) and any(k.startswith("augment/") for k in a)
+        p_key = next(v["key"] for v in meta_a["variables"] if v["path"].endswith("augment_p"))
+        assert a[p_key] != cfg.augment_p
+        assert rows[-1]["augment_p"] == float(a[p_key]) and "r1" in rows[-1]
 
 
 def test_resume_comparison_can_fail(cfg, few_real, tmp_path):

@@ -21,6 +21,10 @@ def import_tf():
             # a fusion, cuInit on machines without a GPU); Python exceptions still surface.
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        # oneDNN's kernels: TensorFlow turns them on by itself only on some CPUs, and on an
+        # AVX2-only CPU its own kernels made the training step much slower (docs/results.md).
+        # TF_ENABLE_ONEDNN_OPTS=0 in the environment turns them off.
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
         with quiet_stderr():
             import keras  # noqa: F401
             import tensorflow  # noqa: F401

@@ -1,0 +1,106 @@
+"""Quality visible while training: epoch-end scores against a held-out folder, the third
+plot, generator snapshots, and what export reads when the recipe keeps an EMA."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cxr_training import checkpoint
+from cxr_training.config import preset
+from cxr_training.models import build_generator
+from cxr_training.runs import QUALITY_KEYS
+from cxr_training.tfenv import import_tf
+from cxr_training.train import TrainingError, train
+
+tf, keras = import_tf()
+
+
+@pytest.fixture(scope="session")
+def heldout_normal(kermany):
+    return kermany / "heldout" / "NORMAL"
+
+
+@pytest.fixture
+def few_heldout(heldout_normal, tmp_path):
+    folder = tmp_path / "held"
+    folder.mkdir()
+    for p in sorted(heldout_normal.iterdir())[:10]:
+        (folder / p.name).symlink_to(p)
+    return folder
+
+
+def _rows(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_epoch_rows_carry_the_held_out_scores(few_real, few_heldout, tmp_path):
+    cfg = preset("smoke").replace(ema_halflife=2.0, snapshot_steps=(3,))
+    run = train(cfg, few_real, out_root=tmp_path, log=lambda m: None, heldout_dir=few_heldout)
+    rows = _rows(run)
+    for row in rows:
+        for key in ("q_recall", "q_coverage", "q_kid", "q_kid_se", "q_diversity", "q_diversity_real"):
+            assert np.isfinite(row[key]), key
+        assert 0.0 <= row["q_recall"] <= 1.0 and 0.0 <= row["q_coverage"] <= 1.0
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert set(QUALITY_KEYS) <= set(header)
+    assert (run / "plots" / "quality.png").stat().st_size > 1000
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["heldout"]["count"] == 10
+    ref = json.loads((run / "reference.json").read_text())["heldout"]
+    assert ref["images"] == 10 and 0.0 <= ref["train_q_coverage"] <= 1.0
+
+    # the snapshot at step 3 holds the sampling (EMA) generator and G's raw weights
+    snap = run / "snapshots" / "step-000000003"
+    info = json.loads((snap / "generator.json").read_text())
+    assert (info["step"], info["epoch"], info["weights"]) == (3, 1, "ema")
+    assert (snap / "generator.keras").is_file() and (snap / "generator-raw.keras").is_file()
+    assert not (run / "snapshots" / "step-000000006").exists()
+
+
+def test_monitor_scores_the_ema_generator(few_real, few_heldout, tmp_path, monkeypatch):
+    """The epoch-end quality images come from the sampler (EMA weights), not from raw G."""
+    from cxr_training import evaluate
+
+    seen = []
+    original = evaluate.QualityMonitor.run
+
+    def spy(self, generate):
+        seen.append(generate(self.z[:4]))
+        return original(self, generate)
+
+    monkeypatch.setattr(evaluate.QualityMonitor, "run", spy)
+    cfg = preset("smoke").replace(epochs=1, ema_halflife=50.0, ema_rampup=0.0)
+    run = train(cfg, few_real, out_root=tmp_path, log=lambda m: None, heldout_dir=few_heldout)
+    ckpt, meta = checkpoint.latest_valid(run)
+    with np.load(ckpt / "state.npz") as data:
+        ema = [data[v["key"]] for v in meta["variables"] if v["key"].startswith("ema/")]
+        raw = [data[v["key"]] for v in meta["variables"] if v["key"].startswith("generator/")]
+    z = np.random.default_rng(cfg.seed + evaluate.QUALITY_SEED_OFFSET).standard_normal((4, cfg.latent_dim))
+    g = build_generator(cfg)
+    g.set_weights(ema)
+    np.testing.assert_allclose(seen[0], g(z.astype(np.float32)).numpy()[..., 0], atol=1e-6)
+    g.set_weights(raw)
+    assert np.abs(seen[0] - g(z.astype(np.float32)).numpy()[..., 0]).max() > 1e-4
+
+
+def test_heldout_sharing_training_images_is_refused(few_real, tmp_path):
+    with pytest.raises(TrainingError, match="shares 8 image"):
+        train(preset("smoke"), few_real, out_root=tmp_path, log=lambda m: None, heldout_dir=few_real)
+
+
+def test_resume_refuses_other_heldout_images(few_real, few_heldout, tmp_path):
+    run = train(preset("smoke").replace(epochs=1), few_real, out_root=tmp_path, log=lambda m: None,
+                heldout_dir=few_heldout)
+    sorted(few_heldout.iterdir())[0].unlink()
+    with pytest.raises(TrainingError, match="not those run"):
+        train(None, None, resume_dir=run, log=lambda m: None)
+
+
+def test_heldout_with_too_few_images_is_refused(few_real, few_heldout, tmp_path):
+    for p in sorted(few_heldout.iterdir())[5:]:
+        p.unlink()
+    with pytest.raises(TrainingError, match="5 usable images"):
+        train(preset("smoke"), few_real, out_root=tmp_path, log=lambda m: None, heldout_dir=few_heldout)
