@@ -7,8 +7,10 @@
     strategy), run as a user runs it; its steady-state seconds per step are the median step
     time it logs (metrics.csv, `seconds_per_step`), so start-up and epoch-end work are
     excluded;
-(c) `cxr-train --precision float32`, to separate what mixed precision gives from the rest.
-Same data (the shared training images), same machine, measured A-B-C-A (reference, the two
+(c) `cxr-train --precision float32`, to separate what mixed precision gives from the rest;
+(d) `cxr-train --preset quick`: the data-efficient recipe's step (augmentation of every D
+    input, EMA update of G's weights), what the recipe costs over the study's step.
+Same data (the shared training images), same machine, measured A-B-C-D-A (reference, the
 cxr-train runs, reference again) so drift shows. Writes bench/training.json.
 """
 
@@ -74,12 +76,12 @@ def reference_seconds_per_step(real: np.ndarray, batch: int, steps: int) -> floa
     return statistics.median(times)
 
 
-def cxr_train_seconds_per_step(data: str, batch: int, steps: int, *extra: str) -> tuple[float, str]:
+def cxr_train_seconds_per_step(data: str, batch: int, steps: int, *extra: str, preset: str = "paper") -> tuple[float, str]:
     """(median seconds per step, resolved precision) of one cxr-train run."""
     exe = shutil.which("cxr-train", path=str(Path(sys.executable).parent)) or "cxr-train"
     out = tempfile.mkdtemp(prefix="cxr-bench-train-")
     try:
-        subprocess.run([exe, "--preset", "paper", "--data", data, "--out", out, "--epochs", "1",
+        subprocess.run([exe, "--preset", preset, "--data", data, "--out", out, "--epochs", "1",
                         "--steps-per-epoch", str(steps), "--batch-size", str(batch), *extra],
                        check=True, capture_output=True, env={**os.environ, "CXR_CACHE_DIR": "off"})
         run = next(Path(out).iterdir())
@@ -105,6 +107,7 @@ def main() -> None:
     ref1 = reference_seconds_per_step(real, args.batch, args.steps)
     ours, chosen = cxr_train_seconds_per_step(args.data, args.batch, args.steps)
     ours32, _ = cxr_train_seconds_per_step(args.data, args.batch, args.steps, "--precision", "float32")
+    recipe, _ = cxr_train_seconds_per_step(args.data, args.batch, args.steps, preset="quick")
     ref2 = reference_seconds_per_step(real, args.batch, args.steps)
     ref = statistics.mean([ref1, ref2])
     results = {
@@ -117,6 +120,8 @@ def main() -> None:
         "speedup": round(ref / ours, 3),
         "cxr_train_float32_seconds_per_step": round(ours32, 3),
         "speedup_float32": round(ref / ours32, 3),
+        "cxr_train_recipe_seconds_per_step": round(recipe, 3),
+        "recipe_over_paper_step": round(recipe / ours, 3),
         "cxr_train_settings": f"paper preset defaults: precision auto (resolved: {chosen}), default strategy, "
                               "input auto (memory)",
     }
@@ -125,6 +130,8 @@ def main() -> None:
     print(f"  reference (plain tf.function step, float32, numpy batches): {ref1:.3f} s/step, again after: {ref2:.3f}")
     print(f"  cxr-train, defaults (precision auto -> {chosen}):{'':>10}{ours:.3f} s/step")
     print(f"  cxr-train --precision float32:{'':>27}{ours32:.3f} s/step")
+    print(f"  cxr-train --preset quick (the recipe's step):{'':>12}{recipe:.3f} s/step "
+          f"({recipe / ours:.2f}x the paper preset's step)")
     print(f"  speed-up over the reference: {ref / ours:.2f}x with the defaults, {ref / ours32:.2f}x in float32")
     print(f"wrote {args.out}")
 
