@@ -221,7 +221,8 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
     except DeviceError as e:
         _fail(str(e))
     result = {
-        "fake": {"folder": str(fake_dir), "images": len(fake.files), "skipped": len(fake.skipped)},
+        "fake": {"folder": str(fake_dir), "images": len(fake.files), "skipped": len(fake.skipped),
+                 "duplicates": len(fake.duplicates), "distinct": len(fake.files) - len(fake.duplicates)},
         "real": {"folder": str(real_dir), "images": len(real.files), "skipped": len(real.skipped)},
         "size": size,
         "ssim": ssim,
@@ -248,7 +249,9 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    click.echo(f"generated: {len(fake.files)} images from {fake_dir}; real: {len(real.files)} images from {real_dir}")
+    click.echo(f"generated: {len(fake.files)} images from {fake_dir}"
+               + (f" ({len(fake.duplicates)} byte-identical copies among them)" if fake.duplicates else "")
+               + f"; real: {len(real.files)} images from {real_dir}")
     ref = result["ref_ssim"] is not None
     click.echo(f"ssim {ssim:.4f}" + (f"   (real vs real {result['ref_ssim']:.4f})" if ref else ""))
     click.echo(f"mse  {mse:.4f}" + (f"   (real vs real {result['ref_mse']:.4f})" if ref else ""))
@@ -304,15 +307,21 @@ def info(model, as_json):
 
 
 def _load_or_fail(folder: Path, flag: str, size: int, resize: str):
+    """A folder of images, or exit 2. Generated sets (--fake) are scored as they are:
+    byte-identical copies stay in (a collapse signal) and are counted in one note."""
     from cxr_runtime.images import NoImagesError, load_folder
 
+    generated = flag == "--fake"
     try:
-        images = load_folder(folder, size=size, resize=resize)
+        images = load_folder(folder, size=size, resize=resize, duplicates="keep" if generated else "skip")
     except NoImagesError as e:
         _fail(f"{flag}: {e}")
     warning = images.skipped_warning()
     if warning:
         _note(warning)
+    if images.duplicates:
+        _note(f"note: {flag} {folder}: {len(images.duplicates)} of {len(images.files)} images are byte-identical "
+              f"copies of another image in the set (kept and scored; a sign of mode collapse)")
     return images
 
 

@@ -168,6 +168,8 @@ class ImageSet:
     files: list[str]  # paths relative to root, in the order of `images`
     sha256: list[str]  # content hash of each used file
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+    # byte-identical copies kept in the set (duplicates="keep"): (relative path, first file with those bytes)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
 
     def fingerprint(self) -> dict:
         """The data's identity: file list and content hashes, and one hash over them."""
@@ -196,10 +198,14 @@ def load_folder(
     cache_dir: str | os.PathLike | None = None,
     into: str | os.PathLike | None = None,
     progress=None,
+    duplicates: str = "skip",
 ) -> ImageSet:
     """Read every image under `root` with `load_image`'s rules.
 
-    Unusable files are skipped and listed in `ImageSet.skipped`. With `cache_dir`, each
+    Unusable files are skipped and listed in `ImageSet.skipped`. Byte-identical copies of a
+    file already read are skipped too (`duplicates="skip"`: a training set gains nothing
+    from them) or kept and listed in `ImageSet.duplicates` (`"keep"`: a generated set is
+    scored as it is, and its copies are a collapse signal, not noise to remove). With `cache_dir`, each
     preprocessed array is stored under its file's content hash and the preprocessing
     parameters, so a changed file can never be served from a stale entry.
     With `into` (a file path), images are appended to that file as raw float32 rows as
@@ -213,11 +219,14 @@ def load_folder(
         raise NoImagesError(f"data folder not found: {root}")
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
+    if duplicates not in ("skip", "keep"):
+        raise ValueError(f"duplicates must be 'skip' or 'keep', not {duplicates!r}")
     cache = Path(cache_dir) if cache_dir else None
-    arrays, files, hashes, skipped = [], [], [], []
+    arrays, files, hashes, skipped, copies = [], [], [], [], []
     sink = open(into, "wb") if into is not None else None  # noqa: SIM115 (closed below)
     try:
-        _read_into(root, size, resize, cache, arrays, files, hashes, skipped, sink, progress)
+        _read_into(root, size, resize, cache, arrays, files, hashes, skipped, sink, progress,
+                   copies if duplicates == "keep" else None)
     finally:
         if sink is not None:
             sink.close()
@@ -228,11 +237,14 @@ def load_folder(
         images = np.memmap(into, dtype=np.float32, mode="r", shape=(len(files), size, size))
     else:
         images = np.stack(arrays)
-    return ImageSet(str(root), images, files, hashes, skipped)
+    return ImageSet(str(root), images, files, hashes, skipped, copies)
 
 
-def _read_into(root, size, resize, cache, arrays, files, hashes, skipped, sink, progress) -> None:
+def _read_into(root, size, resize, cache, arrays, files, hashes, skipped, sink, progress, copies) -> None:
+    """Append each usable image under root; `copies` (a list, or None to skip duplicates)
+    receives (file, first file with the same bytes) for each byte-identical copy kept."""
     seen: dict[str, str] = {}
+    first: dict[str, np.ndarray] = {}  # digest -> its array, to keep copies without decoding again
     candidates = find_images(root)
     for done, path in enumerate(candidates, start=1):
         if progress is not None and done > 1:
@@ -251,8 +263,18 @@ def _read_into(root, size, resize, cache, arrays, files, hashes, skipped, sink, 
             skipped.append((rel, f"unreadable: {e.strerror or e}"))
             continue
         digest = sha256_bytes(data)
-        if digest in seen:
+        if digest in seen and copies is None:
             skipped.append((rel, f"duplicate of {seen[digest]}"))
+            continue
+        if digest in seen:
+            copies.append((rel, seen[digest]))
+            arr = first[digest]
+            if sink is not None:
+                sink.write(np.ascontiguousarray(arr, np.float32).tobytes())
+            else:
+                arrays.append(arr)
+            files.append(rel)
+            hashes.append(digest)
             continue
         entry = cache / f"{digest}-{size}-{resize}-v{PREPROCESS_VERSION}.npy" if cache else None
         arr = _cache_get(entry, size)
@@ -271,6 +293,8 @@ def _read_into(root, size, resize, cache, arrays, files, hashes, skipped, sink, 
         files.append(rel)
         hashes.append(digest)
         seen[digest] = rel
+        if copies is not None:
+            first[digest] = arr
     if progress is not None and candidates:
         progress(len(candidates), len(candidates))
 

@@ -87,6 +87,8 @@ def build_report(fake, real, train, notice=None) -> str:
     verdict = (f'<p class="bad">{s["flagged"]} of {s["generated"]} generated images flagged as copies of training '
                f"images.</p>" if s["flagged"] else
                f'<p class="good">No generated image flagged (0 of {s["generated"]}).</p>')
+    dup_note = (f'; <span class="bad" id="duplicates">{len(fake.duplicates)} of them byte-identical copies of another '
+                f"generated image</span>" if getattr(fake, "duplicates", None) else "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>cxr-gan report</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}
@@ -95,7 +97,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 img{{image-rendering:pixelated}}</style></head><body>
 <h1>cxr-gan: synthetic chest X-ray report</h1>
 <p>All generated images are synthetic and depict no real patient. Generated: {len(fake.files)} images
-({html.escape(str(fake.root))}); real: {len(real.files)} ({html.escape(str(real.root))}); training:
+({html.escape(str(fake.root))}{dup_note}); real: {len(real.files)} ({html.escape(str(real.root))}); training:
 {len(train.files)} ({html.escape(str(train.root))}). cxr-runtime {__version__}, {time.strftime("%Y-%m-%d %H:%M")}.</p>
 <h2>Samples</h2><img id="grid" src="{grid}" alt="sample grid" width="520">
 <h2>Metrics</h2>

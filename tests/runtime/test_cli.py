@@ -182,3 +182,30 @@ def test_evaluate_quality(model, tmp_path, kermany):
     assert res["quality"]["kid"] > 10 * res["quality_reference"]["kid"]
     assert res["quality_reference"]["coverage"] > res["quality"]["coverage"]
     assert res["quality_reference"]["images"] == 45
+
+
+def test_collapsed_generated_set_is_scored_as_it_is(tmp_path, kermany):
+    """59 byte-identical copies of one image are 59 generated images, not 1: diversity, recall
+    and the audit see the collapse, and the copies are counted."""
+    src = sorted((kermany / "heldout" / "NORMAL").iterdir())[0].read_bytes()
+    fake = tmp_path / "collapsed"
+    fake.mkdir()
+    for i in range(59):
+        (fake / f"{i:04d}.jpeg").write_bytes(src)
+    r = run("evaluate", "--fake", fake, "--real", kermany / "heldout" / "NORMAL", "--quality", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["fake"]["images"] == 59 and res["fake"]["duplicates"] == 58 and res["fake"]["distinct"] == 1
+    assert res["quality"]["diversity_ssim"] == pytest.approx(1.0)
+    assert res["quality"]["recall"] < 0.1
+    assert "58 of 59 images are byte-identical copies" in r.stderr
+    text = run("evaluate", "--fake", fake, "--real", kermany / "heldout" / "NORMAL").stdout
+    assert "59 images" in text and "58 byte-identical copies" in text
+    # the real folders still skip exact duplicates, with the warning
+    real = tmp_path / "real"
+    real.mkdir()
+    for i, p in enumerate(sorted((kermany / "heldout" / "NORMAL").iterdir())[:3]):
+        (real / f"{i}.jpeg").write_bytes(p.read_bytes())
+    (real / "copy.jpeg").write_bytes((real / "0.jpeg").read_bytes())
+    res = json.loads(run("evaluate", "--fake", fake, "--real", real, "--json").stdout)
+    assert res["real"]["images"] == 3 and res["real"]["skipped"] == 1

@@ -152,3 +152,15 @@ def test_grid_and_uint8():
     g = im.make_grid(x, ncols=2, pad=1)
     assert g.shape == (2 * 5 + 1, 2 * 5 + 1)
     assert g[1, 1] == 0 and g[1, 6] == 255 and g[6, 1] == 128 and g[6, 6] == 0
+
+
+def test_folder_keeps_duplicates_when_asked(messy_folder, tmp_path):
+    kept = im.load_folder(messy_folder, size=32, duplicates="keep")
+    assert kept.duplicates == [("sub/nested.jpeg", "good.jpeg")]
+    assert "sub/nested.jpeg" in kept.files and "sub/nested.jpeg" not in dict(kept.skipped)
+    i, j = kept.files.index("sub/nested.jpeg"), kept.files.index("good.jpeg")
+    np.testing.assert_array_equal(kept.images[i], kept.images[j])
+    streamed = im.load_folder(messy_folder, size=32, duplicates="keep", into=tmp_path / "rows.f32")
+    np.testing.assert_array_equal(np.asarray(streamed.images), kept.images)
+    with pytest.raises(ValueError, match="duplicates"):
+        im.load_folder(messy_folder, duplicates="drop")
