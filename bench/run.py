@@ -155,7 +155,7 @@ def main() -> None:
     from cxr_export import optimize, quantize
     from cxr_export.export import add_metadata, convert, resolve_generator
     from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_CHUNKED, DEFAULT_BATCH_INT8
-    from cxr_runtime.session import physical_cores, session_options
+    from cxr_runtime.session import session_options, usable_cores
     from cxr_training.config import preset
     from cxr_training.models import build_generator
     from cxr_training.runs import library_versions
@@ -202,7 +202,7 @@ def main() -> None:
     for name, blob in (("plain.onnx", plain), ("optimized.onnx", opt), ("int8.onnx", int8)):
         (tmp / name).write_bytes(blob)
 
-    threads = physical_cores()
+    threads = usable_cores()
     so = session_options(arena=True)  # as cxr_runtime.Generator opens sessions
     sessions = {name: ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
                 for name, blob in (("onnx_plain", plain), ("onnx_fp32_optimized", opt), ("onnx_int8", int8))}
@@ -278,7 +278,7 @@ def main() -> None:
     results = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
-                    "physical_cores": threads, "python": platform.python_version()},
+                    "usable_cores": threads, "python": platform.python_version()},
         "threads": {"onnxruntime_intra_op": threads, "onnxruntime_execution": "sequential, memory arena on",
                     "tensorflow_intra_op": tf.config.threading.get_intra_op_parallelism_threads() or "default (all)",
                     "tensorflow_inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "default (all)",

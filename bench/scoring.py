@@ -34,7 +34,7 @@ def main() -> None:
     from cxr_runtime import metrics
     from cxr_runtime.images import load_folder
     from cxr_runtime.onnx_metrics import CROSS_TILE_A, CROSS_TILE_B, OnnxScorer
-    from cxr_runtime.session import physical_cores
+    from cxr_runtime.session import usable_cores
 
     real = load_folder(args.data).images
     rng = np.random.default_rng(0)
@@ -76,7 +76,7 @@ def main() -> None:
 
     results = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "threads": {"onnxruntime_intra_op": physical_cores()},
+        "threads": {"onnxruntime_intra_op": usable_cores()},
         "pairs_per_s": {k: round(v, 1) for k, v in pairs_s.items()},
         "onnx_x_best_reference": round(onnx_ratio, 2),
         "cross": {"a": args.cross, "b": len(real), "seconds": round(cross_s, 1),

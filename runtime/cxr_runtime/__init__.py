@@ -1,14 +1,24 @@
 """cxr_runtime: the light ground floor of cxr-gan (numpy, onnxruntime, opencv, scikit-image).
 
 - `Generator(path, device="auto").sample(n, seed=0)`: synthetic X-rays from an exported model;
-- `cxr_runtime.metrics`: SSIM, MSE and the study's protocol, shared with training;
-- `cxr_runtime.images`: the one way a file becomes a model-ready array.
+- `cxr_runtime.sampling.sample_to_folder(generator, out, n)`: a resumable sample set on disk;
+- `cxr_runtime.metrics`, `quality`, `audit`: SSIM, MSE and the study's protocol (shared with
+  training), distribution metrics, the memorisation audit;
+- `cxr_runtime.images`: the one way a file (PNG, JPEG, TIFF, BMP, DICOM) becomes a model-ready array;
+- `CxrError`: the base of every error raised on purpose (cxr_runtime.errors).
 
+Notices (such as a CUDA-to-CPU fallback) go to the `cxr_runtime` logger; the package
+installs no handler beyond a NullHandler and changes no process-wide setting.
 This package never imports tensorflow, keras, tf2onnx, cxr_training or cxr_export.
 """
 
+import logging
+
+from cxr_runtime.errors import CxrError
+
 __version__ = "0.1.0"
-__all__ = ["DEFAULT_BATCH", "DEFAULT_BATCH_CHUNKED", "DEFAULT_BATCH_INT8", "Generator", "__version__"]
+__all__ = ["DEFAULT_BATCH", "DEFAULT_BATCH_CHUNKED", "DEFAULT_BATCH_INT8", "CxrError", "Generator", "__version__"]
+logging.getLogger("cxr_runtime").addHandler(logging.NullHandler())
 
 # Images per model call by default (`Generator.default_batch` picks by the model): on a
 # 2-core Zen 5 the paper's fp32 generator ran fastest at 4 images per call without the

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_CHUNKED, DEFAULT_BATCH_INT8, __version__
+from cxr_runtime.choices import DEVICES, RESIZE_MODES, SAMPLE_FORMATS
 
 EXIT_USER_ERROR = 2
 DEFAULT_MODEL = "artifacts/generator.onnx"
 MAX_N = 10_000_000
-FORMATS = ("png", "npy", "dicom")
+DEVICE_HELP = "auto: CUDA if it really initialises, else CPU; cuda or cuda:N (GPU N); cpu."
 
 
 def _fail(msg: str) -> None:
@@ -30,23 +30,40 @@ def _note(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+class _StderrHandler(logging.Handler):
+    """The library's notices (logger `cxr_runtime`), one line each on stderr."""
+
+    def emit(self, record):
+        _note(record.getMessage())
+
+
+def _quiet_native() -> None:
+    """This process is ours: onnxruntime's global logger to errors only, OpenCV's silent
+    (libjpeg/libpng complaints; problems are reported our way). The library leaves both alone."""
+    import cv2
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+def _device(ctx, param, value):
+    """--device: auto, cpu, cuda or cuda:N (validated without importing onnxruntime)."""
+    name, _, index = value.partition(":")
+    if (name in DEVICES and not index) or (name == "cuda" and index.isdigit()):
+        return value
+    raise click.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cxr-runtime")
 def main():
     """Synthetic pediatric chest X-rays from an exported cxr-gan generator (ONNX), and the
     study's scores (SSIM, MSE) for any folder of images. Every generated image is synthetic."""
-
-
-def _writable_dir(path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        _fail(f"--out {path} exists and is not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        _fail(f"cannot write to --out {path}: {e.strerror or e}")
+    logger = logging.getLogger("cxr_runtime")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO)
 
 
 @main.command()
@@ -63,117 +80,54 @@ def _writable_dir(path: Path) -> None:
                    f"on CPU: {DEFAULT_BATCH_CHUNKED} for chunked float32 graphs (cxr-export's default: the "
                    f"convolutions run in chunks inside the model), {DEFAULT_BATCH_INT8} for int8, {DEFAULT_BATCH} "
                    "for other float32 graphs; all keep the paper's generator well under 500 MB]")
-@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
-              help="auto: CUDA if it really initialises, else CPU.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="png", show_default=True,
-              help="png: 8-bit gray; npy: float32 in [-1, 1], the raw output; dicom: Secondary Capture (extra 'dicom').")
+@click.option("--device", default="auto", show_default=True, callback=_device, help=DEVICE_HELP)
+@click.option("--format", "fmt", type=click.Choice(SAMPLE_FORMATS), default="png", show_default=True,
+              help="png: 8-bit gray; npy: float32 in [-1, 1], the raw output; dicom: Secondary Capture, one "
+                   "synthetic patient, study and series per set (extra 'dicom').")
 def sample(n, model, out, seed, batch_size, device, fmt):
     """Generate N synthetic X-rays: OUT/sample-000000.png ... and OUT/manifest.json.
 
     Images are written batch by batch as they are produced (memory stays flat for any N),
     each file atomically; the manifest (model hash and metadata, seed, count, device) is
-    written last, only when the set is complete.
+    written last, only when the set is complete. Interrupted? Run the same command again:
+    the files already written are kept and the rest are added (cxr_runtime.sampling).
     """
+    from cxr_runtime.errors import CxrError
     from cxr_runtime.generator import Generator
-    from cxr_runtime.images import write_png
-    from cxr_runtime.io import atomic_path, atomic_write_json
-    from cxr_runtime.session import DeviceError, ModelError
+    from cxr_runtime.quiet import quiet_stderr
+    from cxr_runtime.sampling import sample_to_folder
 
-    if fmt == "dicom":
-        from cxr_runtime.dicom import DicomUnavailable, check_available, write_dicom
-
-        try:
-            check_available()
-        except DicomUnavailable as e:
-            _fail(str(e))
+    _quiet_native()
     try:
-        gen = Generator(model, device=device, notice=_note)
-    except (ModelError, DeviceError) as e:
+        if fmt == "dicom":
+            from cxr_runtime.dicom import check_available
+
+            check_available()
+        with quiet_stderr():  # onnxruntime's native output while probing CUDA (CXR_VERBOSE=1 shows it)
+            gen = Generator(model, device=device)
+        with contextlib.ExitStack() as stack:
+            # the bar only on a terminal: logs and pipes get the one summary line
+            sink = sys.stderr if sys.stderr.isatty() else stack.enter_context(open(os.devnull, "w"))
+            bar = stack.enter_context(click.progressbar(length=n, label="sampling", file=sink, show_pos=True,
+                                                        show_eta=True))
+            state = {"shown": 0}
+
+            def progress(done, total):
+                if done and not state["shown"] and done < total:
+                    _note(f"resuming: {done} of {total} images already written")
+                bar.update(done - state["shown"])
+                state["shown"] = done
+
+            result = sample_to_folder(gen, out, n, seed=seed, fmt=fmt, batch_size=batch_size, progress=progress,
+                                      model_path=str(model), device=device)
+    except CxrError as e:
         _fail(str(e))
-    _writable_dir(out)  # only once the model is known to work: a failed call leaves nothing behind
-    batch_size = batch_size or gen.default_batch
-    width = max(6, len(str(n - 1)))
-    ext = {"png": "png", "npy": "npy", "dicom": "dcm"}[fmt]
-    # Resumable by design: a marker names the set being written; files are atomic and a pure
-    # function of (model, seed, index), so a re-run with the same arguments keeps the files
-    # already there and writes the rest. A folder holding another set is refused.
-    identity = {"model_sha256": gen.sha256, "seed": seed, "count": n, "format": fmt}
-    marker, manifest_path = out / ".sampling.json", out / "manifest.json"
-    existing = sorted(p.name for p in out.glob(f"sample-*.{ext}"))
-    for path in (manifest_path, marker):
-        if path.is_file():
-            try:
-                previous = json.loads(path.read_text())
-            except ValueError:
-                previous = {}
-            same = all(previous.get(k) == v for k, v in identity.items())
-            if not same:
-                _fail(f"--out {out} holds another sample set ({path.name} differs: model, seed, count or format); "
-                      "choose another --out")
-            if path is manifest_path:
-                click.echo(f"{out}/ already holds this complete set of {n} images")
-                return
-    if existing and not marker.is_file():
-        _fail(f"--out {out} already holds sample files of unknown origin; choose another --out")
-    study_uid = None
-    if fmt == "dicom":  # one study for the whole set, kept across a resumed run
-        from pydicom.uid import generate_uid
-
-        previous = json.loads(marker.read_text()) if marker.is_file() else {}
-        study_uid = previous.get("study_uid") or generate_uid()
-    atomic_write_json(marker, {**identity, "study_uid": study_uid})
-    start = 0
-    while start < n and (out / f"sample-{start:0{width}d}.{ext}").is_file():
-        start += 1
-    start -= start % batch_size  # redo the first incomplete batch whole: simpler, same bytes
-    if start:
-        _note(f"resuming: {start} of {n} images already written")
-    model_id = gen.sha256[:16]
-
-    def write(index: int, image) -> None:
-        path = out / f"sample-{index:0{width}d}.{ext}"
-        if fmt == "png":
-            write_png(path, image)
-        elif fmt == "npy":
-            import numpy as np
-
-            with atomic_path(path, suffix=".npy") as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, image.astype(np.float32), allow_pickle=False)
-        else:
-            write_dicom(path, image, index, model_id, seed, study_uid)
-
-    t0 = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        # the bar only on a terminal: logs and pipes get the one summary line
-        sink = sys.stderr if sys.stderr.isatty() else stack.enter_context(open(os.devnull, "w"))
-        bar = stack.enter_context(click.progressbar(length=n, label="sampling", file=sink, show_pos=True,
-                                                    show_eta=True))
-        bar.update(start)
-        for i, images in gen.batches(n, seed=seed, batch_size=batch_size, raw=(fmt == "npy"), start=start):
-            for k, image in enumerate(images):
-                write(i + k, image)
-            bar.update(len(images))
-    seconds = time.perf_counter() - t0
-    atomic_write_json(out / "manifest.json", {
-        "count": n,
-        "files": f"sample-{'0' * width}.{ext} .. sample-{n - 1:0{width}d}.{ext}",
-        "format": fmt,
-        "seed": seed,
-        "batch_size": batch_size,
-        "latents": "image i: numpy default_rng([seed, i // 1024]).standard_normal((1024, latent_dim), float32)[i % 1024]",
-        "model": {"path": str(model), "sha256": gen.sha256, "metadata": gen.metadata},
-        "device": device,
-        "provider": gen.provider,
-        "seconds": round(seconds, 3),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": {"cxr-gan": __version__, "python": platform.python_version()},
-        "synthetic": True,
-        "model_sha256": gen.sha256,
-    })
-    marker.unlink(missing_ok=True)
-    made = n - start
-    click.echo(f"wrote {made} images to {out}/ in {seconds:.1f} s ({made / seconds:.1f} images/s, {gen.provider})")
+    if result.written == 0:
+        click.echo(f"{out}/ already holds this complete set of {n} images")
+        return
+    seconds = max(result.seconds, 1e-9)
+    click.echo(f"wrote {result.written} images to {out}/ in {result.seconds:.1f} s "
+               f"({result.written / seconds:.1f} images/s, {result.provider})")
 
 
 @main.command()
@@ -183,12 +137,12 @@ def sample(n, model, out, seed, batch_size, device, fmt):
               help="Folder of real images (read exactly as training reads them).")
 @click.option("--size", type=click.IntRange(min=11, max=4096), default=128, show_default=True,
               help="Images are compared at size x size.")
-@click.option("--resize", type=click.Choice(["stretch", "crop"]), default="stretch", show_default=True,
+@click.option("--resize", type=click.Choice(RESIZE_MODES), default="stretch", show_default=True,
               help="How non-square images become square (as in training).")
 @click.option("--engine", type=click.Choice(["onnx", "numpy"]), default="onnx", show_default=True,
               help="onnx: SSIM/MSE graphs on onnxruntime (fast); numpy: the float64 reference implementation.")
-@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
-              help="Device of the onnx engine (same rules as sampling).")
+@click.option("--device", default="auto", show_default=True, callback=_device,
+              help="Device of the onnx engine (same rules as sampling): " + DEVICE_HELP)
 @click.option("--quality", is_flag=True,
               help="Also the distribution metrics: recall, coverage and KID on a fixed feature bank, and "
                    "diversity (mean SSIM among the generated images).")
@@ -204,8 +158,9 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
     (default) and the numpy reference agree within 1e-5.
     """
     from cxr_runtime import metrics
-    from cxr_runtime.session import DeviceError
+    from cxr_runtime.errors import CxrError
 
+    _quiet_native()
     fake = _load_or_fail(fake_dir, "--fake", size, resize)
     real = _load_or_fail(real_dir, "--real", size, resize)
     held = _load_or_fail(heldout_dir, "--heldout", size, resize) if quality and heldout_dir else None
@@ -214,11 +169,11 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
     if engine == "onnx":
         from cxr_runtime.onnx_metrics import OnnxScorer
 
-        scorer = OnnxScorer(device=device, notice=_note)
+        scorer = OnnxScorer(device=device)
     try:
         ssim, mse = scorer.paired_ssim_mse(fake.images, real.images)
         ref = scorer.real_reference(real.images) if len(real.files) >= 2 else (None, None)
-    except DeviceError as e:
+    except CxrError as e:
         _fail(str(e))
     result = {
         "fake": {"folder": str(fake_dir), "images": len(fake.files), "skipped": len(fake.skipped),
@@ -244,7 +199,7 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
             if held is not None:
                 result["quality_reference"] = reference.score(held.images, onnx_scorer)
                 result["quality_reference"]["images"] = len(held.files)
-        except ValueError as e:
+        except CxrError as e:
             _fail(f"--quality: {e}")
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -274,12 +229,14 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def info(model, as_json):
     """Inputs, outputs, metadata of an exported MODEL, and the providers available here."""
+    from cxr_runtime.errors import CxrError
     from cxr_runtime.generator import Generator
-    from cxr_runtime.session import ModelError, available_providers, engine_conflict
+    from cxr_runtime.session import available_providers, engine_conflict
 
+    _quiet_native()
     try:
         gen = Generator(model, device="cpu")
-    except ModelError as e:
+    except CxrError as e:
         _fail(str(e))
     s = gen.session
     result = {
@@ -309,7 +266,8 @@ def info(model, as_json):
 def _load_or_fail(folder: Path, flag: str, size: int, resize: str):
     """A folder of images, or exit 2. Generated sets (--fake) are scored as they are:
     byte-identical copies stay in (a collapse signal) and are counted in one note."""
-    from cxr_runtime.images import NoImagesError, load_folder
+    from cxr_runtime.errors import NoImagesError
+    from cxr_runtime.images import load_folder
 
     generated = flag == "--fake"
     try:
@@ -340,19 +298,26 @@ def _load_or_fail(folder: Path, flag: str, size: int, resize: str):
 def audit(fake_dir, train_dir, heldout_dir, out, threshold, size):
     """Memorisation audit: flag generated images that reproduce a training image.
 
-    Each generated image's nearest training image is found by a thumbnail pre-filter and a
-    shift-tolerant normalised cross-correlation (central 108x108 crop slid +-10 px), which
-    recognises shifted, noised or blurred copies that SSIM misses. Exit code 1 when any image
-    is flagged, so it can gate a release.
+    Each generated image's nearest training image is found by a shift-tolerant normalised
+    cross-correlation (central 108x108 crop slid +-10 px; candidates from the same measure at
+    half resolution against every training image), which recognises shifted, noised or
+    blurred copies that SSIM misses. Exit code 1 when any image is flagged, so it can gate a
+    release.
     """
     from cxr_runtime import audit as au
+    from cxr_runtime.errors import CxrError
     from cxr_runtime.images import side_by_side, write_png
     from cxr_runtime.io import atomic_write_json
+    from cxr_runtime.sampling import check_folder
 
+    _quiet_native()
     fake = _load_or_fail(fake_dir, "--fake", size, "stretch")
     train = _load_or_fail(train_dir, "--train", size, "stretch")
     held = _load_or_fail(heldout_dir, "--heldout", size, "stretch") if heldout_dir else None
-    _writable_dir(out)
+    try:
+        check_folder(out)
+    except CxrError as e:
+        _fail(str(e))
     result = au.audit(fake.images, train.images, held.images if held else None,
                       threshold=au.THRESHOLD if threshold is None else threshold)
     nn = result["nn"]
@@ -390,15 +355,21 @@ def audit(fake_dir, train_dir, heldout_dir, out, threshold, size):
 def report(fake_dir, real_dir, train_dir, out):
     """One self-contained HTML page: sample grid, every metric beside its real-vs-real
     reference, the memorisation audit with its flagged pairs and nearest-neighbour histograms."""
+    from cxr_runtime.errors import CxrError
     from cxr_runtime.report import build_report
+    from cxr_runtime.sampling import check_folder
 
+    _quiet_native()
     fake = _load_or_fail(fake_dir, "--fake", 128, "stretch")
     real = _load_or_fail(real_dir, "--real", 128, "stretch")
     train = _load_or_fail(train_dir, "--train", 128, "stretch")
     if out.exists() and out.is_dir():
         _fail(f"--out {out} is a folder")
-    _writable_dir(out.parent if str(out.parent) else Path("."))
-    html = build_report(fake, real, train, notice=_note)
+    try:
+        check_folder(out.parent if str(out.parent) else Path("."))
+        html = build_report(fake, real, train)
+    except CxrError as e:
+        _fail(str(e))
     from cxr_runtime.io import atomic_write_text
 
     atomic_write_text(out, html)

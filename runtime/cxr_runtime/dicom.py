@@ -1,25 +1,37 @@
-"""Synthetic images as DICOM Secondary Capture objects (extra `dicom`: pydicom).
+"""Synthetic images as DICOM Secondary Capture objects (extra `dicom`: pydicom >= 3).
 
-Each object gets new UIDs, patient and study fields that cannot be mistaken for a real
-patient, ConversionType SYN (synthetic image), and its synthetic origin and model stated
-in ImageComments and DerivationDescription.
+The information model, chosen so a PACS files a set the way it was made: **one synthetic
+patient, one study and one series per sample set**, one instance per image.
+- Patient: PatientName `SYNTHETIC^CXR-GAN`, PatientID `SYNTHETIC-<set id>` (the set id is
+  derived from the study UID, so two sets never share a patient), empty birth date, sex O.
+- Study: one StudyInstanceUID, StudyID `SYNTH`, StudyDescription saying it is synthetic.
+- Series: one SeriesInstanceUID, SeriesNumber 1, Modality OT, BodyPartExamined CHEST.
+- Instance: a new SOPInstanceUID per image, InstanceNumber = index + 1.
+Every object says it is synthetic in several places a reader will look: ConversionType
+SYN (synthetic image), ImageComments and DerivationDescription (naming the model's sha256
+prefix, the seed and the index), the patient's name and ID, and BurnedInAnnotation NO.
+The attributes of the Secondary Capture IOD's mandatory modules are present (type 2 ones
+empty where they have no value), so `dciodvfy` (dicom3tools) reports no error
+(tests/runtime/test_dicom.py). The pixel data are the PNG output's bytes.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
+from cxr_runtime.errors import DicomUnavailable
 from cxr_runtime.io import atomic_path
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 SYNTHETIC_PATIENT = "SYNTHETIC^CXR-GAN"
 
-
-class DicomUnavailable(RuntimeError):
-    pass
+__all__ = ["SECONDARY_CAPTURE", "SYNTHETIC_PATIENT", "DicomSet", "DicomUnavailable", "check_available", "new_set",
+           "write_dicom"]
 
 
 def _pydicom():
@@ -28,17 +40,44 @@ def _pydicom():
         from pydicom.dataset import FileMetaDataset
         from pydicom.uid import ExplicitVRLittleEndian, generate_uid
     except ImportError:
-        raise DicomUnavailable("DICOM output needs pydicom: pip install 'cxr-gan[dicom]'") from None
+        raise DicomUnavailable("DICOM needs pydicom: pip install 'cxr-gan[dicom]'") from None
     return pydicom, FileMetaDataset, ExplicitVRLittleEndian, generate_uid
 
 
 def check_available() -> None:
+    """Raise DicomUnavailable when pydicom is not installed."""
     _pydicom()
 
 
+@dataclass(frozen=True)
+class DicomSet:
+    """The identifiers every image of one sample set shares."""
+
+    study_uid: str
+    series_uid: str
+    created: str  # YYYYMMDDHHMMSS: the set's study date and time
+
+    @property
+    def patient_id(self) -> str:
+        return "SYNTHETIC-" + hashlib.sha256(self.study_uid.encode()).hexdigest()[:12].upper()
+
+    def to_dict(self) -> dict:
+        return {"study_uid": self.study_uid, "series_uid": self.series_uid, "created": self.created}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DicomSet:
+        return cls(d["study_uid"], d["series_uid"], d["created"])
+
+
+def new_set() -> DicomSet:
+    """Fresh study and series UIDs for a new sample set."""
+    _, _, _, generate_uid = _pydicom()
+    return DicomSet(generate_uid(), generate_uid(), _dt.datetime.now().strftime("%Y%m%d%H%M%S"))
+
+
 def write_dicom(path: str | os.PathLike, image: np.ndarray, index: int, model_id: str, seed: int,
-                study_uid: str | None = None) -> None:
-    """Write one uint8 (H, W) image as a Secondary Capture object, atomically."""
+                dset: DicomSet) -> None:
+    """Write one uint8 (H, W) image of the set `dset` as a Secondary Capture object, atomically."""
     pydicom, FileMetaDataset, ExplicitVRLittleEndian, generate_uid = _pydicom()
     image = np.ascontiguousarray(image, dtype=np.uint8)
     now = _dt.datetime.now()
@@ -48,26 +87,35 @@ def write_dicom(path: str | os.PathLike, image: np.ndarray, index: int, model_id
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = pydicom.Dataset()
     ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = SECONDARY_CAPTURE
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = study_uid or generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
+    # patient
     ds.PatientName = SYNTHETIC_PATIENT
-    ds.PatientID = f"SYNTHETIC-{index:08d}"
+    ds.PatientID = dset.patient_id
     ds.PatientBirthDate = ""
     ds.PatientSex = "O"
-    ds.StudyID = "SYNTHETIC"
-    ds.StudyDescription = "Synthetic chest X-ray (not a patient)"
-    ds.SeriesDescription = f"cxr-gan samples, seed {seed}"
+    # study
+    ds.StudyInstanceUID = dset.study_uid
+    ds.StudyID = "SYNTH"
+    ds.StudyDescription = "Synthetic chest X-rays (not a patient)"
+    ds.StudyDate, ds.StudyTime = dset.created[:8], dset.created[8:]
     ds.AccessionNumber = ""
     ds.ReferringPhysicianName = ""
-    ds.StudyDate = ds.ContentDate = now.strftime("%Y%m%d")
-    ds.StudyTime = ds.ContentTime = now.strftime("%H%M%S")
+    # series
+    ds.SeriesInstanceUID = dset.series_uid
+    ds.SeriesNumber = 1
+    ds.SeriesDescription = f"cxr-gan samples, model {model_id}, seed {seed}"
     ds.Modality = "OT"
+    ds.BodyPartExamined = "CHEST"
+    # equipment (SC Equipment module)
     ds.ConversionType = "SYN"
     ds.Manufacturer = "cxr-gan"
-    ds.SeriesNumber = 1
+    # image
     ds.InstanceNumber = index + 1
+    ds.ContentDate = now.strftime("%Y%m%d")
+    ds.ContentTime = now.strftime("%H%M%S")
+    ds.PatientOrientation = ""  # type 2C: unknown for a synthetic image, so present and empty
     ds.BurnedInAnnotation = "NO"
     ds.ImageType = ["DERIVED", "SECONDARY"]
     comment = (f"SYNTHETIC IMAGE generated by the cxr-gan generator model {model_id}, seed {seed}, "

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_CHUNKED, DEFAULT_BATCH_INT8
+from cxr_runtime.errors import ModelError
 from cxr_runtime.images import to_uint8
 from cxr_runtime.io import sha256_file
-from cxr_runtime.session import CUDA, ModelError, open_session
+from cxr_runtime.session import CUDA, log, open_session_quietly
 
 LATENT_CHUNK = 1024
 # optional input of cxr-export's chunked graph: images per pass of its convolutions (the same
@@ -47,19 +48,24 @@ def latents(start: int, count: int, latent_dim: int, seed: int) -> np.ndarray:
 class Generator:
     """An exported cxr-gan generator (input `z` [batch, latent], output [batch, 1, S, S])."""
 
-    def __init__(self, path: str | os.PathLike, device: str = "auto", notice=None, threads: int | None = None,
-                 arena: bool = True, chunk: int | None = None):
-        """arena: onnxruntime's CPU memory arena. On by default: at the default batches it costs
+    def __init__(self, path: str | os.PathLike, device: str = "auto", threads: int | None = None,
+                 arena: bool = True, chunk: int | None = None, session_options=None,
+                 provider_options: dict | None = None):
+        """device: auto, cpu, cuda or cuda:N (session.py's rules; the CPU fallback of auto is
+        logged on the `cxr_runtime` logger).
+        threads: intra-op threads (default: the physical cores this process may use).
+        arena: onnxruntime's CPU memory arena. On by default: at the default batches it costs
         no memory and spares the chunked graph's large Dense output a fresh page-faulted buffer
         on every call (docs/runtime.md); off saves memory at large batches of unchunked graphs.
         chunk: images per pass of a chunked model's convolution loop; None = the model's own
-        value on CPU and the whole batch on CUDA (GPUs want large batches)."""
+        value on CPU and the whole batch on CUDA (GPUs want large batches).
+        session_options: an onnxruntime.SessionOptions used as given (threads and arena are
+        then ignored); provider_options: extra CUDA provider options (e.g. gpu_mem_limit)."""
         self.path = Path(path)
         if chunk is not None and chunk < 1:
             raise ValueError("chunk must be >= 1")
-        notes: list[str] = []  # device notices are shown only once the model is known to be usable
-        self.session, self.provider = open_session(self.path, device, notice=notes.append, threads=threads,
-                                                   arena=arena)
+        self.session, self.provider, note = open_session_quietly(self.path, device, threads, arena, session_options,
+                                                                 provider_options)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(f"{self.path.name}: expected one input and one output, found "
@@ -87,9 +93,8 @@ class Generator:
         if self.metadata["latent_dim"] != str(self.latent_dim) or self.metadata["image_size"] != str(self.image_size):
             raise ModelError(f"{self.path.name}: metadata (latent_dim {self.metadata['latent_dim']}, image_size "
                              f"{self.metadata['image_size']}) contradicts its signature")
-        for note in notes:
-            if notice:
-                notice(note)
+        if note:  # only now: a model that fails its checks gets its error alone
+            log.info(note)
         self._sha256: str | None = None
 
     @property

@@ -3,8 +3,11 @@
 `load_image` is the single definition of how a file becomes a model-ready array:
 
 1. decode the bytes with OpenCV, keeping the bit depth and channels
-   (8- or 16-bit; gray, RGB or RGBA);
-2. scale to [0, 1] by the type's full range (255 or 65535);
+   (8- or 16-bit; gray, RGB or RGBA); DICOM (.dcm) with pydicom when the `dicom` extra is
+   installed (decode_dicom: rescale slope/intercept, the VOI window or LUT, MONOCHROME1
+   inverted, so the bright-is-dense convention of the other formats holds);
+2. scale to [0, 1] by the type's full range (255 or 65535; for DICOM, the range of its
+   VOI output, or of its stored values mapped through the rescale);
 3. convert colour to gray with OpenCV's ITU-R 601 weights; an alpha channel is dropped;
 4. `stretch` (the default, as the study): resize the whole image to size x size,
    ignoring its aspect ratio; `crop`: centre-crop to a square first;
@@ -27,25 +30,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cxr_runtime.choices import RESIZE_MODES
+from cxr_runtime.errors import ImageDecodeError, NoImagesError
 from cxr_runtime.io import atomic_write_bytes, load_npy, save_npy, sha256_bytes
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff")
-RESIZE_MODES = ("stretch", "crop")
+__all__ = ["IMAGE_EXTENSIONS", "RESIZE_MODES", "ImageDecodeError", "ImageSet", "NoImagesError", "decode_dicom",
+           "decode_image", "find_images", "load_folder", "load_image", "make_grid", "preprocess", "side_by_side",
+           "to_uint8", "write_png"]
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm")
 # Bump when anything in decode_image/preprocess changes: it is part of the cache key.
 PREPROCESS_VERSION = 2
 MAX_PIXELS = 100_000_000  # larger images are refused from their header, before decoding (bombs)
 MIN_SIDE = 16  # smaller images carry no usable anatomy
-
-# OpenCV prints libjpeg/libpng complaints itself; we report problems our own way.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-
-
-class ImageDecodeError(ValueError):
-    """A file that is not a usable image; the message is the reason, for the user."""
-
-
-class NoImagesError(ValueError):
-    """A folder that holds no usable image."""
 
 
 def _sniff(data: bytes) -> str | None:
@@ -57,6 +54,8 @@ def _sniff(data: bytes) -> str | None:
         return "bmp"
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return "tiff"
+    if data[128:132] == b"DICM":
+        return "dicom"
     return None
 
 
@@ -91,6 +90,8 @@ def decode_image(data: bytes) -> np.ndarray:
     kind = _sniff(data)
     if kind is None:
         raise ImageDecodeError("not an image (unrecognised file header)")
+    if kind == "dicom":
+        return decode_dicom(data)
     # libjpeg and libpng fill a truncated file's missing rows with grey and only warn,
     # so truncation is checked on the bytes: JPEG must end with EOI, PNG with IEND.
     width, height = image_size(data)
@@ -124,6 +125,65 @@ def decode_image(data: bytes) -> np.ndarray:
         else:
             raise ImageDecodeError(f"unsupported channel count {channels}")
     return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def decode_dicom(data: bytes) -> np.ndarray:
+    """A DICOM file's pixels as float32 gray in [0, 1], (H, W), the way a viewer shows them:
+    the modality LUT (rescale slope and intercept) and the VOI LUT or window applied, scaled by
+    the output range of that chain, MONOCHROME1 inverted (so bright is dense, as in PNG/JPEG
+    X-rays). Colour is converted to gray; multi-frame objects are refused. Compressed transfer
+    syntaxes decode when pydicom has a decoder for them (its message names what to install)."""
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:
+        raise ImageDecodeError("DICOM file: reading DICOM needs pydicom: pip install 'cxr-gan[dicom]'") from None
+    import io
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except Exception as e:  # pydicom raises several types for damaged files
+        raise ImageDecodeError(f"unreadable DICOM ({type(e).__name__}: {str(e)[:120]})") from None
+    if "PixelData" not in ds:
+        raise ImageDecodeError("DICOM object without pixel data")
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    if rows * cols > MAX_PIXELS:
+        raise ImageDecodeError(f"too many pixels ({cols}x{rows} > {MAX_PIXELS:,}; refused before decoding)")
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise ImageDecodeError(f"multi-frame DICOM ({ds.NumberOfFrames} frames): one image per file expected")
+    try:
+        stored = ds.pixel_array
+    except Exception as e:  # missing decoder for a compressed syntax, truncated pixel data, ...
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", str(syntax))
+        raise ImageDecodeError(f"DICOM pixel data ({name}) could not be decoded: {str(e).splitlines()[0][:200]}") \
+            from None
+    if min(stored.shape[:2]) < MIN_SIDE:
+        raise ImageDecodeError(f"too small ({stored.shape[1]}x{stored.shape[0]}; at least {MIN_SIDE}x{MIN_SIDE})")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if stored.ndim == 3:  # colour (pydicom gives RGB for RGB/YBR syntaxes it converts)
+        return cv2.cvtColor(stored.astype(np.float32) / float(np.iinfo(stored.dtype).max if stored.dtype.kind in "ui"
+                                                                  else 1.0), cv2.COLOR_RGB2GRAY)
+    voi = "WindowCenter" in ds or "VOILUTSequence" in ds
+
+    def display(a):  # stored values -> what a viewer shows: modality LUT, then the VOI
+        v = apply_modality_lut(a, ds)
+        return apply_voi_lut(v, ds) if voi else v
+
+    values = display(stored).astype(np.float64)
+    bits = int(ds.get("BitsStored", stored.dtype.itemsize * 8))
+    if stored.dtype.kind in "ui" and bits <= 16:
+        # the output range of the chain over every storable value: what 0 and 1 mean
+        info = np.iinfo(stored.dtype)
+        lo_in, hi_in = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if stored.dtype.kind == "i" else (0, 2**bits - 1)
+        ramp = display(np.arange(max(lo_in, info.min), min(hi_in, info.max) + 1).astype(stored.dtype))
+        lo, hi = float(np.min(ramp)), float(np.max(ramp))
+    else:
+        lo, hi = float(values.min()), float(values.max())
+    gray = np.clip((values - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    if photometric == "MONOCHROME1":
+        gray = 1.0 - gray
+    return np.ascontiguousarray(gray, dtype=np.float32)
 
 
 def preprocess(gray: np.ndarray, size: int = 128, resize: str = "stretch") -> np.ndarray:

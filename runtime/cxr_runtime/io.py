@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,16 +20,30 @@ import numpy as np
 _CHUNK = 1 << 20
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _fresh(parent: Path, prefix: str, suffix: str, create) -> Path:
+    """A new, exclusively created file or folder `parent/prefix<random>suffix`.
+
+    Created with mode 0666 (folders 0777) and the process's umask applied by the kernel, as
+    open() and mkdir() do: published artefacts get the usual permissions without this
+    library ever reading or changing the umask (tempfile's 0600 would need a chmod)."""
+    for _ in range(100):
+        candidate = parent / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            create(candidate)
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary name in {parent}")
 
 
-# mkstemp creates 0600 files; published artefacts get the usual 0666 & ~umask instead
-_UMASK = _read_umask()
-FILE_MODE = 0o666 & ~_UMASK
-DIR_MODE = 0o777 & ~_UMASK
+def _create_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new hidden-by-prefix folder in `parent` (umask-respecting permissions), for content
+    that is renamed into place once complete."""
+    return _fresh(Path(parent), prefix, "", lambda p: os.mkdir(p, 0o777))
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -53,10 +67,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, FILE_MODE)
+    tmp_path = _fresh(path.parent, f".{path.name}.tmp-", suffix, _create_file)
     try:
         yield tmp_path
         _fsync_file(tmp_path)

@@ -187,10 +187,10 @@ def _as_images(x) -> np.ndarray:
 
 
 class OnnxScorer:
-    """SSIM/MSE on onnxruntime. `device` follows the sampling rules (auto|cuda|cpu)."""
+    """SSIM/MSE on onnxruntime. `device` follows the sampling rules (auto|cuda|cuda:N|cpu)."""
 
-    def __init__(self, device: str = "auto", notice=None, threads: int | None = None):
-        self.device, self.notice, self.threads = device, notice, threads
+    def __init__(self, device: str = "auto", threads: int | None = None):
+        self.device, self.threads = device, threads
         self._sessions: dict = {}
         self.provider: str | None = None
 
@@ -200,9 +200,7 @@ class OnnxScorer:
             blob = {"pairs": pairs_model, "stats": stats_model, "cross": cross_model}[kind](size)
             # the memory arena on: these graphs allocate the same few MB-sized maps on every call,
             # and without the arena each is a fresh mmap that page-faults again
-            session, self.provider = open_session(blob, self.device, notice=self.notice, threads=self.threads,
-                                                  arena=True)
-            self.notice = None  # say it once
+            session, self.provider = open_session(blob, self.device, threads=self.threads, arena=True)
             self._sessions[key] = session
         return self._sessions[key]
 

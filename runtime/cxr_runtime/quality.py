@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cxr_runtime.errors import TooFewImagesError
+
 K_NEIGHBOURS = 5
 KID_SUBSETS = 50
 KID_SUBSET_SIZE = 100
@@ -82,7 +84,8 @@ def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
 def prdc(real_f: np.ndarray, fake_f: np.ndarray, k: int = K_NEIGHBOURS) -> dict[str, float]:
     """Precision, recall, density and coverage (Naeem et al. 2020) of standardised features."""
     if len(real_f) <= k or len(fake_f) <= k:
-        raise ValueError(f"need more than k={k} real and generated images")
+        raise TooFewImagesError(f"recall and coverage need more than {k} real and {k} generated images "
+                                f"(got {len(real_f)} and {len(fake_f)})")
     real_r = _knn_radii(real_f, k)
     fake_r = _knn_radii(fake_f, k)
     d = _pairwise(real_f, fake_f)  # [real, fake]
@@ -101,7 +104,7 @@ def kid(real_f: np.ndarray, fake_f: np.ndarray, subsets: int = KID_SUBSETS, size
     MMD^2 with kernel (x.y/d + 1)^3 over random subsets of `size` (capped by the set sizes)."""
     m = min(size, len(real_f), len(fake_f))
     if m < 2:
-        raise ValueError("need at least two real and two generated images")
+        raise TooFewImagesError("KID needs at least two real and two generated images")
     d = real_f.shape[1]
     rng = np.random.default_rng(seed)
     values = []
@@ -121,7 +124,7 @@ def diversity(images: np.ndarray, scorer=None, max_images: int = 200, seed: int 
     """Mean SSIM between distinct images of a set (lower = more varied)."""
     images = np.asarray(images)
     if len(images) < 2:
-        raise ValueError("diversity needs at least two images")
+        raise TooFewImagesError("diversity needs at least two images")
     if len(images) > max_images:
         images = images[np.random.default_rng(seed).choice(len(images), max_images, replace=False)]
     if scorer is None:

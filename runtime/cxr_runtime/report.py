@@ -49,14 +49,14 @@ def _histogram_svg(series: dict[str, np.ndarray], threshold: float, width=520, h
     return "".join(parts)
 
 
-def build_report(fake, real, train, notice=None) -> str:
+def build_report(fake, real, train) -> str:
     """`fake`, `real`, `train`: cxr_runtime.images.ImageSet. Returns the HTML page."""
     from cxr_runtime import audit as au
     from cxr_runtime import quality as q
     from cxr_runtime.images import make_grid, side_by_side
     from cxr_runtime.onnx_metrics import OnnxScorer
 
-    scorer = OnnxScorer(device="auto", notice=notice)
+    scorer = OnnxScorer(device="auto")
     ssim, mse = scorer.paired_ssim_mse(fake.images, real.images)
     ref_ssim, ref_mse = scorer.paired_ssim_mse(train.images, real.images)
     reference = q.Reference(real.images, scorer)

@@ -143,8 +143,9 @@ def test_sigterm_stops_with_a_checkpoint_and_resumes(reference, tmp_path):
 
 def test_non_finite_loss_stops_without_writing(few_real, tmp_path):
     from cxr_training.config import preset
+    from cxr_training.errors import NonFiniteLoss
     from cxr_training.tfenv import import_tf
-    from cxr_training.train import NonFiniteLoss, train
+    from cxr_training.train import train
 
     _, keras = import_tf()
 
@@ -185,6 +186,9 @@ def test_checkpoint_refuses_nan_weights(few_real, tmp_path):
     class FakeGan:
         generator = discriminator = g_optimizer = d_optimizer = type("M", (), {"variables": [FakeVar()]})()
         metrics = []
+
+        def recipe_state(self):
+            return {}
 
     with pytest.raises(checkpoint.NonFiniteState, match="non-finite"):
         checkpoint.save(run, FakeGan(), 2, 6, {"steps_per_epoch": 3}, keep=2)

@@ -26,10 +26,10 @@ def test_interrupted_sampling_completes_on_rerun(model, tmp_path, monkeypatch):
     assert _sample(*args, "--out", tmp_path / "straight").exit_code == 0
 
     out = tmp_path / "interrupted"
-    from cxr_runtime import images
+    from cxr_runtime import sampling
 
     written = []
-    original = images.write_png
+    original = sampling.write_png
 
     def dies_after_19(path, image):
         if len(written) == 19:
@@ -37,10 +37,10 @@ def test_interrupted_sampling_completes_on_rerun(model, tmp_path, monkeypatch):
         original(path, image)
         written.append(path)
 
-    monkeypatch.setattr(images, "write_png", dies_after_19)
+    monkeypatch.setattr(sampling, "write_png", dies_after_19)
     r = CliRunner().invoke(rcli.main, ["sample", *map(str, args), "--out", str(out)])
     assert r.exit_code == 1 and "Aborted" in r.output  # click's answer to Ctrl-C
-    monkeypatch.setattr(images, "write_png", original)
+    monkeypatch.setattr(sampling, "write_png", original)
     assert len(list(out.glob("sample-*.png"))) == 19
     assert not (out / "manifest.json").exists()  # only a complete set gets a manifest
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]  # no half-written file

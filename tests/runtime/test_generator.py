@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
@@ -99,27 +100,74 @@ class _FakeSession:
         return self._providers
 
 
-def test_device_selection(monkeypatch, model):
-    notes = []
+def test_device_selection(monkeypatch, model, caplog):
+    caplog.set_level(logging.INFO, logger="cxr_runtime")
     # a CUDA build whose CUDA libraries are missing: the session silently comes up on CPU
     monkeypatch.setattr(smod, "available_providers", lambda: [smod.CUDA, smod.CPU])
-    monkeypatch.setattr(smod, "_create", lambda m, providers, threads, arena=False: _FakeSession([smod.CPU]))
-    _, provider = smod.open_session(model, "auto", notice=notes.append)
-    assert provider == smod.CPU and notes == ["note: CUDA did not initialise; running on CPU"]
+    monkeypatch.setattr(smod, "_create", lambda m, providers, options: _FakeSession([smod.CPU]))
+    _, provider = smod.open_session(model, "auto")
+    assert provider == smod.CPU and caplog.messages == ["note: CUDA did not initialise; running on CPU"]
     with pytest.raises(DeviceError, match="did not initialise"):
         smod.open_session(model, "cuda")
-    # CUDA that works
-    monkeypatch.setattr(smod, "_create", lambda m, providers, threads, arena=False: _FakeSession(providers))
+    # CUDA that works; cuda:N picks the GPU and provider options pass through
+    seen = []
+
+    def working(m, providers, options):
+        seen.append(providers)
+        return _FakeSession([p if isinstance(p, str) else p[0] for p in providers])
+
+    monkeypatch.setattr(smod, "_create", working)
     assert smod.open_session(model, "auto")[1] == smod.CUDA
+    assert smod.open_session(model, "cuda:1", provider_options={"gpu_mem_limit": 2**30})[1] == smod.CUDA
+    assert seen[-1][0] == (smod.CUDA, {"gpu_mem_limit": 2**30, "device_id": 1})
     # a CPU-only build
     monkeypatch.setattr(smod, "available_providers", lambda: [smod.CPU])
     with pytest.raises(DeviceError, match="CUDA is not available"):
         smod.open_session(model, "cuda")
-    notes.clear()
-    assert smod.open_session(model, "auto", notice=notes.append)[1] == smod.CPU
-    assert notes == ["note: no CUDA provider in this onnxruntime; running on CPU"]
-    with pytest.raises(DeviceError, match="unknown device"):
-        smod.open_session(model, "tpu")
+    caplog.clear()
+    assert smod.open_session(model, "auto")[1] == smod.CPU
+    assert caplog.messages == ["note: no CUDA provider in this onnxruntime; running on CPU"]
+    for bad in ("tpu", "cuda:x", "cpu:1", "gpu"):
+        with pytest.raises(DeviceError, match="unknown device"):
+            smod.open_session(model, bad)
+
+
+def test_threads_follow_the_cpus_this_process_may_use(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"  # 4 logical CPUs: two cores with two hyper-threads each
+    cpuinfo.write_text("".join(f"processor\t: {c}\nphysical id\t: 0\ncore id\t: {c // 2}\n\n" for c in range(4)))
+    real, real_cgroup = smod._core_of_cpu, smod._cgroup_cpus
+    monkeypatch.setattr(smod, "_core_of_cpu", lambda: real(str(cpuinfo)))
+    monkeypatch.setattr(smod, "_cgroup_cpus", lambda: None)
+    monkeypatch.setattr(smod.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert smod.usable_cores() == 2  # hyper-threads do not count
+    monkeypatch.setattr(smod.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert smod.usable_cores() == 1  # pinned to one core's two threads
+    monkeypatch.setattr(smod.os, "sched_getaffinity", lambda pid: {0, 2})
+    assert smod.usable_cores() == 2
+    monkeypatch.setattr(smod, "_cgroup_cpus", lambda: 1.5)  # a container allowed 1.5 CPUs
+    assert smod.usable_cores() == 2
+    monkeypatch.setattr(smod, "_cgroup_cpus", lambda: 0.5)
+    assert smod.usable_cores() == 1
+    cg = tmp_path / "cg"
+    cg.mkdir()
+    (cg / "cpu.max").write_text("150000 100000\n")
+    assert real_cgroup(str(cg)) == 1.5
+    (cg / "cpu.max").write_text("max 100000\n")
+    assert real_cgroup(str(cg)) is None
+    assert real_cgroup(str(tmp_path / "none")) is None
+
+
+def test_generator_passes_threads_and_session_options(model):
+    import onnxruntime as ort
+
+    g = Generator(model, device="cpu", threads=1)
+    assert g.session.get_session_options().intra_op_num_threads == 1
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 3
+    so.enable_cpu_mem_arena = False
+    g = Generator(model, device="cpu", session_options=so)
+    got = g.session.get_session_options()
+    assert got.intra_op_num_threads == 3 and not got.enable_cpu_mem_arena
 
 
 def test_cuda_gives_the_cpu_images(model):

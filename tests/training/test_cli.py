@@ -61,9 +61,11 @@ def test_too_few_images_for_batch_exits_2(run, few_real, tmp_path):
 
 
 def test_dry_run_writes_nothing(run, few_real, tmp_path):
+    cache = tmp_path / "cache"
     r = run("--preset", "paper", "--batch-size", "4", "--data", str(few_real), "--out", str(tmp_path / "runs"),
-            "--dry-run")
+            "--dry-run", env={"CXR_CACHE_DIR": str(cache)})
     assert r.exit_code == 0
+    assert not cache.exists() or not any(cache.rglob("*"))  # not even the preprocessing cache
     plan = json.loads(r.output)
     assert plan["parameters"] == {"generator": 27_265_281, "discriminator": 582_785}
     assert plan["data"]["usable"] == 8 and plan["total_steps"] == 60_000
@@ -138,3 +140,20 @@ def test_global_batch_must_split_across_replicas(few_real, tmp_path):
                           env={**os.environ, "CXR_LOGICAL_CPUS": "2"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "batch size 3 must be a multiple of the 2 replicas" in proc.stderr
+
+
+@pytest.mark.parametrize("module, prog", [("cxr_training.cli", "cxr-train"), ("cxr_export.cli", "cxr-export")])
+def test_base_install_says_which_extra(module, prog, few_real, tmp_path):
+    """Without TensorFlow (a runtime-only install) the training and export commands answer in
+    one line naming the extra, not with a ModuleNotFoundError."""
+    import subprocess
+    import sys
+
+    args = ["--preset", "smoke", "--data", str(few_real), "--out", str(tmp_path)] if prog == "cxr-train" \
+        else [str(tmp_path / "run"), "--out", str(tmp_path / "g.onnx")]
+    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; sys.modules['tf2onnx'] = None\n"
+            f"from {module} import main; sys.argv = [{prog!r}] + {args!r}; main()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "pip install 'cxr-gan[train]'" in lines[0] and lines[0].startswith("error:"), r.stderr

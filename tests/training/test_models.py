@@ -30,7 +30,9 @@ def test_paper_discriminator():
     assert d.input_shape == (None, 128, 128, 1) and d.output_shape == (None, 1)
     assert [d.get_layer(f"d_conv{i}").strides for i in range(1, 5)] == [(1, 1), (2, 2), (2, 2), (2, 2)]
     assert d.get_layer("d_dropout").rate == 0.4
-    assert d.get_layer("d_out").activation.__name__ == "sigmoid"
+    # the logit layer, then the sigmoid as its own (weightless) layer: the probability the study's D outputs
+    assert d.get_layer("d_out").activation.__name__ == "linear"
+    assert d.get_layer("d_prob").activation.__name__ == "sigmoid" and d.layers[-1].name == "d_prob"
 
 
 @pytest.mark.parametrize("build", [build_generator, build_discriminator])

@@ -10,10 +10,11 @@ import pytest
 
 from cxr_training import checkpoint
 from cxr_training.config import preset
+from cxr_training.errors import TrainingError
 from cxr_training.models import build_generator
 from cxr_training.runs import QUALITY_KEYS
 from cxr_training.tfenv import import_tf
-from cxr_training.train import TrainingError, train
+from cxr_training.train import train
 
 tf, keras = import_tf()
 

@@ -127,7 +127,7 @@ def test_corrupt_checkpoint_falls_back(cfg, few_real, tmp_path):
 
 
 def test_resume_refuses_changed_data(cfg, few_real, tmp_path):
-    from cxr_training.train import TrainingError
+    from cxr_training.errors import TrainingError
 
     run = train(cfg.replace(epochs=1), few_real, out_root=tmp_path, log=lambda m: None)
     sorted(few_real.iterdir())[0].unlink()

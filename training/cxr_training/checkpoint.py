@@ -18,13 +18,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from cxr_runtime.io import DIR_MODE, atomic_write_json, sha256_file
+from cxr_runtime.io import atomic_write_json, make_temp_dir, sha256_file
 
 CKPT_DIR = "checkpoints"
 FORMAT_VERSION = 2
@@ -97,8 +96,7 @@ def save(run_dir: Path, gan, epoch: int, step: int, config: dict, keep: int) -> 
             value = np.asarray(v.numpy())
             if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
                 raise NonFiniteState(f"{group} variable {v.path} holds non-finite values; checkpoint not written")
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
-    os.chmod(tmp, DIR_MODE)
+    tmp = make_temp_dir(root, f".tmp-{name}-")
     try:
         arrays, listing = {}, []
         for group, variables in groups.items():

@@ -8,7 +8,9 @@ import sys
 import click
 
 from cxr_runtime import __version__
-from cxr_training.config import PRESETS, preset
+from cxr_runtime.choices import RESIZE_MODES
+from cxr_training.config import AUGMENT_MODES, PRESETS, preset
+from cxr_training.precision import CHOICES as PRECISIONS
 
 EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -30,7 +32,7 @@ EXIT_INTERRUPTED = 130
 @click.option("--batch-size", type=click.IntRange(min=1, max=4096),
               help="Real images per step (D also sees as many generated ones).")
 @click.option("--seed", type=click.IntRange(min=0, max=2**31 - 1), help="Seed of weights, batches and latents.")
-@click.option("--resize", type=click.Choice(["stretch", "crop"]),
+@click.option("--resize", type=click.Choice(RESIZE_MODES),
               help="How non-square images become square: stretch (the study) or centre-crop.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), help="Epochs between checkpoints (default 1).")
 @click.option("--heldout", "heldout_dir", type=click.Path(file_okay=False, path_type=str), envvar="CXR_HELDOUT",
@@ -46,7 +48,7 @@ EXIT_INTERRUPTED = 130
 @click.option("--g-lr", type=click.FloatRange(min=0, min_open=True), help="Generator learning rate (2e-4).")
 @click.option("--d-lr", type=click.FloatRange(min=0, min_open=True),
               help="Discriminator learning rate (2e-4); a higher D rate is the two time-scale rule (TTUR).")
-@click.option("--augment", type=click.Choice(["off", "fixed", "adaptive"]),
+@click.option("--augment", type=click.Choice(AUGMENT_MODES),
               help="Differentiable augmentation of real and generated images before D: fixed probability "
                    "(DiffAugment) or adaptive (ADA). 'fixed' in 'quick'/'long', off in 'paper'.")
 @click.option("--augment-p", type=click.FloatRange(0.0, 1.0),
@@ -63,7 +65,7 @@ EXIT_INTERRUPTED = 130
 @click.option("--snapshot-steps", type=str, metavar="STEP[,STEP...]",
               help="Also keep the sampling generator at these global steps (epoch ends) as "
                    "snapshots/step-NNNNNNNNN/generator.keras, for cxr-export.")
-@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+@click.option("--precision", type=click.Choice(PRECISIONS),
               help="Arithmetic of the training step. auto (the default of 'paper' and 'quick'): "
                    "bfloat16 mixed precision on CPUs with AVX-512 BF16 or AMX, else float32; float16 "
                    "(mixed, loss-scaled) is for GPUs. Variables and outputs stay float32.")
@@ -124,6 +126,12 @@ def main(preset_name, data_dir, epochs, steps_per_epoch, batch_size, seed, resiz
     elif not data_dir:
         raise click.UsageError("no data: pass --data DIR or set CXR_DATA")
 
+    from cxr_training.tfenv import missing_extra
+
+    problem = missing_extra("cxr-train")
+    if problem:
+        click.echo(f"error: {problem}", err=True)
+        sys.exit(EXIT_USER_ERROR)
     cfg = None
     if not resume_dir:
         cfg = preset(preset_name).replace(**overrides)
@@ -136,7 +144,8 @@ def main(preset_name, data_dir, epochs, steps_per_epoch, batch_size, seed, resiz
         _dry_run(cfg, data_dir)
         return
 
-    from cxr_training.train import Interrupted, NonFiniteLoss, TrainingError, train  # heavy: TensorFlow
+    from cxr_training.errors import Interrupted, NonFiniteLoss, TrainingError
+    from cxr_training.train import train  # heavy: TensorFlow
 
     try:
         train(cfg, data_dir, out_root=out_root, resume_dir=resume_dir, strategy=strategy, input_mode=input_mode,
@@ -161,7 +170,7 @@ def _dry_run(cfg, data_dir):
     from cxr_training.data import load_training_images
 
     try:
-        images = load_training_images(data_dir, cfg)
+        images = load_training_images(data_dir, cfg, cache=False)  # --dry-run writes nothing, not even the cache
     except NoImagesError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USER_ERROR)

@@ -11,6 +11,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from cxr_runtime.choices import RESIZE_MODES
+from cxr_training.precision import CHOICES as PRECISIONS
+
 AUGMENT_MODES = ("off", "fixed", "adaptive")
 AUGMENT_TRANSFORMS = ("color", "translation", "cutout")
 
@@ -125,9 +128,8 @@ class Config:
         need(self.grid_images >= 1, "grid_images must be >= 1")
         need(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
         need(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
-        need(self.resize in ("stretch", "crop"), "resize must be 'stretch' or 'crop'")
-        need(self.precision in ("auto", "float32", "bfloat16", "float16"),
-             "precision must be auto, float32, bfloat16 or float16")
+        need(self.resize in RESIZE_MODES, f"resize must be one of {', '.join(RESIZE_MODES)}")
+        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
         need(self.augment in AUGMENT_MODES, f"augment must be one of {', '.join(AUGMENT_MODES)}")
         need(len(self.augment_policy) >= 1 and set(self.augment_policy) <= set(AUGMENT_TRANSFORMS),
              f"augment_policy must name some of {', '.join(AUGMENT_TRANSFORMS)}")

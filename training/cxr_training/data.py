@@ -26,10 +26,11 @@ def default_cache_dir() -> Path | None:
 
 
 def load_training_images(data_dir: str | os.PathLike, cfg: Config, into: str | os.PathLike | None = None,
-                         progress=None) -> ImageSet:
-    """The training set, in memory or (with `into`) streamed into a memory-mapped file."""
-    return load_folder(data_dir, size=cfg.image_size, resize=cfg.resize, cache_dir=default_cache_dir(), into=into,
-                       progress=progress)
+                         progress=None, cache: bool = True) -> ImageSet:
+    """The training set, in memory or (with `into`) streamed into a memory-mapped file;
+    cache=False neither reads nor fills the preprocessing cache (a dry run writes nothing)."""
+    return load_folder(data_dir, size=cfg.image_size, resize=cfg.resize,
+                       cache_dir=default_cache_dir() if cache else None, into=into, progress=progress)
 
 
 def stream_store_dir() -> Path:

@@ -7,10 +7,23 @@ silenced for the import only. CXR_VERBOSE=1 shows everything.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
 from cxr_runtime.quiet import quiet_stderr, verbose
+
+TRAIN_MODULES = ("tensorflow", "keras", "matplotlib")  # what the `train` extra installs (and tf2onnx, for export)
+
+
+def missing_extra(prog: str, modules=TRAIN_MODULES) -> str | None:
+    """The one-line error for a base (runtime-only) install, or None when `modules` are there.
+    Checked without importing them (find_spec), so it costs nothing where they are."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not missing:
+        return None
+    return (f"{prog} needs the training extra ({', '.join(missing)} not installed): "
+            "pip install 'cxr-gan[train]' (the base install is the runtime alone)")
 
 
 def import_tf():

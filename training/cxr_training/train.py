@@ -4,12 +4,15 @@
 1. read and fingerprint the data (cxr_runtime's reader), refuse if nothing is usable;
 2. create `runs/NNNNN-<preset>/` and write `config.json` (before step 0);
 3. build G and D from the seed, compile the GAN, compute the real-vs-real reference;
-4. `fit`: after each epoch the metric suite, a sample grid, both plots and (every
-   `checkpoint_every` epochs, and at the end) a checkpoint;
-5. save the final generator (`generator.keras` + `generator.json`) for export.
+4. `fit`, with the callbacks of callbacks.py: after each epoch the metric suite (and, with
+   a held-out folder, the quality monitor), a sample grid, the plots, snapshots at the
+   configured steps and (every `checkpoint_every` epochs, and at the end) a checkpoint;
+   SIGINT/SIGTERM are handled by signals.py;
+5. save the final generator (`generator.keras` + `generator.json`, artifacts.py) for export.
 
 A resumed run (`resume_dir`) reads config.json, checks that the data is the same
 content, restores the newest intact checkpoint and drops metric rows written after it.
+Errors a user can cause are errors.TrainingError (one line, exit code 2 in cxr-train).
 """
 
 from __future__ import annotations
@@ -18,303 +21,29 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import numpy as np
-
 from cxr_runtime import quality
-from cxr_runtime.images import make_grid, write_png
-from cxr_runtime.io import atomic_path, atomic_write_json
+from cxr_runtime.io import atomic_write_json
 from cxr_training import checkpoint, distribute, pipeline, precision
+from cxr_training.artifacts import now, save_generator
+from cxr_training.callbacks import EpochEnd, Guard, Progress, log_stderr
 from cxr_training.config import Config
 from cxr_training.data import load_training_images, stream_store_dir
+from cxr_training.errors import Interrupted, TrainingError
 from cxr_training.evaluate import Evaluator, QualityMonitor
 from cxr_training.gan import GAN, make_optimizers
 from cxr_training.models import build_discriminator, build_generator
-from cxr_training.plots import plot_history
 from cxr_training.runs import library_versions, new_run_dir, read_history, write_history
+from cxr_training.signals import StopState, handled
 from cxr_training.tfenv import import_tf
 
 tf, keras = import_tf()
 
 
-class TrainingError(Exception):
-    """A problem the user can fix (bad data, mismatched resume); one line, exit code 2."""
-
-
-class NonFiniteLoss(Exception):
-    """A loss became NaN or infinite; the run stopped without writing the broken weights."""
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM: the run stopped after writing a checkpoint at the current step."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
-
-
-class _StopState:
-    """Shared between the signal handler and the callbacks."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self.stopped_mid_epoch = False
-        self.checkpoint: str | None = None
-
-    def handler(self, signum, frame):
-        if self.signum is not None:  # a second signal: stop now, without the checkpoint
-            raise KeyboardInterrupt
-        self.signum = signum
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def _fmt_duration(s: float) -> str:
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-class Progress(keras.callbacks.Callback):
-    """Step progress on stderr: a live line on a terminal, a few lines per epoch otherwise."""
-
-    def __init__(self, cfg: Config, log=_log, stream=sys.stderr, offset: int = 0):
-        super().__init__()
-        self.cfg = cfg
-        self.offset = offset  # steps of the current epoch done before a resume
-        self.log = log
-        self.tty = stream.isatty()
-        self.stream = stream
-        self.every = max(1, cfg.steps_per_epoch // 10)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch + 1
-        self.t0 = time.time()
-
-    def on_train_batch_end(self, batch, logs=None):
-        done = self.offset + batch + 1
-        if not self.tty and done % self.every and done != self.cfg.steps_per_epoch:
-            return
-        logs = logs or {}
-        per_step = (time.time() - self.t0) / (batch + 1)
-        eta = per_step * (self.cfg.steps_per_epoch - done)
-        line = (f"epoch {self.epoch}/{self.cfg.epochs} step {done}/{self.cfg.steps_per_epoch} "
-                f"g_loss {float(logs.get('g_loss', float('nan'))):.3f} d_loss {float(logs.get('d_loss', float('nan'))):.3f} "
-                f"{per_step:.2f} s/step, epoch eta {_fmt_duration(eta)}")
-        if self.tty:
-            self.stream.write("\r" + line + "\x1b[K")
-            self.stream.flush()
-        else:
-            self.log("  " + line)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.tty:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-
-
-class Guard(keras.callbacks.Callback):
-    """After every step: stop on a non-finite loss (writing nothing), and on SIGINT/SIGTERM
-    write a checkpoint at this step and end the run."""
-
-    def __init__(self, run_dir: Path, cfg: Config, gan: GAN, state: _StopState, log=_log):
-        super().__init__()
-        self.run_dir, self.cfg, self.gan, self.state, self.log = run_dir, cfg, gan, state, log
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch + 1
-
-    def on_train_batch_end(self, batch, logs=None):
-        logs = logs or {}
-        losses = {k: float(logs[k]) for k in ("g_loss", "d_loss") if k in logs}
-        step = self.gan.step
-        if not all(np.isfinite(v) for v in losses.values()):
-            last = checkpoint.list_checkpoints(self.run_dir)
-            keep = f"the last good checkpoint is {last[-1].name}" if last else "no checkpoint had been written yet"
-            raise NonFiniteLoss(
-                f"non-finite loss at epoch {self.epoch} step {step} "
-                f"({', '.join(f'{k} {v}' for k, v in losses.items())}): training stopped, nothing written; {keep}")
-        if self.state.signum is None:
-            return
-        epoch_end = step % self.cfg.steps_per_epoch == 0
-        if not epoch_end:  # at an epoch's end EpochEnd writes the checkpoint, then the run stops
-            done = step // self.cfg.steps_per_epoch
-            path = checkpoint.save(self.run_dir, self.gan, done, step, self.cfg.to_dict(), self.cfg.keep_checkpoints)
-            self.state.checkpoint = path.name
-            self.state.stopped_mid_epoch = True
-        self.model.stop_training = True
-
-
-class EpochEnd(keras.callbacks.Callback):
-    """The per-epoch work: metrics, files, pictures, checkpoint, one summary line."""
-
-    def __init__(self, run_dir: Path, cfg: Config, gan: GAN, evaluator: Evaluator, reference: dict,
-                 history: list[dict], log=_log, state: _StopState | None = None, resume_trackers=None,
-                 monitor: QualityMonitor | None = None, run_meta: dict | None = None,
-                 quality_reference: dict | None = None):
-        super().__init__()
-        self.run_dir, self.cfg, self.gan, self.evaluator = run_dir, cfg, gan, evaluator
-        self.reference, self.history, self.log = reference, history, log
-        self.monitor, self.run_meta = monitor, run_meta or {}
-        self.quality_reference = quality_reference or {}  # the training images scored as generated ones
-        self.state = state or _StopState()
-        self.resume_trackers = resume_trackers  # running means restored into a resumed epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.t_epoch = time.time()
-        self.step_times: list[float] = []
-        if self.resume_trackers is not None:  # fit reset the trackers just before this call
-            for v, value in zip((v for m in self.gan.metrics for v in m.variables), self.resume_trackers):
-                v.assign(value)
-            self.resume_trackers = None
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.t_step = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step_times.append(time.perf_counter() - self.t_step)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.state.stopped_mid_epoch:  # Keras ends the epoch early on stop_training: not a real epoch end
-            return
-        cfg, gan = self.cfg, self.gan
-        train_s = time.time() - self.t_epoch
-        e = epoch + 1
-        step = gan.step
-        t = time.time()
-        scores, fake = self.evaluator.run()
-        sampler = gan.sampler()  # G, or its EMA copy: what snapshots and export use
-        grid = fake[: cfg.grid_images] if sampler is gan.generator else \
-            self.evaluator.generate(self.evaluator.z[: cfg.grid_images], sampler)
-        quality = self.monitor.run(lambda z: self.evaluator.generate(z, sampler)) if self.monitor else {}
-        eval_s = time.time() - t
-        # steady state: the median step, so the first step's tracing does not count
-        per_step = statistics.median(self.step_times) if self.step_times else float("nan")
-        row = {
-            "epoch": e,
-            "step": step,
-            "g_loss": float(logs["g_loss"]),
-            "d_loss": float(logs["d_loss"]),
-            **scores,
-            **self.reference,
-            **quality,
-            **({"augment_p": float(keras.ops.convert_to_numpy(gan.augment_p))} if gan.augment_p is not None else {}),
-            **({"r1": float(logs["r1"])} if "r1" in logs else {}),
-            "g_lr": float(keras.ops.convert_to_numpy(gan.g_optimizer.learning_rate)),
-            "d_lr": float(keras.ops.convert_to_numpy(gan.d_optimizer.learning_rate)),
-            "real_downscale": pipeline.stage_factor(cfg, step - 1),
-            "train_seconds": round(train_s, 3),
-            "seconds_per_step": round(per_step, 4),
-            "eval_seconds": round(eval_s, 3),
-        }
-        self.history.append(row)
-        write_history(self.run_dir, self.history)
-        write_png(self.run_dir / "samples" / f"epoch-{e:04d}.png", make_grid(grid))
-        plot_history(self.history, self.run_dir / "plots", self.quality_reference)
-        saved = ""
-        if step in cfg.snapshot_steps:
-            folder = self.run_dir / "snapshots" / f"step-{step:09d}"
-            save_generator(folder, gan, cfg, self.run_meta, e, step)
-            saved += f" [snapshot {folder.name}]"
-        if e % cfg.checkpoint_every == 0 or e == cfg.epochs or self.state.signum is not None:
-            path = checkpoint.save(self.run_dir, gan, e, step, cfg.to_dict(), cfg.keep_checkpoints)
-            self.state.checkpoint = path.name
-            saved = " [checkpoint]" + saved
-        if quality:
-            self.log(f"  vs held-out: recall {quality['q_recall']:.2f} coverage {quality['q_coverage']:.2f} "
-                     f"kid {quality['q_kid']:.3f} diversity {quality['q_diversity']:.3f} "
-                     f"(real {quality['q_diversity_real']:.3f})"
-                     + (f" audit flags {quality['audit_flagged']}/{len(self.monitor.z)}" if "audit_flagged" in quality
-                        else ""))
-        self.log(
-            f"epoch {e}/{cfg.epochs} step {step}: g_loss {row['g_loss']:.3f} d_loss {row['d_loss']:.3f} "
-            f"ssim {row['ssim']:.3f} (real {row['ref_ssim']:.3f}) mse {row['mse']:.3f} (real {row['ref_mse']:.3f}) "
-            f"real_acc {row['real_acc']:.2f} fake_acc {row['fake_acc']:.2f} "
-            f"precision {row['precision']:.2f} recall {row['recall']:.2f} | "
-            f"{per_step:.2f} s/step, epoch {_fmt_duration(train_s + eval_s)}{saved}"
-        )
-
-
-class _signals:
-    """SIGINT and SIGTERM set a flag (the Guard callback checkpoints and stops); installed
-    only in the main thread, previous handlers restored afterwards."""
-
-    def __init__(self, state: _StopState):
-        self.state = state
-        self.saved: dict = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.saved[sig] = signal.signal(sig, self.state.handler)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-        return False
-
-
-def save_generator(folder: Path, gan: GAN, cfg: Config, run_meta: dict, epoch: int, step: int) -> Path:
-    """The sampling generator on its own, with what export needs to know about it:
-    `generator.keras` (the EMA weights when the recipe keeps an EMA, else G's) and
-    `generator.json`; with an EMA, G's raw weights also go to `generator-raw.keras`.
-
-    Always float32 models: a generator trained under mixed precision is rebuilt with float32
-    layers and given the (float32) trained weights, so export and its parity gate see the
-    same float32 network whatever the training precision was.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    ema = gan.ema_generator is not None
-    models = {"generator.keras": gan.sampler()}
-    if ema:
-        models["generator-raw.keras"] = gan.generator
-    for name, model in models.items():
-        if model is gan.generator and cfg.precision != "float32":
-            plain = build_generator(cfg, precision="float32")
-            plain.set_weights(model.get_weights())
-            model = plain
-        with atomic_path(folder / name, suffix=".keras") as tmp:
-            model.save(tmp)
-    path = folder / "generator.keras"
-    atomic_write_json(folder / "generator.json", {
-        "model": "generator.keras",
-        "weights": "ema" if ema else "raw",
-        **({"raw_model": "generator-raw.keras"} if ema else {}),
-        "run_id": run_meta.get("run_id", folder.name),
-        "epoch": epoch,
-        "step": step,
-        "latent_dim": cfg.latent_dim,
-        "image_size": cfg.image_size,
-        "channels": 1,
-        "value_range": [-1.0, 1.0],
-        "layout": "NHWC",
-        "training_precision": cfg.precision,
-        "config": cfg.to_dict(),
-        "config_hash": cfg.hash(),
-        "data_sha256": run_meta["data"]["sha256"],
-        "data_count": run_meta["data"]["count"],
-        "versions": library_versions(),
-        "saved": _now(),
-    })
-    return path
-
-
-def load_images_or_fail(data_dir, cfg: Config, log=_log, input_mode: str = "auto"):
+def load_images_or_fail(data_dir, cfg: Config, log=log_stderr, input_mode: str = "auto"):
     """(images, mode, store): the usable images, "memory" or "stream", and the stream file
     (None in memory mode; the caller removes it)."""
     from cxr_runtime.images import NoImagesError, find_images
@@ -397,7 +126,7 @@ def _input(gan_cfg: Config, source, placement: distribute.Placement, start: int,
 
 
 def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_root: str | Path = "runs",
-          resume_dir: str | Path | None = None, log=_log, extra_callbacks=(), strategy: str = "default",
+          resume_dir: str | Path | None = None, log=log_stderr, extra_callbacks=(), strategy: str = "default",
           input_mode: str = "auto", heldout_dir: str | Path | None = None) -> Path:
     """Run (or resume) training; return the run folder.
 
@@ -468,7 +197,7 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
             run_dir = new_run_dir(out_root, cfg.preset)
             run_meta = {
                 "run_id": run_dir.name,
-                "created": _now(),
+                "created": now(),
                 "command": sys.argv,
                 "seed": cfg.seed,
                 "config": cfg.to_dict(),
@@ -562,14 +291,14 @@ def _fit(cfg: Config, images, mode: str, placement: distribute.Placement, run_di
                             "protocol": "the training images scored against the held-out images as generated "
                                         "ones are (evaluate.QualityMonitor)"}} if monitor else {}),
         })
-        state = _StopState()
+        state = StopState()
         done_in_epoch = start_step - start_epoch * cfg.steps_per_epoch  # > 0: resumed inside an epoch
         epoch_end = EpochEnd(run_dir, cfg, gan, evaluator, reference, history, log, state,
                              resume_trackers=trackers if done_in_epoch else None, monitor=monitor, run_meta=run_meta,
                              quality_reference=baseline)
         callbacks = [Progress(cfg, log, offset=done_in_epoch), Guard(run_dir, cfg, gan, state, log), epoch_end,
                      *extra_callbacks]
-        with _signals(state):
+        with handled(state):
             if done_in_epoch:  # finish the interrupted epoch first, then the rest
                 gan.fit(_input(cfg, source, placement, start_step, (start_epoch + 1) * cfg.steps_per_epoch),
                         epochs=start_epoch + 1, initial_epoch=start_epoch,

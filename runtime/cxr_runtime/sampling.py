@@ -1,0 +1,174 @@
+"""Sample sets on disk: N images from a Generator into a folder, resumable, with a manifest.
+
+`sample_to_folder(generator, out, n, seed)` is what `cxr-runtime sample` runs; an
+integrator calls it the same way. The folder gets `sample-000000.png` ... (or .npy, .dcm)
+and, once the set is complete, `manifest.json`.
+
+- Files are written batch by batch as they are produced (memory stays flat for any N), each
+  atomically (temporary name, then rename).
+- Resumable by design: a marker (`.sampling.json`) names the set being written (model hash,
+  seed, count, format); the files are a pure function of (model, seed, index), so calling
+  again with the same arguments keeps the files already there, redoes the unfinished batch
+  and writes the rest: the same bytes as an uninterrupted run. A folder holding another set,
+  or sample files of unknown origin, is refused (SampleSetError); a complete set is left as
+  it is.
+- DICOM: one synthetic patient, study and series per set (cxr_runtime.dicom); their UIDs
+  are kept in the marker, so a resumed set stays one study.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cxr_runtime import __version__
+from cxr_runtime.choices import SAMPLE_FORMATS
+from cxr_runtime.errors import ModelError, SampleSetError
+from cxr_runtime.images import write_png
+from cxr_runtime.io import atomic_path, atomic_write_json
+
+EXTENSIONS = {"png": "png", "npy": "npy", "dicom": "dcm"}
+MARKER = ".sampling.json"
+MANIFEST = "manifest.json"
+LATENT_RULE = "image i: numpy default_rng([seed, i // 1024]).standard_normal((1024, latent_dim), float32)[i % 1024]"
+
+__all__ = ["SampleResult", "SampleSetError", "check_folder", "file_name", "sample_to_folder"]
+
+
+@dataclass
+class SampleResult:
+    out: Path
+    count: int  # images in the complete set
+    written: int  # images written by this call (0: the set was already complete)
+    resumed_from: int  # index this call started at (> 0: a resumed set)
+    seconds: float
+    provider: str
+
+
+def file_name(index: int, n: int, fmt: str) -> str:
+    """sample-000000.png: six digits, more when n needs them."""
+    width = max(6, len(str(n - 1)))
+    return f"sample-{index:0{width}d}.{EXTENSIONS[fmt]}"
+
+
+def check_folder(out: str | os.PathLike) -> Path:
+    """Create `out` if needed and make sure files can be written there (SampleSetError if not)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SampleSetError(f"--out {out} exists and is not a folder (it is a file)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise SampleSetError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, fmt: str = "png",
+                     batch_size: int | None = None, progress=None, model_path: str | None = None,
+                     device: str | None = None) -> SampleResult:
+    """Write images 0 .. n-1 of `generator` (a cxr_runtime.Generator) for `seed` into `out`.
+
+    progress(done, n) is called after each batch (and once at the start of a resumed set).
+    `model_path` and `device` are recorded in the manifest (default: the generator's path and
+    its provider). Raises SampleSetError for a folder holding another set or one that cannot
+    be written, ModelError when the model outputs non-finite values (nothing is left behind
+    if that happens at the first batch), DicomUnavailable for DICOM without pydicom.
+    """
+    if fmt not in SAMPLE_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(SAMPLE_FORMATS)}, not {fmt!r}")
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    if fmt == "dicom":
+        from cxr_runtime import dicom
+
+        dicom.check_available()
+    out = check_folder(out)
+    batch_size = batch_size or generator.default_batch
+    ext = EXTENSIONS[fmt]
+    identity = {"model_sha256": generator.sha256, "seed": seed, "count": n, "format": fmt}
+    marker, manifest = out / MARKER, out / MANIFEST
+    for path in (manifest, marker):
+        if path.is_file():
+            previous = _read_json(path)
+            if not all(previous.get(k) == v for k, v in identity.items()):
+                raise SampleSetError(f"--out {out} holds another sample set ({path.name} differs: model, seed, count "
+                                     "or format); choose another --out")
+            if path is manifest:
+                return SampleResult(out, n, 0, n, 0.0, generator.provider)
+    had_marker = marker.is_file()
+    if not had_marker and any(out.glob(f"sample-*.{ext}")):
+        raise SampleSetError(f"--out {out} already holds sample files of unknown origin; choose another --out")
+    dset = None
+    if fmt == "dicom":  # one patient, study and series for the whole set, kept across a resumed run
+        previous = _read_json(marker).get("dicom") if had_marker else None
+        dset = dicom.DicomSet.from_dict(previous) if previous else dicom.new_set()
+    atomic_write_json(marker, {**identity, **({"dicom": dset.to_dict()} if dset else {})})
+    start = 0
+    while start < n and (out / file_name(start, n, fmt)).is_file():
+        start += 1
+    start -= start % batch_size  # redo the first incomplete batch whole: simpler, same bytes
+    model_id = generator.sha256[:16]
+
+    def write(index: int, image) -> None:
+        path = out / file_name(index, n, fmt)
+        if fmt == "png":
+            write_png(path, image)
+        elif fmt == "npy":
+            with atomic_path(path, suffix=".npy") as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, image.astype(np.float32), allow_pickle=False)
+        else:
+            dicom.write_dicom(path, image, index, model_id, seed, dset)
+
+    if progress and start:
+        progress(start, n)
+    t0 = time.perf_counter()
+    done = start
+    try:
+        for i, images in generator.batches(n, seed=seed, batch_size=batch_size, raw=(fmt == "npy"), start=start):
+            for k, image in enumerate(images):
+                write(i + k, image)
+            done = i + len(images)
+            if progress:
+                progress(done, n)
+    except ModelError:
+        if done == 0 and not had_marker:  # nothing written: leave the folder as it was
+            marker.unlink(missing_ok=True)
+        raise
+    seconds = time.perf_counter() - t0
+    atomic_write_json(manifest, {
+        "count": n,
+        "files": f"{file_name(0, n, fmt)} .. {file_name(n - 1, n, fmt)}",
+        "format": fmt,
+        "seed": seed,
+        "batch_size": batch_size,
+        "latents": LATENT_RULE,
+        "model": {"path": str(model_path or generator.path), "sha256": generator.sha256,
+                  "metadata": generator.metadata},
+        **({"dicom": {**dset.to_dict(), "patient_id": dset.patient_id}} if dset else {}),
+        "device": device or generator.provider,
+        "provider": generator.provider,
+        "seconds": round(seconds, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"cxr-gan": __version__, "python": platform.python_version()},
+        "synthetic": True,
+        "model_sha256": generator.sha256,
+    })
+    marker.unlink(missing_ok=True)
+    return SampleResult(out, n, n - start, start, seconds, generator.provider)
