@@ -35,6 +35,8 @@ $(RUNTIME_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(RUNTIME_VENV)
 	$(RBIN)/python -m pip install -q --upgrade pip
 	$(RBIN)/python -m pip install -q -e ".[dev,dicom]"
+	# the lowest pydicom the dicom extra allows, so its tests prove the lower bound
+	$(RBIN)/python -m pip install -q "pydicom==3.0.0"
 	@if $(RBIN)/python -c "import tensorflow" 2>/dev/null; then echo "tensorflow leaked into $(RUNTIME_VENV)"; exit 1; fi
 	touch $@
 

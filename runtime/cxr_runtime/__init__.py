@@ -20,10 +20,10 @@ __version__ = "0.1.0"
 __all__ = ["DEFAULT_BATCH", "DEFAULT_BATCH_CHUNKED", "DEFAULT_BATCH_INT8", "CxrError", "Generator", "__version__"]
 logging.getLogger("cxr_runtime").addHandler(logging.NullHandler())
 
-# Images per model call by default (`Generator.default_batch` picks by the model): on a
-# 2-core Zen 5 the paper's fp32 generator ran fastest at 4 images per call without the
-# chunk loop and at 32 with it (the loop runs the convolutions 4 images at a time), the int8
-# one at 8-16 (docs/benchmarks.md); memory stays low either way. Never changes the images.
+# Images per model call by default (`Generator.default_batch` picks by the model): the
+# fastest batches `make bench` found for graphs without the chunk loop, with it (the loop
+# runs the convolutions a few images at a time) and int8 (docs/benchmarks.md has the
+# measurements); memory stays low either way. Never changes the images.
 DEFAULT_BATCH = 4
 DEFAULT_BATCH_CHUNKED = 32
 DEFAULT_BATCH_INT8 = 16

@@ -14,11 +14,11 @@ For every generated image, its nearest training image, found in two stages so 10
    slid +-10 px over each candidate (`cv2.matchTemplate`, TM_CCOEFF_NORMED), maximum over
    the shifts. SSIM of the best candidate is reported beside it.
 
-Why NCC and not SSIM for the verdict: measured on the shared data (PAPER.md), nearest-
-neighbour SSIM does not recognise a training image shifted by 3 pixels (0.33, the same as
-an unseen patient's 0.32); the shift-tolerant NCC gave unseen patients at most 0.89 and
-exact, shifted, noised or blurred copies 0.93 to 1.0. Images at or above THRESHOLD are
-flagged. Held-out real images, audited the same way, give the scale of an honest result.
+Why NCC and not SSIM for the verdict: nearest-neighbour SSIM does not recognise a training
+image shifted by 3 pixels (PAPER.md), the shift-tolerant NCC does. Images at or above
+THRESHOLD are flagged; its calibration (held-out patients below it, copies of training
+images above it) is in docs/metrics.md. Held-out real images, audited the same way, give the
+scale of an honest result.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 
 TOP_K = 5
 CROP = 108  # central crop of the generated image; the slide covers +-(128-108)/2 = +-10 px
-THRESHOLD = 0.92  # between unseen patients' max (0.89) and copies' min (0.93), measured in PAPER.md
+THRESHOLD = 0.92  # between unseen patients and copies of training images (calibration: docs/metrics.md)
 
 
 def _half(images: np.ndarray) -> np.ndarray:
