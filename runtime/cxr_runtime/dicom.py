@@ -2,11 +2,17 @@
 
 The information model, chosen so a PACS files a set the way it was made: **one synthetic
 patient, one study and one series per sample set**, one instance per image.
-- Patient: PatientName `SYNTHETIC^CXR-GAN`, PatientID `SYNTHETIC-<set id>` (the set id is
-  derived from the study UID, so two sets never share a patient), empty birth date, sex O.
+- Patient: PatientName `SYNTHETIC^CXR-GAN`, PatientID `SYNTHETIC-<set id>`, empty birth
+  date, sex O.
 - Study: one StudyInstanceUID, StudyID `SYNTH`, StudyDescription saying it is synthetic.
 - Series: one SeriesInstanceUID, SeriesNumber 1, Modality OT, BodyPartExamined CHEST.
-- Instance: a new SOPInstanceUID per image, InstanceNumber = index + 1.
+- Instance: one SOPInstanceUID per image, InstanceNumber = index + 1.
+Like the pixels, every identifier is a function of the set (model sha256, seed, count) and
+the image index: UIDs are derived from them (pydicom's generate_uid with those as entropy);
+the study date and time are the model's export time (its `exported` metadata; empty, as type
+2 allows, for a model without it). So an object's bytes are reproducible: a resumed
+set, or one written by several Ray workers, is byte-identical to a set written in one go,
+and different sets (another model, seed or count) never share a patient, study or instance.
 Every object says it is synthetic in several places a reader will look: ConversionType
 SYN (synthetic image), ImageComments and DerivationDescription (naming the model's sha256
 prefix, the seed and the index), the patient's name and ID, and BurnedInAnnotation NO.
@@ -17,7 +23,6 @@ empty where they have no value), so `dciodvfy` (dicom3tools) reports no error
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import os
 from dataclasses import dataclass
@@ -30,8 +35,7 @@ from cxr_runtime.io import atomic_path
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 SYNTHETIC_PATIENT = "SYNTHETIC^CXR-GAN"
 
-__all__ = ["SECONDARY_CAPTURE", "SYNTHETIC_PATIENT", "DicomSet", "DicomUnavailable", "check_available", "new_set",
-           "write_dicom"]
+__all__ = ["SECONDARY_CAPTURE", "SYNTHETIC_PATIENT", "DicomSet", "DicomUnavailable", "check_available", "write_dicom"]
 
 
 def _pydicom():
@@ -51,39 +55,46 @@ def check_available() -> None:
 
 @dataclass(frozen=True)
 class DicomSet:
-    """The identifiers every image of one sample set shares."""
+    """The identity of one sample set, from which every identifier of its objects derives."""
 
-    study_uid: str
-    series_uid: str
-    created: str  # YYYYMMDDHHMMSS: the set's study date and time
+    model_sha256: str
+    seed: int
+    count: int
+    exported: str = ""  # the model's export time (ISO 8601), the study's date and time
+
+    def _uid(self, *what) -> str:
+        _, _, _, generate_uid = _pydicom()
+        return generate_uid(entropy_srcs=["cxr-gan", self.model_sha256, str(self.seed), str(self.count), *map(str, what)])
+
+    @property
+    def study_uid(self) -> str:
+        return self._uid("study")
+
+    @property
+    def series_uid(self) -> str:
+        return self._uid("series")
+
+    def instance_uid(self, index: int) -> str:
+        return self._uid("instance", index)
 
     @property
     def patient_id(self) -> str:
-        return "SYNTHETIC-" + hashlib.sha256(self.study_uid.encode()).hexdigest()[:12].upper()
+        key = f"{self.model_sha256}:{self.seed}:{self.count}".encode()
+        return "SYNTHETIC-" + hashlib.sha256(key).hexdigest()[:12].upper()
 
     def to_dict(self) -> dict:
-        return {"study_uid": self.study_uid, "series_uid": self.series_uid, "created": self.created}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DicomSet:
-        return cls(d["study_uid"], d["series_uid"], d["created"])
+        return {"study_uid": self.study_uid, "series_uid": self.series_uid, "patient_id": self.patient_id}
 
 
-def new_set() -> DicomSet:
-    """Fresh study and series UIDs for a new sample set."""
-    _, _, _, generate_uid = _pydicom()
-    return DicomSet(generate_uid(), generate_uid(), _dt.datetime.now().strftime("%Y%m%d%H%M%S"))
-
-
-def write_dicom(path: str | os.PathLike, image: np.ndarray, index: int, model_id: str, seed: int,
-                dset: DicomSet) -> None:
-    """Write one uint8 (H, W) image of the set `dset` as a Secondary Capture object, atomically."""
-    pydicom, FileMetaDataset, ExplicitVRLittleEndian, generate_uid = _pydicom()
+def write_dicom(path: str | os.PathLike, image: np.ndarray, index: int, dset: DicomSet) -> None:
+    """Write one uint8 (H, W) image, number `index` of the set `dset`, as a Secondary Capture
+    object, atomically."""
+    pydicom, FileMetaDataset, ExplicitVRLittleEndian, _ = _pydicom()
     image = np.ascontiguousarray(image, dtype=np.uint8)
-    now = _dt.datetime.now()
+    model_id, seed = dset.model_sha256[:16], dset.seed
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = dset.instance_uid(index)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = pydicom.Dataset()
     ds.file_meta = meta
@@ -99,7 +110,9 @@ def write_dicom(path: str | os.PathLike, image: np.ndarray, index: int, model_id
     ds.StudyInstanceUID = dset.study_uid
     ds.StudyID = "SYNTH"
     ds.StudyDescription = "Synthetic chest X-rays (not a patient)"
-    ds.StudyDate, ds.StudyTime = dset.created[:8], dset.created[8:]
+    # the model's export time: fixed for the set, so the bytes do not depend on when they were written
+    digits = "".join(c for c in dset.exported[:19] if c.isdigit())
+    ds.StudyDate, ds.StudyTime = (digits[:8], digits[8:14]) if len(digits) >= 14 else ("", "")
     ds.AccessionNumber = ""
     ds.ReferringPhysicianName = ""
     # series
@@ -113,8 +126,6 @@ def write_dicom(path: str | os.PathLike, image: np.ndarray, index: int, model_id
     ds.Manufacturer = "cxr-gan"
     # image
     ds.InstanceNumber = index + 1
-    ds.ContentDate = now.strftime("%Y%m%d")
-    ds.ContentTime = now.strftime("%H%M%S")
     ds.PatientOrientation = ""  # type 2C: unknown for a synthetic image, so present and empty
     ds.BurnedInAnnotation = "NO"
     ds.ImageType = ["DERIVED", "SECONDARY"]

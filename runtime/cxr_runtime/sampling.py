@@ -12,8 +12,8 @@ and, once the set is complete, `manifest.json`.
   and writes the rest: the same bytes as an uninterrupted run. A folder holding another set,
   or sample files of unknown origin, is refused (SampleSetError); a complete set is left as
   it is.
-- DICOM: one synthetic patient, study and series per set (cxr_runtime.dicom); their UIDs
-  are kept in the marker, so a resumed set stays one study.
+- DICOM: one synthetic patient, study and series per set (cxr_runtime.dicom), every
+  identifier derived from (model, seed, count, index), so DICOM files are reproducible too.
 """
 
 from __future__ import annotations
@@ -114,17 +114,12 @@ def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, f
     had_marker = marker.is_file()
     if not had_marker and any(out.glob(f"sample-*.{ext}")):
         raise SampleSetError(f"--out {out} already holds sample files of unknown origin; choose another --out")
-    dset = None
-    if fmt == "dicom":  # one patient, study and series for the whole set, kept across a resumed run
-        previous = _read_json(marker).get("dicom") if had_marker else None
-        dset = dicom.DicomSet.from_dict(previous) if previous else dicom.new_set()
-    atomic_write_json(marker, {**identity, **({"dicom": dset.to_dict()} if dset else {})})
+    dset = dicom.DicomSet(generator.sha256, seed, n, generator.metadata.get("exported", "")) if fmt == "dicom" else None
+    atomic_write_json(marker, identity)
     start = 0
     while start < n and (out / file_name(start, n, fmt)).is_file():
         start += 1
     start -= start % batch_size  # redo the first incomplete batch whole: simpler, same bytes
-    model_id = generator.sha256[:16]
-
     def write(index: int, image) -> None:
         path = out / file_name(index, n, fmt)
         if fmt == "png":
@@ -134,7 +129,7 @@ def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, f
                 with open(tmp, "wb") as f:
                     np.save(f, image.astype(np.float32), allow_pickle=False)
         else:
-            dicom.write_dicom(path, image, index, model_id, seed, dset)
+            dicom.write_dicom(path, image, index, dset)
 
     if progress and start:
         progress(start, n)
@@ -161,7 +156,7 @@ def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, f
         "latents": LATENT_RULE,
         "model": {"path": str(model_path or generator.path), "sha256": generator.sha256,
                   "metadata": generator.metadata},
-        **({"dicom": {**dset.to_dict(), "patient_id": dset.patient_id}} if dset else {}),
+        **({"dicom": dset.to_dict()} if dset else {}),
         "device": device or generator.provider,
         "provider": generator.provider,
         "seconds": round(seconds, 3),
