@@ -18,14 +18,14 @@ EXPORT_ARGS ?=
 BIN := $(VENV)/bin
 RBIN := $(RUNTIME_VENV)/bin
 
-.PHONY: setup setup-runtime train export bench bench-train bench-stream test test-runtime lint clean
+.PHONY: setup setup-runtime train export bench bench-train bench-stream bench-ray test test-runtime lint clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[train,dev,dicom]"
+	$(BIN)/python -m pip install -q -e ".[train,dev,dicom,ray]"
 	touch $@
 
 # The runtime alone (no TensorFlow): what a hospital-side install gets, plus pytest.
@@ -34,7 +34,7 @@ setup-runtime: $(RUNTIME_VENV)/.installed
 $(RUNTIME_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(RUNTIME_VENV)
 	$(RBIN)/python -m pip install -q --upgrade pip
-	$(RBIN)/python -m pip install -q -e ".[dev,dicom]"
+	$(RBIN)/python -m pip install -q -e ".[dev,dicom,ray]"
 	# the lowest pydicom the dicom extra allows, so its tests prove the lower bound
 	$(RBIN)/python -m pip install -q "pydicom==3.0.0"
 	@if $(RBIN)/python -c "import tensorflow" 2>/dev/null; then echo "tensorflow leaked into $(RUNTIME_VENV)"; exit 1; fi
@@ -63,6 +63,11 @@ bench-train: setup
 # step time, peak memory (bench/stream.py -> bench/stream.json). Needs ~8 GB of free disk.
 bench-stream: setup
 	$(BIN)/python bench/stream.py $(BENCH_ARGS)
+
+# Sampling throughput: local engine vs Ray with 1 and 2 workers, and a 1-million-image estimate
+# (bench/ray_sampling.py -> bench/ray.json). Needs an exported model (ARTIFACT).
+bench-ray: setup
+	$(BIN)/python bench/ray_sampling.py --model $(ARTIFACT) $(BENCH_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest

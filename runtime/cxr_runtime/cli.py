@@ -81,17 +81,38 @@ def main():
                    f"convolutions run in chunks inside the model), {DEFAULT_BATCH_INT8} for int8, {DEFAULT_BATCH} "
                    "for other float32 graphs; all keep the paper's generator well under 500 MB]")
 @click.option("--device", default="auto", show_default=True, callback=_device, help=DEVICE_HELP)
-@click.option("--format", "fmt", type=click.Choice(SAMPLE_FORMATS), default="png", show_default=True,
+@click.option("--format", "fmt", type=click.Choice((*SAMPLE_FORMATS, "parquet")), default="png", show_default=True,
               help="png: 8-bit gray; npy: float32 in [-1, 1], the raw output; dicom: Secondary Capture, one "
-                   "synthetic patient, study and series per set (extra 'dicom').")
-def sample(n, model, out, seed, batch_size, device, fmt):
+                   "synthetic patient, study and series per set (extra 'dicom'); parquet (--engine ray): one "
+                   "file per shard, a row per image with its PNG bytes.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process; ray: shards of the index range on a Ray cluster's actors (extra 'ray'), "
+                   "the same files byte for byte.")
+@click.option("--address", default=None,
+              help="--engine ray: the cluster to join ('auto', or ray://host:10001); default: a Ray instance "
+                   "started on this machine for the call.")
+@click.option("--workers", type=click.IntRange(min=1, max=100_000), default=2, show_default=True,
+              help="--engine ray: actors writing shards (each opens the model once).")
+@click.option("--shard-size", type=click.IntRange(min=1), default=None,
+              help="--engine ray: images per shard [default: about 4 shards per worker, at most 1024].")
+@click.option("--cpus-per-worker", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="--engine ray: CPUs Ray reserves per actor (its onnxruntime threads).")
+def sample(n, model, out, seed, batch_size, device, fmt, engine, address, workers, shard_size, cpus_per_worker):
     """Generate N synthetic X-rays: OUT/sample-000000.png ... and OUT/manifest.json.
 
     Images are written batch by batch as they are produced (memory stays flat for any N),
     each file atomically; the manifest (model hash and metadata, seed, count, device) is
     written last, only when the set is complete. Interrupted? Run the same command again:
     the files already written are kept and the rest are added (cxr_runtime.sampling).
+    With --engine ray the index range is split into shards written by Ray actors into OUT
+    (a folder every node can reach); same seed, N and model give the same bytes per file as
+    the local engine (cxr_runtime.distributed).
     """
+    if engine == "ray":
+        _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, workers, shard_size, cpus_per_worker)
+        return
+    if fmt == "parquet" or address or shard_size:
+        raise click.UsageError("--format parquet, --address and --shard-size need --engine ray")
     from cxr_runtime.errors import CxrError
     from cxr_runtime.generator import Generator
     from cxr_runtime.quiet import quiet_stderr
@@ -128,6 +149,38 @@ def sample(n, model, out, seed, batch_size, device, fmt):
     seconds = max(result.seconds, 1e-9)
     click.echo(f"wrote {result.written} images to {out}/ in {result.seconds:.1f} s "
                f"({result.written / seconds:.1f} images/s, {result.provider})")
+
+
+def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, workers, shard_size, cpus_per_worker):
+    from cxr_runtime.errors import CxrError
+
+    _quiet_native()
+    for name in ("ray", "ray.data"):  # this process is ours: Ray's progress chatter off, our own lines only
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    try:
+        from cxr_runtime import distributed
+
+        state = {"shown": 0}
+
+        def progress(done, total):
+            if not state["shown"] and done < total:
+                _note(f"resuming: {done} of {total} images already written")
+            state["shown"] = done
+            if sys.stderr.isatty():
+                click.echo(f"\rsampling on Ray: {done}/{total}", err=True, nl=done == total)
+
+        result = distributed.sample(model, out, n, seed=seed, fmt=fmt, workers=workers, shard_size=shard_size,
+                                    address=address, device="cpu" if device == "auto" else device,
+                                    cpus_per_worker=cpus_per_worker, batch_size=batch_size, progress=progress)
+    except CxrError as e:
+        _fail(str(e))
+    if result.written == 0:
+        click.echo(f"{out}/ already holds this complete set of {n} images")
+        return
+    seconds = max(result.seconds, 1e-9)
+    click.echo(f"wrote {result.written} images to {out}/ on Ray in {result.seconds:.1f} s "
+               f"({result.written / seconds:.1f} images/s, {workers} workers)")
 
 
 @main.command()

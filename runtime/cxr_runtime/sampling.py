@@ -38,7 +38,8 @@ MARKER = ".sampling.json"
 MANIFEST = "manifest.json"
 LATENT_RULE = "image i: numpy default_rng([seed, i // 1024]).standard_normal((1024, latent_dim), float32)[i % 1024]"
 
-__all__ = ["SampleResult", "SampleSetError", "check_folder", "file_name", "sample_to_folder"]
+__all__ = ["SampleResult", "SampleSetError", "SetWriter", "check_folder", "file_name", "manifest_fields", "open_set",
+           "sample_to_folder"]
 
 
 @dataclass
@@ -79,6 +80,83 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+class SetWriter:
+    """Writes the files of one sample set: picklable, so distributed workers (Ray actors) write
+    with exactly the code the local sampler uses. write(index, image) writes one file atomically;
+    images are uint8 (S, S), or float32 in [-1, 1] for npy (`raw`)."""
+
+    def __init__(self, out: str | os.PathLike, n: int, seed: int, fmt: str, model_sha256: str, exported: str = ""):
+        if fmt not in SAMPLE_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(SAMPLE_FORMATS)}, not {fmt!r}")
+        self.out, self.n, self.seed, self.fmt = Path(out), n, seed, fmt
+        self.dset = None
+        if fmt == "dicom":
+            from cxr_runtime import dicom
+
+            dicom.check_available()
+            self.dset = dicom.DicomSet(model_sha256, seed, n, exported)
+
+    @property
+    def raw(self) -> bool:
+        return self.fmt == "npy"
+
+    def path(self, index: int) -> Path:
+        return self.out / file_name(index, self.n, self.fmt)
+
+    def write(self, index: int, image) -> None:
+        path = self.path(index)
+        if self.fmt == "png":
+            write_png(path, image)
+        elif self.fmt == "npy":
+            with atomic_path(path, suffix=".npy") as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, image.astype(np.float32), allow_pickle=False)
+        else:
+            from cxr_runtime import dicom
+
+            dicom.write_dicom(path, image, index, self.dset)
+
+
+def open_set(out: Path, identity: dict, ext: str, manifest_name: str = MANIFEST) -> tuple[bool, bool]:
+    """Check `out` against the set described by `identity` (model_sha256, seed, count, format).
+
+    Returns (complete, resumed): complete when its manifest is there (nothing to do), resumed
+    when its marker is (an interrupted set, to be finished). Raises SampleSetError when the
+    folder holds another set or sample files of unknown origin. Writes the marker otherwise."""
+    marker, manifest = out / MARKER, out / manifest_name
+    for path in (manifest, marker):
+        if path.is_file():
+            previous = _read_json(path)
+            if not all(previous.get(k) == v for k, v in identity.items()):
+                raise SampleSetError(f"--out {out} holds another sample set ({path.name} differs: model, seed, count "
+                                     "or format); choose another --out")
+            if path is manifest:
+                return True, False
+    resumed = marker.is_file()
+    if not resumed and (any(out.glob(f"sample-*.{ext}")) or any(out.glob(f"part-*.{ext}"))):
+        raise SampleSetError(f"--out {out} already holds sample files of unknown origin; choose another --out")
+    atomic_write_json(marker, identity)
+    return False, resumed
+
+
+def manifest_fields(n: int, fmt: str, seed: int, generator, model_path, writer: SetWriter | None) -> dict:
+    """The manifest entries every engine writes the same way."""
+    return {
+        "count": n,
+        "files": f"{file_name(0, n, fmt)} .. {file_name(n - 1, n, fmt)}",
+        "format": fmt,
+        "seed": seed,
+        "latents": LATENT_RULE,
+        "model": {"path": str(model_path or generator.path), "sha256": generator.sha256,
+                  "metadata": generator.metadata},
+        **({"dicom": writer.dset.to_dict()} if writer is not None and writer.dset is not None else {}),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"cxr-gan": __version__, "python": platform.python_version()},
+        "synthetic": True,
+        "model_sha256": generator.sha256,
+    }
+
+
 def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, fmt: str = "png",
                      batch_size: int | None = None, progress=None, model_path: str | None = None,
                      device: str | None = None) -> SampleResult:
@@ -90,80 +168,42 @@ def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, f
     be written, ModelError when the model outputs non-finite values (nothing is left behind
     if that happens at the first batch), DicomUnavailable for DICOM without pydicom.
     """
-    if fmt not in SAMPLE_FORMATS:
-        raise ValueError(f"format must be one of {', '.join(SAMPLE_FORMATS)}, not {fmt!r}")
     if n < 1:
         raise ValueError("n must be >= 1")
-    if fmt == "dicom":
-        from cxr_runtime import dicom
-
-        dicom.check_available()
+    writer = SetWriter(out, n, seed, fmt, generator.sha256, generator.metadata.get("exported", ""))
     out = check_folder(out)
     batch_size = batch_size or generator.default_batch
-    ext = EXTENSIONS[fmt]
     identity = {"model_sha256": generator.sha256, "seed": seed, "count": n, "format": fmt}
-    marker, manifest = out / MARKER, out / MANIFEST
-    for path in (manifest, marker):
-        if path.is_file():
-            previous = _read_json(path)
-            if not all(previous.get(k) == v for k, v in identity.items()):
-                raise SampleSetError(f"--out {out} holds another sample set ({path.name} differs: model, seed, count "
-                                     "or format); choose another --out")
-            if path is manifest:
-                return SampleResult(out, n, 0, n, 0.0, generator.provider)
-    had_marker = marker.is_file()
-    if not had_marker and any(out.glob(f"sample-*.{ext}")):
-        raise SampleSetError(f"--out {out} already holds sample files of unknown origin; choose another --out")
-    dset = dicom.DicomSet(generator.sha256, seed, n, generator.metadata.get("exported", "")) if fmt == "dicom" else None
-    atomic_write_json(marker, identity)
+    complete, resumed = open_set(out, identity, EXTENSIONS[fmt])
+    if complete:
+        return SampleResult(out, n, 0, n, 0.0, generator.provider)
     start = 0
-    while start < n and (out / file_name(start, n, fmt)).is_file():
+    while start < n and writer.path(start).is_file():
         start += 1
     start -= start % batch_size  # redo the first incomplete batch whole: simpler, same bytes
-    def write(index: int, image) -> None:
-        path = out / file_name(index, n, fmt)
-        if fmt == "png":
-            write_png(path, image)
-        elif fmt == "npy":
-            with atomic_path(path, suffix=".npy") as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, image.astype(np.float32), allow_pickle=False)
-        else:
-            dicom.write_dicom(path, image, index, dset)
-
     if progress and start:
         progress(start, n)
     t0 = time.perf_counter()
     done = start
     try:
-        for i, images in generator.batches(n, seed=seed, batch_size=batch_size, raw=(fmt == "npy"), start=start):
+        for i, images in generator.batches(n, seed=seed, batch_size=batch_size, raw=writer.raw, start=start):
             for k, image in enumerate(images):
-                write(i + k, image)
+                writer.write(i + k, image)
             done = i + len(images)
             if progress:
                 progress(done, n)
     except ModelError:
-        if done == 0 and not had_marker:  # nothing written: leave the folder as it was
-            marker.unlink(missing_ok=True)
+        if done == 0 and not resumed:  # nothing written: leave the folder as it was
+            (out / MARKER).unlink(missing_ok=True)
         raise
     seconds = time.perf_counter() - t0
-    atomic_write_json(manifest, {
-        "count": n,
-        "files": f"{file_name(0, n, fmt)} .. {file_name(n - 1, n, fmt)}",
-        "format": fmt,
-        "seed": seed,
+    atomic_write_json(out / MANIFEST, {
+        **manifest_fields(n, fmt, seed, generator, model_path, writer),
+        "engine": "local",
         "batch_size": batch_size,
-        "latents": LATENT_RULE,
-        "model": {"path": str(model_path or generator.path), "sha256": generator.sha256,
-                  "metadata": generator.metadata},
-        **({"dicom": dset.to_dict()} if dset else {}),
         "device": device or generator.provider,
         "provider": generator.provider,
         "seconds": round(seconds, 3),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": {"cxr-gan": __version__, "python": platform.python_version()},
-        "synthetic": True,
-        "model_sha256": generator.sha256,
     })
-    marker.unlink(missing_ok=True)
+    (out / MARKER).unlink(missing_ok=True)
     return SampleResult(out, n, n - start, start, seconds, generator.provider)
