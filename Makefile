@@ -36,7 +36,7 @@ $(RUNTIME_VENV)/.installed: pyproject.toml
 	$(RBIN)/python -m pip install -q --upgrade pip
 	$(RBIN)/python -m pip install -q -e ".[dev,dicom,ray]"
 	# the lowest pydicom the dicom extra allows, so its tests prove the lower bound
-	$(RBIN)/python -m pip install -q "pydicom==3.0.0"
+	$(RBIN)/python -m pip install -q "pydicom==3.0.1"
 	@if $(RBIN)/python -c "import tensorflow" 2>/dev/null; then echo "tensorflow leaked into $(RUNTIME_VENV)"; exit 1; fi
 	touch $@
 
