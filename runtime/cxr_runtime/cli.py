@@ -143,12 +143,16 @@ def sample(n, model, out, seed, batch_size, device, fmt, engine, address, worker
                                       model_path=str(model), device=device)
     except CxrError as e:
         _fail(str(e))
+    _said_written(result, out, n, result.provider)
+
+
+def _said_written(result, out, n, how: str) -> None:
+    """The one summary line of a sample call."""
     if result.written == 0:
         click.echo(f"{out}/ already holds this complete set of {n} images")
         return
-    seconds = max(result.seconds, 1e-9)
     click.echo(f"wrote {result.written} images to {out}/ in {result.seconds:.1f} s "
-               f"({result.written / seconds:.1f} images/s, {result.provider})")
+               f"({result.written / max(result.seconds, 1e-9):.1f} images/s, {how})")
 
 
 def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, workers, shard_size, cpus_per_worker):
@@ -175,12 +179,7 @@ def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, worker
                                     cpus_per_worker=cpus_per_worker, batch_size=batch_size, progress=progress)
     except CxrError as e:
         _fail(str(e))
-    if result.written == 0:
-        click.echo(f"{out}/ already holds this complete set of {n} images")
-        return
-    seconds = max(result.seconds, 1e-9)
-    click.echo(f"wrote {result.written} images to {out}/ on Ray in {result.seconds:.1f} s "
-               f"({result.written / seconds:.1f} images/s, {workers} workers)")
+    _said_written(result, out, n, f"on Ray, {workers} workers")
 
 
 @main.command()

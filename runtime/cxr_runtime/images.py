@@ -323,38 +323,32 @@ def _read_into(root, size, resize, cache, arrays, files, hashes, skipped, sink, 
             skipped.append((rel, f"unreadable: {e.strerror or e}"))
             continue
         digest = sha256_bytes(data)
-        if digest in seen and copies is None:
-            skipped.append((rel, f"duplicate of {seen[digest]}"))
-            continue
         if digest in seen:
+            if copies is None:
+                skipped.append((rel, f"duplicate of {seen[digest]}"))
+                continue
             copies.append((rel, seen[digest]))
             arr = first[digest]
-            if sink is not None:
-                sink.write(np.ascontiguousarray(arr, np.float32).tobytes())
-            else:
-                arrays.append(arr)
-            files.append(rel)
-            hashes.append(digest)
-            continue
-        entry = cache / f"{digest}-{size}-{resize}-v{PREPROCESS_VERSION}.npy" if cache else None
-        arr = _cache_get(entry, size)
-        if arr is None:
-            try:
-                arr = preprocess(decode_image(data), size, resize)
-            except ImageDecodeError as e:
-                skipped.append((rel, str(e)))
-                continue
-            if entry is not None:
-                _cache_put(entry, arr)
+        else:
+            entry = cache / f"{digest}-{size}-{resize}-v{PREPROCESS_VERSION}.npy" if cache else None
+            arr = _cache_get(entry, size)
+            if arr is None:
+                try:
+                    arr = preprocess(decode_image(data), size, resize)
+                except ImageDecodeError as e:
+                    skipped.append((rel, str(e)))
+                    continue
+                if entry is not None:
+                    _cache_put(entry, arr)
+            seen[digest] = rel
+            if copies is not None:
+                first[digest] = arr
         if sink is not None:
             sink.write(np.ascontiguousarray(arr, np.float32).tobytes())
         else:
             arrays.append(arr)
         files.append(rel)
         hashes.append(digest)
-        seen[digest] = rel
-        if copies is not None:
-            first[digest] = arr
     if progress is not None and candidates:
         progress(len(candidates), len(candidates))
 

@@ -123,7 +123,7 @@ def test_cli_engine_ray_and_usage_errors(model, local_ray, tmp_path):
     r = CliRunner().invoke(main, ["sample", "--n", str(N), "--seed", "4", "--model", str(m), "--out",
                                   str(tmp_path / "c"), "--engine", "ray", "--workers", "2"])
     assert r.exit_code == 0, r.output
-    assert "on Ray" in r.output and _same_files(local["png"], tmp_path / "c") == N
+    assert "on Ray, 2 workers" in r.output and _same_files(local["png"], tmp_path / "c") == N
     r = CliRunner().invoke(main, ["sample", "--n", "3", "--model", str(m), "--out", str(tmp_path / "d"),
                                   "--format", "parquet"])
     assert r.exit_code == 2 and "need --engine ray" in r.output
