@@ -20,7 +20,7 @@ EXIT_INTERRUPTED = 130
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
               help="Named configuration: 'quick' (the data-efficient recipe, 300 steps: 8-13 minutes on the "
-                   "2-core reference machine), 'long' (the same recipe, 1,500 steps: about an hour there), "
+                   "2-core reference machine), 'long' (the same recipe, 2,000 steps: about an hour there), "
                    "'paper' (the study's recipe exactly: 15 x 4000 steps), 'smoke' (tiny networks, seconds). "
                    "docs/training.md has what each costs.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str), envvar="CXR_DATA",

@@ -188,8 +188,8 @@ PRESETS: dict[str, Config] = {
     # The recipe for 300 steps (6 x 50, batch 32): the README's default, 8-13 minutes of
     # training on the 2-core reference machine (docs/training.md has the costs).
     "quick": Config(preset="quick", epochs=6, steps_per_epoch=50, batch_size=32, keep_checkpoints=1, **RECIPE),
-    # The recipe for 1,500 steps (15 x 100): about an hour on the reference machine.
-    "long": Config(preset="long", epochs=15, steps_per_epoch=100, batch_size=32, keep_checkpoints=1, **RECIPE),
+    # The recipe for 2,000 steps (20 x 100): about an hour on the reference machine.
+    "long": Config(preset="long", epochs=20, steps_per_epoch=100, batch_size=32, keep_checkpoints=1, **RECIPE),
     # Tiny widths and 32x32 images: seconds, for tests and a first look at the plumbing;
     # float32 so that it computes the same on every machine. The paper's recipe.
     "smoke": Config(

@@ -225,7 +225,7 @@ class GAN(keras.Model):
             with tf.GradientTape(watch_accessed_variables=False) as inner:
                 inner.watch(real)
                 real_logit, fake_logit = self._d_logits(step, real, fake, start, rows)
-                real_sum = tf.reduce_sum(real_logit)  # per-image gradients: images do not interact in D
+                real_sum = tf.reduce_sum(real_logit)  # the sum: per-image gradients (with mbstd, as in StyleGAN2)
             grad = inner.gradient(real_sum, real)
             r1 = 0.5 * cfg.r1_gamma * tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))
         else:
