@@ -15,11 +15,15 @@ from pathlib import Path
 import numpy as np
 
 
-def config():
+def config(recipe: bool = False):
     from cxr_training.config import preset
 
     # dropout off: each replica draws its own dropout masks, the single device one mask
-    return preset("smoke").replace(epochs=2, steps_per_epoch=3, batch_size=4, d_dropout=0.0, keep_checkpoints=3)
+    cfg = preset("smoke").replace(epochs=2, steps_per_epoch=3, batch_size=4, d_dropout=0.0, keep_checkpoints=3)
+    if recipe:  # the recipe's levers whose state is shared across replicas (mbstd's statistic is per replica)
+        cfg = cfg.replace(augment="adaptive", augment_p=0.3, ada_interval=2, ada_speed=4.0, r1_gamma=0.1,
+                          label_smoothing=0.1, ema_halflife=3.0)
+    return cfg
 
 
 def main() -> int:
@@ -29,6 +33,7 @@ def main() -> int:
     ap.add_argument("strategy")
     ap.add_argument("--interrupt-at")
     ap.add_argument("--resume")
+    ap.add_argument("--recipe", action="store_true")
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
 
@@ -52,7 +57,7 @@ def main() -> int:
     if args.resume:
         run = train(None, None, resume_dir=args.resume, strategy=args.strategy, log=print)
     else:
-        run = train(config(), args.data, out_root=Path(args.out) / "runs", strategy=args.strategy, log=print,
+        run = train(config(args.recipe), args.data, out_root=Path(args.out) / "runs", strategy=args.strategy, log=print,
                     extra_callbacks=callbacks)
     from cxr_training import checkpoint
 
@@ -61,7 +66,7 @@ def main() -> int:
         return 0
     ckpt, meta = checkpoint.latest_valid(run)
     with np.load(ckpt / "state.npz") as state:
-        arrays = {k: state[k] for k in state.files if k.startswith(("generator/", "discriminator/"))}
+        arrays = {k: state[k] for k in state.files if k.startswith(("generator/", "discriminator/", "ema/", "augment/"))}
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     np.savez(Path(args.out) / "result.npz", **arrays,
              losses=np.array([[r["g_loss"], r["d_loss"]] for r in rows]), step=meta["step"])

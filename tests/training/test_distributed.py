@@ -67,6 +67,17 @@ def test_mirrored_two_logical_cpus_equals_default(single, data, tmp_path):
     _assert_same(single, _result(tmp_path))
 
 
+def test_mirrored_recipe_equals_default(data, tmp_path):
+    """The recipe's shared state under two replicas: augmentation drawn per global row, ADA's
+    sign sums all-reduced, the EMA updated from the synchronised weights, R1 per replica."""
+    _run(tmp_path / "one", data, "default", "--recipe")
+    proc = _run(tmp_path / "two", data, "mirrored", "--recipe", env={"CXR_LOGICAL_CPUS": "2"})
+    assert "mirrored strategy, 2 replicas" in proc.stdout
+    one, two = _result(tmp_path / "one"), _result(tmp_path / "two")
+    assert any(k.startswith("ema/") for k in one) and any(k.startswith("augment/") for k in one)
+    _assert_same(one, two)
+
+
 def test_mirrored_resume_equals_straight(single, data, tmp_path):
     env = {"CXR_LOGICAL_CPUS": "2"}
     proc = _run(tmp_path, data, "mirrored", "--interrupt-at", "1,1", env=env, check=False)

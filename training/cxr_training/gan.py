@@ -299,13 +299,11 @@ class GAN(keras.Model):
         total, seen = self.ada_sums
         total.assign_add(signs)
         seen.assign_add(count)
-
-        def adjust():
-            r_t = total / tf.maximum(seen, 1.0)
-            p = self.augment_p + tf.sign(r_t - cfg.ada_target) * (cfg.ada_interval / cfg.ada_speed)
-            self.augment_p.assign(tf.clip_by_value(p, 0.0, 1.0))
-            total.assign(0.0)
-            seen.assign(0.0)
-            return tf.constant(True)
-
-        tf.cond(tf.equal((step + 1) % cfg.ada_interval, 0), adjust, lambda: tf.constant(False))
+        # no tf.cond: an assignment inside control flow cannot synchronise replicas, so the
+        # adjustment is computed every step and applied with weight 1 on adjustment steps only
+        now = tf.cast(tf.equal((step + 1) % cfg.ada_interval, 0), tf.float32)
+        r_t = total / tf.maximum(seen, 1.0)
+        p = self.augment_p + now * tf.sign(r_t - cfg.ada_target) * (cfg.ada_interval / cfg.ada_speed)
+        self.augment_p.assign(tf.clip_by_value(p, 0.0, 1.0))
+        total.assign(total * (1.0 - now))
+        seen.assign(seen * (1.0 - now))
