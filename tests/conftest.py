@@ -45,3 +45,13 @@ def few_real(train_normal, tmp_path) -> Path:
     for p in sorted(train_normal.iterdir())[:8]:
         (folder / p.name).symlink_to(p)
     return folder
+
+
+@pytest.fixture
+def few_heldout(kermany, tmp_path) -> Path:
+    """A folder with symlinks to the first 10 held-out real images (other patients)."""
+    folder = tmp_path / "held"
+    folder.mkdir()
+    for p in sorted((kermany / "heldout" / "NORMAL").iterdir())[:10]:
+        (folder / p.name).symlink_to(p)
+    return folder

@@ -1,6 +1,8 @@
 """End to end: the real 128x128 architecture, 2 epochs x 2 steps, on a few real images,
-through the installed commands: `cxr-train` (every artefact of a run), `cxr-export` (the
-real generator converted once, behind the parity gate), `cxr-runtime sample` and `evaluate`."""
+through the installed commands and the README's default preset (`quick`: the data-efficient
+recipe, scored against held-out images at each epoch): `cxr-train` (every artefact of a run),
+`cxr-export` (the real EMA generator converted, behind the parity gate), `cxr-runtime sample`
+and `evaluate`."""
 
 from __future__ import annotations
 
@@ -24,16 +26,16 @@ def _exe(name):
 
 
 @pytest.mark.slow
-def test_paper_architecture_end_to_end(few_real, tmp_path):
+def test_paper_architecture_end_to_end(few_real, few_heldout, tmp_path):
     out = tmp_path / "runs"
     env = {**os.environ, "CXR_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(
-        [_exe("cxr-train"), "--preset", "paper", "--data", str(few_real), "--out", str(out),
-         "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "4"],
+        [_exe("cxr-train"), "--preset", "quick", "--data", str(few_real), "--heldout", str(few_heldout),
+         "--out", str(out), "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "4", "--quality-images", "16"],
         capture_output=True, text=True, timeout=900, env=env,
     )
     assert proc.returncode == 0, proc.stderr
-    run = out / "00001-paper"
+    run = out / "00001-quick"
     # the screen: one summary line per epoch, no TensorFlow start-up noise
     epoch_lines = [line for line in proc.stderr.splitlines() if line.startswith("epoch ") and "ssim" in line]
     assert len(epoch_lines) == 2
@@ -50,20 +52,24 @@ def test_paper_architecture_end_to_end(few_real, tmp_path):
         for key in (*METRIC_KEYS, "ref_ssim", "ref_mse"):
             assert np.isfinite(r[key]), key
         assert 0 <= r["real_acc"] <= 1 and -1 <= r["ssim"] <= 1 and r["mse"] >= 0
+        # the held-out monitor, the audit (128x128 images) and the recipe's augmentation probability
+        for key in ("q_recall", "q_coverage", "q_kid", "q_diversity", "audit_nn_max", "augment_p"):
+            assert np.isfinite(r[key]), key
+        assert 0 <= r["audit_flagged"] <= 16
     csv_lines = (run / "metrics.csv").read_text().splitlines()
     assert len(csv_lines) == 3 and csv_lines[0].startswith("epoch,step,g_loss,d_loss")
 
     import cv2
 
     for name in ("samples/epoch-0001.png", "samples/epoch-0002.png",
-                 "plots/losses_ssim_mse.png", "plots/discriminator.png"):
+                 "plots/losses_ssim_mse.png", "plots/discriminator.png", "plots/quality.png"):
         img = cv2.imread(str(run / name), cv2.IMREAD_UNCHANGED)
         assert img is not None and img.size > 0, name
     grid = cv2.imread(str(run / "samples/epoch-0002.png"), cv2.IMREAD_UNCHANGED)
     assert grid.shape == (4 * 130 + 2, 4 * 130 + 2)  # 16 fixed-latent samples, 4 x 4
 
     ckpts = sorted((run / "checkpoints").iterdir())
-    assert [c.name for c in ckpts] == ["epoch-0001", "epoch-0002"]
+    assert [c.name for c in ckpts] == ["epoch-0002"]  # the quick preset keeps the newest
     meta = json.loads((ckpts[-1] / "meta.json").read_text())
     assert meta["epoch"] == 2 and meta["step"] == 4 and meta["config"]["image_size"] == 128
 
@@ -73,7 +79,8 @@ def test_paper_architecture_end_to_end(few_real, tmp_path):
     g = keras.models.load_model(run / "generator.keras")
     assert g.count_params() == 27_265_281
     info = json.loads((run / "generator.json").read_text())
-    assert info["latent_dim"] == 100 and info["step"] == 4 and info["run_id"] == "00001-paper"
+    assert info["latent_dim"] == 100 and info["step"] == 4 and info["run_id"] == "00001-quick"
+    assert info["weights"] == "ema" and (run / "generator-raw.keras").is_file()
 
     # export the real architecture, behind the gates: the optimised graph with its int8 model
     # (the int8 gate reads the run's own training images), and tf2onnx's plain conversion
@@ -96,7 +103,7 @@ def test_paper_architecture_end_to_end(few_real, tmp_path):
     import onnx
 
     meta = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
-    assert meta["run_id"] == "00001-paper" and meta["step"] == "4" and meta["image_size"] == "128"
+    assert meta["run_id"] == "00001-quick" and meta["step"] == "4" and meta["image_size"] == "128"
     assert meta["data_sha256"] == cfg["data"]["sha256"] and meta["config_hash"] == cfg["config_hash"]
 
     # and the runtime samples and scores with it, without TensorFlow in the loop

@@ -19,20 +19,6 @@ from cxr_training.train import train
 tf, keras = import_tf()
 
 
-@pytest.fixture(scope="session")
-def heldout_normal(kermany):
-    return kermany / "heldout" / "NORMAL"
-
-
-@pytest.fixture
-def few_heldout(heldout_normal, tmp_path):
-    folder = tmp_path / "held"
-    folder.mkdir()
-    for p in sorted(heldout_normal.iterdir())[:10]:
-        (folder / p.name).symlink_to(p)
-    return folder
-
-
 def _rows(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
