@@ -15,8 +15,10 @@
 Byte-identical to a local run: an image is a function of (model, seed, index) and every
 file is written atomically by the same code, so the same seed, n and model give the same
 bytes per file for any number of workers and any shard size (png, npy and dicom).
-Fault tolerance: an actor that dies is restarted by Ray and its shard retried
-(`max_restarts`, `max_task_retries`); a driver that dies leaves the done markers, and
+Fault tolerance: an actor whose process dies is restarted by Ray Data's actor pool and its
+shard retried (Ray Data's defaults for actor pools: unlimited restarts and task retries for
+system failures; an exception raised by our own code fails the job at once, with its
+message, instead of looping); a driver that dies leaves the done markers, and
 running the same call again skips the finished shards; temporary files of killed workers are
 removed before the set is declared complete. A folder a local `sample` left unfinished can be
 finished here and vice versa (same marker).
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import socket
 import time
@@ -54,7 +57,6 @@ FORMATS = ("png", "npy", "dicom", "parquet")
 SHARDS = ".shards"
 PARQUET_MANIFEST = "_manifest.json"
 MAX_SHARD = 1024  # images per shard at most: a few seconds of work on a GPU, about ten on 2 CPU cores
-RETRIES = 3  # restarts of a dead actor, and retries of its shard
 
 __all__ = ["FORMATS", "DistributedError", "RayUnavailable", "ShardWriter", "plan_shards", "sample"]
 
@@ -191,6 +193,22 @@ class ShardWriter:
                 "provider": np.array([self.gen.provider] * k, object)}
 
 
+_RAY_ERRORS = ("UserCodeException", "RayTaskError", "RayActorError", "ActorDiedError", "RaySystemError")
+
+
+def _worker_error(e: BaseException) -> str:
+    """The worker's own exception, as 'Type: message'. Ray Data re-raises it wrapped
+    (RayTaskError around UserCodeException) with only the worker's traceback text inside, so
+    the first 'Name: message' line of that text that is not one of Ray's wrappers is it."""
+    pattern = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Interrupt)): (.+)$")
+    for line in str(e).splitlines():
+        m = pattern.match(line.strip())
+        if m and not m.group(1).startswith(_RAY_ERRORS):
+            return f"{m.group(1)}: {m.group(2)}"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
 def _remove_leftovers(out: Path) -> int:
     """Temporary files of writers that died (atomic writes leave only these behind)."""
     removed = 0
@@ -261,8 +279,7 @@ def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int =
                 num_gpus=gpus, fn_constructor_kwargs={
                     "model": model, "expected_sha256": local.sha256, "out": str(out), "n": n, "seed": seed,
                     "fmt": fmt, "batch_size": batch_size, "threads": max(1, int(cpus_per_worker)),
-                    "device": device},
-                max_restarts=RETRIES, max_task_retries=RETRIES)
+                    "device": device})
             for row in results.iter_rows():
                 done += int(row["end"]) - int(row["start"])
                 nodes.add(str(row["node"]))
@@ -272,11 +289,8 @@ def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int =
                     progress(done, n)
     except CxrError:
         raise
-    except Exception as e:  # a shard that kept failing: Ray wraps the worker's exception
-        cause = getattr(e, "cause", None) or e
-        text = str(cause).strip().splitlines()
-        raise DistributedError(f"the Ray job failed: {type(cause).__name__}: {text[-1] if text else ''}"[:500]) \
-            from None
+    except Exception as e:  # a shard failed: Ray wraps the worker's exception, report the worker's
+        raise DistributedError(f"the Ray job failed: {_worker_error(e)}"[:500]) from None
     finally:
         context.enable_progress_bars = bars
         if started_here:

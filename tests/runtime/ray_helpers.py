@@ -23,3 +23,10 @@ class DiesOnce(ShardWriter):
         for i, images in self.gen.batches(start + 1, seed=self.seed, start=start):
             self.writer.write(i, images[0])
         os._exit(1)
+
+
+class Fails(ShardWriter):
+    """A writer whose own code fails (as a full disk would): the job must stop with the message."""
+
+    def __call__(self, batch):
+        raise OSError("No space left on device (simulated)")

@@ -118,6 +118,17 @@ def test_a_dead_worker_shard_is_redone(model, local_ray, tmp_path):
     _clean(out)
 
 
+def test_an_error_in_the_writer_stops_the_job_with_its_message(model, local_ray, tmp_path):
+    from .ray_helpers import Fails
+
+    m, _ = model
+    t0 = time.time()
+    with pytest.raises(distributed.DistributedError, match="No space left on device"):
+        distributed.sample(m, tmp_path / "ray", N, seed=4, workers=1, shard_size=10, writer_cls=Fails)
+    assert time.time() - t0 < 120  # not retried forever
+    assert not (tmp_path / "ray" / "manifest.json").exists()
+
+
 def test_cli_engine_ray_and_usage_errors(model, local_ray, tmp_path):
     m, local = model
     r = CliRunner().invoke(main, ["sample", "--n", str(N), "--seed", "4", "--model", str(m), "--out",
