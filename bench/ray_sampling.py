@@ -7,11 +7,14 @@ to a fresh folder each time):
 (c) Ray, 1 worker, 1 CPU per worker;   (d) Ray, 2 workers, 1 CPU each.
 Ray is started once before (c) and its start-up is timed on its own; (c) and (d) include
 starting the actors (each opens the model once). From these:
-- scaling: (d) / (c) (2 workers on 2 cores: near 2 expected);
-- overhead per shard: ((c) wall - (b) wall) / shards (scheduling, actor start-up, markers);
-- a paper calculation for 1,000,000 images on 8 and 64 nodes, each node running as many
-  1-CPU workers as this machine has cores, at the measured per-worker rate, plus the shards'
-  overhead and Ray's start-up. Writes bench/ray.json.
+- scaling: (d) / (c) in images/s, whole calls, and the same from the shards' own times
+  (steady state, start-up excluded);
+- start-up of a call: (c)'s wall time minus its shards' time (actor start, model load);
+  overhead per shard inside a running actor: (c)'s median shard time minus what (b) takes
+  for as many images;
+- a paper calculation for 1,000,000 images on 8 and 64 nodes like this one (each running
+  as many 1-CPU workers as it has cores, at (d)'s measured per-worker rate while both workers
+  run), shards of 1024, plus Ray's and the call's start-up. Writes bench/ray.json.
 """
 
 from __future__ import annotations
@@ -88,23 +91,26 @@ def main() -> None:
 
     for r in rows.values():
         r["images_per_s"] = args.n / r["seconds"]
-    shards = rows["ray_1_workers"]["shards"]
-    per_shard = (rows["ray_1_workers"]["seconds"] - rows["local_1_thread"]["seconds"]) / shards
-    per_worker = rows["ray_1_workers"]["images_per_s"]
-    scaling = rows["ray_2_workers"]["images_per_s"] / per_worker
+    one, two = rows["ray_1_workers"], rows["ray_2_workers"]
+    startup = one["seconds"] - one["shards"] * one["shard_seconds_median"]
+    per_shard = one["shard_seconds_median"] - args.shard_size / rows["local_1_thread"]["images_per_s"]
+    worker_rate = args.shard_size / two["shard_seconds_median"]  # per worker, with every core busy
+    scaling = two["images_per_s"] / one["images_per_s"]
+    steady_scaling = 2 * one["shard_seconds_median"] / two["shard_seconds_median"]
     paper = {}
     for nodes in (8, 64):
         workers = nodes * cores
-        per_image = 1.0 / rows["local_1_thread"]["images_per_s"]
         shard = distributed.MAX_SHARD
-        n_shards = math.ceil(1_000_000 / shard)
-        seconds = ray_start + math.ceil(n_shards / workers) * (shard * per_image + per_shard)
+        rounds = math.ceil(math.ceil(1_000_000 / shard) / workers)
+        seconds = ray_start + startup + rounds * (shard / worker_rate + max(per_shard, 0.0))
         paper[f"{nodes}_nodes"] = {"workers": workers, "shard_size": shard, "hours": seconds / 3600,
                                    "images_per_s": 1_000_000 / seconds}
     result = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_name(), "usable_cores": cores,
         "model": args.model, "n": args.n, "shard_size": args.shard_size, "ray_start_seconds": ray_start,
-        "rows": rows, "scaling_2_over_1_workers": scaling, "overhead_per_shard_seconds": per_shard,
+        "rows": rows, "scaling_2_over_1_workers": scaling, "steady_scaling_2_over_1_workers": steady_scaling,
+        "call_startup_seconds": startup, "overhead_per_shard_seconds": per_shard,
+        "worker_images_per_s_all_cores_busy": worker_rate,
         "one_million_images": paper, "ray": ray.__version__, "python": platform.python_version(),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -113,7 +119,8 @@ def main() -> None:
     for name, r in rows.items():
         print(f"{name:<28}{r['seconds']:>9.1f}{r['images_per_s']:>10.1f}"
               + (f"   byte-identical: {r['byte_identical_to_local']}" if "byte_identical_to_local" in r else ""))
-    print(f"Ray start-up {ray_start:.1f} s; 2 workers / 1 worker: {scaling:.2f}x; overhead per shard {per_shard:.2f} s")
+    print(f"Ray start-up {ray_start:.1f} s; a call's start-up (actors, model) {startup:.1f} s; overhead per shard "
+          f"{per_shard:.2f} s; 2 workers / 1 worker: {scaling:.2f}x whole calls, {steady_scaling:.2f}x in the shards")
     for k, v in paper.items():
         print(f"1,000,000 images on {k.replace('_', ' ')} ({v['workers']} workers): about {v['hours']:.2f} h "
               f"({v['images_per_s']:.0f} images/s)")
