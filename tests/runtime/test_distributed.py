@@ -205,7 +205,9 @@ def test_two_node_cluster_on_loopback(model, tmp_path):
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         m, local = model
         out = tmp_path / "ray"
-        distributed.sample(m, out, N, seed=4, workers=2, shard_size=3)
+        # one image per shard: 30 shards, so the actor that starts first cannot finish them all
+        # before the other node's actor is up (with 10 shards of 3 that happened once in CI)
+        distributed.sample(m, out, N, seed=4, workers=2, shard_size=1)
         assert _same_files(local["png"], out) == N
         nodes = json.loads((out / "manifest.json").read_text())["ray"]["nodes"]
         assert len(nodes) == 2  # both nodes wrote shards
