@@ -191,26 +191,26 @@ def test_a_killed_driver_resumes_where_it_stopped(model, tmp_path):
 
 
 def test_two_node_cluster_on_loopback(model, tmp_path):
-    """A head node and a second worker node (two raylets on this machine), one CPU each: the
-    two actors run on different nodes and the set is the local one."""
+    """A head node without CPUs (the driver's) and a second node (two raylets on this machine)
+    with two: both actors must run on the other node, so the set is written by a remote node,
+    and it is the local one."""
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
         ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
-        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=2)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         m, local = model
         out = tmp_path / "ray"
-        # one image per shard: 30 shards, so the actor that starts first cannot finish them all
-        # before the other node's actor is up (with 10 shards of 3 that happened once in CI)
-        distributed.sample(m, out, N, seed=4, workers=2, shard_size=1)
+        distributed.sample(m, out, N, seed=4, workers=2, shard_size=3)
         assert _same_files(local["png"], out) == N
         nodes = json.loads((out / "manifest.json").read_text())["ray"]["nodes"]
-        assert len(nodes) == 2  # both nodes wrote shards
+        head_id = ray.get_runtime_context().get_node_id()  # the driver's node
+        assert len(nodes) == 1 and not nodes[0].endswith(head_id[:12])  # every shard from the other node
     finally:
         ray.shutdown()
         cluster.shutdown()
