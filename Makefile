@@ -18,7 +18,7 @@ EXPORT_ARGS ?=
 BIN := $(VENV)/bin
 RBIN := $(RUNTIME_VENV)/bin
 
-.PHONY: setup setup-runtime train export bench bench-train bench-stream bench-ray test test-runtime lint clean
+.PHONY: setup setup-runtime train export sweep bench bench-train bench-stream bench-ray test test-runtime lint clean
 
 setup: $(VENV)/.installed
 
@@ -68,6 +68,12 @@ bench-stream: setup
 # (bench/ray_sampling.py -> bench/ray.json). Needs an exported model (ARTIFACT).
 bench-ray: setup
 	$(BIN)/python bench/ray_sampling.py --model $(ARTIFACT) $(BENCH_ARGS)
+
+# A plan of runs that outlives the session (cxr-sweep; runs under $$CXR_RUNS, default ~/cxr-runs):
+#   nohup make sweep PLAN=bench/plans/recipe.toml > ~/cxr-runs/sweep.out 2>&1 &
+PLAN        ?= bench/plans/recipe.toml
+sweep: setup
+	$(BIN)/cxr-sweep $(PLAN)
 
 test: setup
 	$(BIN)/python -m pytest

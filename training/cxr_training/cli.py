@@ -2,19 +2,94 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
 import click
 
 from cxr_runtime import __version__
-from cxr_runtime.choices import RESIZE_MODES
-from cxr_training.config import AUGMENT_MODES, PRESETS, preset
-from cxr_training.precision import CHOICES as PRECISIONS
+from cxr_training.config import PRESETS, Config, preset
 
 EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+
+class ListOf(click.ParamType):
+    """A comma-separated list of `item` values (for tuple fields); item=tuple parses
+    FRACTION:FACTOR pairs (the progressive schedule)."""
+
+    def __init__(self, item):
+        self.item = item
+        self.name = "list"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            parts = [x.strip() for x in str(value).split(",") if x.strip()]
+            if self.item is tuple:
+                return tuple((float(a), int(b)) for a, b in (x.split(":") for x in parts))
+            return tuple(self.item(x) for x in parts)
+        except ValueError:
+            kind = "FRACTION:FACTOR pairs" if self.item is tuple else f"{self.item.__name__} values"
+            self.fail(f"{value!r} is not a comma-separated list of {kind}", param, ctx)
+
+
+def _metavar(f: dataclasses.Field) -> str | None:
+    item = f.metadata.get("item")
+    if item is tuple:
+        return "F:K[,F:K...]"
+    if item is int:
+        return "N[,N...]"
+    if item is str:
+        return "NAME[,NAME...]"
+    return None
+
+
+def config_options() -> list[click.Option]:
+    """One option per Config field, built from the field's metadata (config.opt): a new field
+    gets its flag without touching this file."""
+    options = []
+    for f in dataclasses.fields(Config):
+        meta = f.metadata
+        if not meta.get("cli", False):
+            continue
+        flag = "--" + (meta.get("flag") or f.name).replace("_", "-")
+        default = f.default
+        if meta.get("choices"):
+            kind = click.Choice(meta["choices"])
+        elif isinstance(default, bool):
+            kind = None
+        elif isinstance(default, int):
+            kind = click.IntRange(meta.get("lo"), meta.get("hi"), min_open=meta.get("lo_open", False),
+                                  max_open=meta.get("hi_open", False))
+        elif isinstance(default, float):
+            kind = click.FloatRange(meta.get("lo"), meta.get("hi"), min_open=meta.get("lo_open", False),
+                                    max_open=meta.get("hi_open", False))
+        elif isinstance(default, tuple):
+            kind = ListOf(meta["item"])
+        else:
+            kind = str
+        shown = ",".join(":".join(map(str, x)) if isinstance(x, tuple) else str(x) for x in default) \
+            if isinstance(default, tuple) else ("on" if default else "off") if isinstance(default, bool) else default
+        help_ = f"{meta['help']} [paper: {shown if shown != '' else '(none)'}]"
+        if kind is None:
+            options.append(click.Option([f"{flag}/--no-{flag[2:]}", f.name], default=None, help=help_))
+        else:
+            options.append(click.Option([flag, f.name], type=kind, default=None, help=help_,
+                                        metavar=_metavar(f)))
+    return options
+
+
+def config_from_options(params: dict) -> Config:
+    """The Config a (parsed) cxr-train command line asks for: the preset, then the overrides;
+    raises ValueError naming the first bad field."""
+    overrides = {f.name: params[f.name] for f in dataclasses.fields(Config) if params.get(f.name) is not None}
+    cfg = preset(params.get("preset_name") or "quick").replace(**overrides)
+    cfg.validate()
+    return cfg
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -22,53 +97,16 @@ EXIT_INTERRUPTED = 130
               help="Named configuration: 'quick' (the data-efficient recipe, 300 steps: 8-13 minutes on the "
                    "2-core reference machine), 'long' (the same recipe, 2,000 steps: about an hour there), "
                    "'paper' (the study's recipe exactly: 15 x 4000 steps), 'smoke' (tiny networks, seconds). "
-                   "docs/training.md has what each costs.")
+                   "docs/training.md has what each costs. Every option below overrides one field of it.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str), envvar="CXR_DATA",
               show_envvar=True,
               help="Folder of training images, searched recursively (.jpeg .jpg .png .bmp .tif). "
                    "Required for a new run; a resumed run defaults to its own.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Override the preset's number of epochs.")
-@click.option("--steps-per-epoch", type=click.IntRange(min=1), help="Override the preset's steps per epoch.")
-@click.option("--batch-size", type=click.IntRange(min=1, max=4096),
-              help="Real images per step (D also sees as many generated ones).")
-@click.option("--seed", type=click.IntRange(min=0, max=2**31 - 1), help="Seed of weights, batches and latents.")
-@click.option("--resize", type=click.Choice(RESIZE_MODES),
-              help="How non-square images become square: stretch (the study) or centre-crop.")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), help="Epochs between checkpoints (default 1).")
 @click.option("--heldout", "heldout_dir", type=click.Path(file_okay=False, path_type=str), envvar="CXR_HELDOUT",
               show_envvar=True,
               help="Folder of real images never trained on (other patients). Each epoch end then scores "
                    "the sampling generator against them (recall, coverage, KID, diversity) and counts the "
                    "images the memorisation audit would flag: metrics.jsonl, plots/quality.png.")
-@click.option("--progressive/--no-progressive", default=None,
-              help="The study's progressive resizing of the real images (on in 'paper', off in 'quick'/'long').")
-@click.option("--lr-schedule", type=click.Choice(["decay", "constant"]),
-              help="The study's adaptive learning rate: linear decay over the second half ('paper') or "
-                   "constant ('quick'/'long').")
-@click.option("--g-lr", type=click.FloatRange(min=0, min_open=True), help="Generator learning rate (2e-4).")
-@click.option("--d-lr", type=click.FloatRange(min=0, min_open=True),
-              help="Discriminator learning rate (2e-4); a higher D rate is the two time-scale rule (TTUR).")
-@click.option("--augment", type=click.Choice(AUGMENT_MODES),
-              help="Differentiable augmentation of real and generated images before D: fixed probability "
-                   "(DiffAugment) or adaptive (ADA). 'fixed' in 'quick'/'long', off in 'paper'.")
-@click.option("--augment-p", type=click.FloatRange(0.0, 1.0),
-              help="Probability of each transform per image (fixed), or its starting value (adaptive).")
-@click.option("--r1-gamma", type=click.FloatRange(min=0.0), help="R1 gradient penalty weight on D (0: off).")
-@click.option("--label-smoothing", type=click.FloatRange(0.0, 0.5, max_open=True),
-              help="One-sided label smoothing: D's target for real images is 1 minus this (0: off).")
-@click.option("--ema-halflife", type=click.FloatRange(min=0.0),
-              help="Half-life in steps of the EMA of G's weights that samples and export use (0: off; "
-                   "ramped up from 0 over the first steps).")
-@click.option("--mbstd/--no-mbstd", default=None, help="Minibatch standard-deviation channel in D.")
-@click.option("--quality-images", type=click.IntRange(min=0),
-              help="Generated images scored against --heldout at each epoch end (256; 0: off).")
-@click.option("--snapshot-steps", type=str, metavar="STEP[,STEP...]",
-              help="Also keep the sampling generator at these global steps (epoch ends) as "
-                   "snapshots/step-NNNNNNNNN/generator.keras, for cxr-export.")
-@click.option("--precision", type=click.Choice(PRECISIONS),
-              help="Arithmetic of the training step. auto (the default of 'paper' and 'quick'): "
-                   "bfloat16 mixed precision on CPUs with AVX-512 BF16 or AMX, else float32; float16 "
-                   "(mixed, loss-scaled) is for GPUs. Variables and outputs stay float32.")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
               show_default=True,
               help="tf.distribute strategy: mirrored = all GPUs of this host; multiworker = several hosts "
@@ -83,10 +121,7 @@ EXIT_INTERRUPTED = 130
               help="Continue the run in this folder from its newest intact checkpoint.")
 @click.option("--dry-run", is_flag=True, help="Check the data and config, print the plan, write nothing.")
 @click.version_option(__version__, prog_name="cxr-train")
-def main(preset_name, data_dir, epochs, steps_per_epoch, batch_size, seed, resize, checkpoint_every,
-         heldout_dir, progressive, lr_schedule, g_lr, d_lr, augment, augment_p, r1_gamma, label_smoothing,
-         ema_halflife, mbstd, quality_images, snapshot_steps, precision, strategy, input_mode, out_root,
-         resume_dir, dry_run):
+def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, resume_dir, dry_run, **fields):
     """Train the study's DCGAN-style GAN (100-d noise -> 128x128 gray chest X-ray).
 
     Each run gets its own folder (runs/00001-quick/) with config.json, metrics.jsonl and
@@ -101,20 +136,7 @@ def main(preset_name, data_dir, epochs, steps_per_epoch, batch_size, seed, resiz
       cxr-train --resume runs/00003-paper
       cxr-train --preset paper --data /data/xrays --strategy mirrored --batch-size 128
     """
-    try:
-        snapshots = tuple(int(x) for x in snapshot_steps.split(",") if x.strip()) if snapshot_steps else None
-    except ValueError:
-        raise click.BadParameter(f"{snapshot_steps!r} is not a comma-separated list of steps",
-                                 param_hint="--snapshot-steps") from None
-    overrides = {
-        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "seed": seed,
-        "resize": resize, "checkpoint_every": checkpoint_every, "lr_schedule": lr_schedule,
-        "progressive": progressive, "precision": precision, "g_lr": g_lr, "d_lr": d_lr, "augment": augment,
-        "augment_p": augment_p, "r1_gamma": r1_gamma, "label_smoothing": label_smoothing,
-        "ema_halflife": ema_halflife, "d_mbstd": mbstd, "quality_images": quality_images,
-        "snapshot_steps": snapshots,
-    }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = sorted(k for k, v in fields.items() if v is not None)
     ctx = click.get_current_context()
     if resume_dir:
         explicit = [k for k in ("preset_name",) if ctx.get_parameter_source(k).name == "COMMANDLINE"]
@@ -134,9 +156,8 @@ def main(preset_name, data_dir, epochs, steps_per_epoch, batch_size, seed, resiz
         sys.exit(EXIT_USER_ERROR)
     cfg = None
     if not resume_dir:
-        cfg = preset(preset_name).replace(**overrides)
         try:
-            cfg.validate()
+            cfg = config_from_options({"preset_name": preset_name, **fields})
         except ValueError as e:
             raise click.UsageError(str(e)) from None
 
@@ -163,6 +184,9 @@ def main(preset_name, data_dir, epochs, steps_per_epoch, batch_size, seed, resiz
         click.echo("\ninterrupted: continue with cxr-train --resume <run folder> "
                    "(it restarts from the newest checkpoint)", err=True)
         sys.exit(EXIT_INTERRUPTED)
+
+
+main.params.extend(config_options())
 
 
 def _dry_run(cfg, data_dir):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cxr_runtime.choices import RESIZE_MODES
 from cxr_training.precision import CHOICES as PRECISIONS
@@ -18,78 +18,116 @@ AUGMENT_MODES = ("off", "fixed", "adaptive")
 AUGMENT_TRANSFORMS = ("color", "translation", "cutout")
 
 
+def opt(default, help: str, *, flag: str | None = None, choices=None, lo=None, hi=None, lo_open=False,
+        hi_open=False, item: type | None = None, cli: bool = True):
+    """A Config field with what its cxr-train flag needs (cli.py builds every flag from these):
+    `help`, the flag's name (default: --field-name; booleans get --x/--no-x), `choices`, a
+    numeric range [lo, hi] (open ends with lo_open/hi_open), and for tuples the `item` type.
+    `cli=False`: no flag (the preset name has its own option)."""
+    meta = {"help": help, "flag": flag, "choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open,
+            "hi_open": hi_open, "item": item, "cli": cli}
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class Config:
     # --- identity -------------------------------------------------------------------
-    preset: str = "paper"  # the preset this config started from (run folder suffix)
+    preset: str = opt("paper", "The preset this config started from (run folder suffix).", cli=False)
 
     # --- architecture (the paper's by default; see docs/training.md) ------------------
-    image_size: int = 128  # output is image_size x image_size x 1
-    latent_dim: int = 100  # length of the noise vector z
-    g_dense_channels: int = 256  # channels of the Dense layer's reshaped map (size image_size / 2**len(g_channels))
-    g_channels: tuple[int, ...] = (128, 128)  # filters of each 4x4 stride-2 Conv2DTranspose
-    g_kernel: int = 4  # kernel of the transposed convolutions and of the output convolution
-    d_channels: tuple[int, ...] = (64, 128, 128, 256)  # filters of each 3x3 Conv2D in D
-    d_strides: tuple[int, ...] = (1, 2, 2, 2)  # stride of each D convolution (the paper omits the first: 1)
-    d_kernel: int = 3  # kernel of D's convolutions
-    d_dropout: float = 0.4  # dropout rate before D's output layer
-    leaky_slope: float = 0.2  # LeakyReLU negative slope everywhere (Keras 3's default 0.3 is not the paper's)
-    d_mbstd: bool = False  # D appends a minibatch standard-deviation channel before Flatten (Karras et al. 2018)
+    image_size: int = opt(128, "Generated and training images are image_size x image_size x 1.", lo=8)
+    latent_dim: int = opt(100, "Length of the noise vector z.", lo=1)
+    g_dense_channels: int = opt(256, "Channels of G's Dense layer, reshaped to a map of side "
+                                     "image_size / 2**len(g_channels).", lo=1)
+    g_channels: tuple[int, ...] = opt((128, 128), "Filters of each of G's 2x upsampling layers, comma-separated "
+                                                  "(the paper: 128,128; a lighter G: 128,64,32).", item=int)
+    g_kernel: int = opt(4, "Kernel of G's transposed convolutions and of its output convolution.", lo=1)
+    g_upsample: str = opt("transpose", "How G doubles resolution: 'transpose' (4x4 stride-2 transposed "
+                                       "convolution, the paper's) or 'resize' (nearest-neighbour resize then a 3x3 "
+                                       "convolution, free of checkerboard artefacts; computed as the equivalent "
+                                       "transposed convolution, so at the same cost).", choices=("transpose", "resize"))
+    d_channels: tuple[int, ...] = opt((64, 128, 128, 256), "Filters of each 3x3 Conv2D in D, comma-separated.",
+                                      item=int)
+    d_strides: tuple[int, ...] = opt((1, 2, 2, 2), "Stride of each D convolution (the paper omits the first: 1).",
+                                     item=int)
+    d_kernel: int = opt(3, "Kernel of D's convolutions.", lo=1)
+    d_dropout: float = opt(0.4, "Dropout rate before D's output layer.", lo=0.0, hi=1.0, hi_open=True)
+    leaky_slope: float = opt(0.2, "LeakyReLU negative slope everywhere (Keras 3's default 0.3 is not the paper's).",
+                             lo=0.0)
+    d_mbstd: bool = opt(False, "Minibatch standard-deviation channel in D before Flatten (Karras et al. 2018).",
+                        flag="mbstd")
 
     # --- optimisation -----------------------------------------------------------------
-    epochs: int = 15  # the paper's 15 epochs
-    steps_per_epoch: int = 4000  # the paper's "4000 steps per epoch"
-    batch_size: int = 32  # real images per D step (D also sees as many generated); paper silent
-    g_lr: float = 2e-4  # generator Adam learning rate (DCGAN's)
-    d_lr: float = 2e-4  # discriminator Adam learning rate
-    beta_1: float = 0.5  # Adam beta_1 (DCGAN's)
-    beta_2: float = 0.999  # Adam beta_2 (Keras default)
-    seed: int = 0  # seeds weights, batches, latents and dropout; same seed + data = same run
-    # "auto", "float32", "bfloat16" or "float16" (Keras mixed precision, see precision.py);
+    epochs: int = opt(15, "Epochs (the paper: 15).", lo=1)
+    steps_per_epoch: int = opt(4000, "Steps per epoch (the paper: 4000).", lo=1)
+    batch_size: int = opt(32, "Real images per step (D also sees as many generated ones); the global batch "
+                              "under a distribution strategy.", lo=1, hi=4096)
+    g_lr: float = opt(2e-4, "Generator Adam learning rate (DCGAN's 2e-4).", lo=0.0, lo_open=True)
+    d_lr: float = opt(2e-4, "Discriminator Adam learning rate (2e-4); a higher D rate is the two time-scale "
+                            "rule (TTUR).", lo=0.0, lo_open=True)
+    beta_1: float = opt(0.5, "Adam beta_1 (DCGAN's 0.5).", lo=0.0, hi=1.0, hi_open=True)
+    beta_2: float = opt(0.999, "Adam beta_2 (Keras' default).", lo=0.0, hi=1.0, hi_open=True)
+    seed: int = opt(0, "Seed of weights, batches, latents and dropout; same seed + data = same run.",
+                    lo=0, hi=2**31 - 1)
     # a run stores the resolved value, never "auto"
-    precision: str = "auto"
+    precision: str = opt("auto", "Arithmetic of the training step. auto: bfloat16 mixed precision on CPUs with "
+                                 "AVX-512 BF16 or AMX, else float32; float16 (mixed, loss-scaled) is for GPUs. "
+                                 "Variables and outputs stay float32.", choices=PRECISIONS)
+    shared_fake: bool = opt(False, "One generator forward pass per step: D's phase and G's phase use the same "
+                                   "generated batch (G's gradient taken through D after D's update), instead of "
+                                   "two passes on two latent batches.")
 
     # --- the paper's two named techniques -------------------------------------------
-    progressive: bool = True  # progressive resizing of the real images
+    progressive: bool = opt(True, "The study's progressive resizing of the real images.")
     # (fraction of all steps from which it applies, downscale factor): real images are
     # shrunk by the factor with area interpolation and brought back with bilinear
     # interpolation, so D sees coarse images first and full detail later.
-    progressive_schedule: tuple[tuple[float, int], ...] = ((0.0, 4), (0.15, 2), (0.3, 1))
-    lr_schedule: str = "decay"  # "decay" or "constant": the adaptive learning rate
-    lr_decay_start: float = 0.5  # fraction of all steps after which both rates decay linearly
-    lr_decay_final: float = 0.1  # rate at the last step, as a fraction of the initial rate
+    progressive_schedule: tuple[tuple[float, int], ...] = opt(
+        ((0.0, 4), (0.15, 2), (0.3, 1)), "Progressive resizing stages as FRACTION:FACTOR pairs, comma-separated "
+                                         "(0:4,0.15:2,0.3:1).", item=tuple)
+    lr_schedule: str = opt("decay", "The study's adaptive learning rate: linear decay over the second half "
+                                    "(decay) or constant.", choices=("decay", "constant"))
+    lr_decay_start: float = opt(0.5, "Fraction of all steps after which both rates decay linearly.", lo=0.0, hi=1.0)
+    lr_decay_final: float = opt(0.1, "Rate at the last step, as a fraction of the initial rate.", lo=0.0, hi=1.0,
+                                lo_open=True)
 
     # --- data-efficient recipe (every lever off in 'paper'; docs/training.md) ----------
-    # Augmentation of everything D sees, real and generated, in both phases of the step,
-    # differentiable so G learns through it (DiffAugment, Zhao et al. 2020):
-    # "off", "fixed" (probability augment_p per image and transform) or "adaptive" (ADA,
-    # Karras et al. 2020: the probability follows D's overfitting, starting at augment_p).
-    augment: str = "off"
-    augment_policy: tuple[str, ...] = ("color", "translation", "cutout")  # applied in this order
-    augment_p: float = 1.0  # fixed: the probability; adaptive: the starting probability
-    ada_target: float = 0.6  # adaptive: target of E[sign(D's real logit)] (ADA's r_t)
-    ada_interval: int = 4  # adaptive: steps between adjustments of the probability
-    ada_speed: float = 500.0  # adaptive: steps for the probability to move by 1 when always off target
-    r1_gamma: float = 0.0  # R1 penalty gamma/2 E|grad_x D_logit(x_real)|^2 on D (Mescheder et al. 2018); 0 = off
-    label_smoothing: float = 0.0  # one-sided: D's target for real images is 1 - this (Salimans et al. 2016)
-    # EMA of G's weights, used for samples, snapshots and export (Karras et al. 2018). The
-    # half-life in steps grows as ema_rampup * step up to ema_halflife (StyleGAN2-ADA's ramp-up),
-    # so early weights fade out instead of dominating a short run. 0 = off.
-    ema_halflife: float = 0.0
-    ema_rampup: float = 0.05  # 0: the full half-life from step 0
+    augment: str = opt("off", "Differentiable augmentation of real and generated images before D, in both "
+                              "phases (G learns through it): fixed probability (DiffAugment, Zhao et al. 2020) or "
+                              "adaptive (ADA, Karras et al. 2020: the probability follows D's overfitting).",
+                       choices=AUGMENT_MODES)
+    augment_policy: tuple[str, ...] = opt(("color", "translation", "cutout"),
+                                          "Augmentations, applied in this order, comma-separated.", item=str)
+    augment_p: float = opt(1.0, "Probability of each augmentation per image (fixed), or its starting value "
+                                "(adaptive).", lo=0.0, hi=1.0)
+    ada_target: float = opt(0.6, "Adaptive: target of E[sign(D's logit on real images)] (ADA's r_t).",
+                            lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    ada_interval: int = opt(4, "Adaptive: steps between adjustments of the probability.", lo=1)
+    ada_speed: float = opt(500.0, "Adaptive: steps for the probability to move by 1 when always off target.",
+                           lo=0.0, lo_open=True)
+    r1_gamma: float = opt(0.0, "R1 gradient penalty gamma/2 E|grad_x D_logit(x_real)|^2 on D (Mescheder et al. "
+                               "2018); 0: off.", lo=0.0)
+    label_smoothing: float = opt(0.0, "One-sided label smoothing: D's target for real images is 1 minus this "
+                                      "(Salimans et al. 2016); 0: off.", lo=0.0, hi=0.5, hi_open=True)
+    # The half-life in steps grows as ema_rampup * step up to ema_halflife (StyleGAN2-ADA's
+    # ramp-up), so early weights fade out instead of dominating a short run.
+    ema_halflife: float = opt(0.0, "Half-life in steps of the EMA of G's weights that samples, snapshots and "
+                                   "export use (Karras et al. 2018); 0: off.", lo=0.0)
+    ema_rampup: float = opt(0.05, "The EMA's half-life is at most this times the steps done (0: the full "
+                                  "half-life from step 0).", lo=0.0)
 
     # --- evaluation, pictures, checkpoints ------------------------------------------
-    eval_max_images: int = 512  # real images (and as many generated) in the epoch-end metrics
-    grid_images: int = 16  # generated images in each epoch's sample grid (fixed latents)
-    checkpoint_every: int = 1  # epochs between checkpoints (one is always written at the end)
-    keep_checkpoints: int = 2  # newest checkpoints kept on disk (older ones are deleted)
-    resize: str = "stretch"  # "stretch" (the paper's plain resize) or "crop" (centre square first)
-    # generated images scored at each epoch end against the held-out folder (--heldout):
-    # recall, coverage, KID, diversity, audit flags; 0 = off
-    quality_images: int = 256
-    # global steps (epoch ends) at which the sampling generator is also kept as
-    # snapshots/step-NNNNNNNNN/generator.keras, for export or comparison later
-    snapshot_steps: tuple[int, ...] = ()
+    eval_max_images: int = opt(512, "Real images (and as many generated) in the epoch-end metrics.", lo=2)
+    grid_images: int = opt(16, "Generated images in each epoch's sample grid (fixed latents).", lo=1)
+    checkpoint_every: int = opt(1, "Epochs between checkpoints (one is always written at the end).", lo=1)
+    keep_checkpoints: int = opt(2, "Newest checkpoints kept on disk (older ones are deleted).", lo=1)
+    resize: str = opt("stretch", "How non-square images become square: stretch (the study) or centre-crop.",
+                      choices=RESIZE_MODES)
+    quality_images: int = opt(256, "Generated images scored against --heldout at each epoch end (recall, "
+                                   "coverage, KID, diversity, audit flags); 0: off.", lo=0)
+    snapshot_steps: tuple[int, ...] = opt((), "Also keep the sampling generator at these global steps (epoch "
+                                              "ends), comma-separated, as snapshots/step-NNNNNNNNN/generator.keras.",
+                                          item=int)
 
     @property
     def total_steps(self) -> int:
