@@ -54,13 +54,18 @@ def _layers(generator):
 
     _, keras = import_tf()
     L = keras.layers
+    from cxr_training.models import ResizeConv2x
+
     dense = [layer for layer in generator.layers if isinstance(layer, L.Dense)]
-    ups = [layer for layer in generator.layers if isinstance(layer, L.Conv2DTranspose)]
+    ups = [layer for layer in generator.layers if isinstance(layer, (L.Conv2DTranspose, ResizeConv2x))]
     convs = [layer for layer in generator.layers if type(layer) is L.Conv2D]
     acts = [layer for layer in generator.layers if isinstance(layer, L.LeakyReLU)]
     if len(dense) != 1 or len(convs) != 1 or not ups or len(acts) != len(ups) + 1:
-        raise UnsupportedGenerator("not the paper's generator topology (Dense, Conv2DTranspose x n, Conv2D)")
+        raise UnsupportedGenerator("not the paper's generator topology (Dense, Conv2DTranspose or ResizeConv2x x n, "
+                                   "Conv2D)")
     for u in ups:
+        if isinstance(u, ResizeConv2x):  # always the 4x4 stride-2 "same" transposed convolution it equals
+            continue
         if u.kernel_size != (4, 4) or u.strides != (2, 2) or u.padding != "same":
             raise UnsupportedGenerator(f"{u.name}: only 4x4 stride-2 'same' transposed convolutions are rewritten")
     final = convs[0]
@@ -73,6 +78,17 @@ def _layers(generator):
     if len(slopes) != 1:
         raise UnsupportedGenerator("LeakyReLU slopes differ between layers")
     return dense[0], ups, final, slopes.pop()
+
+
+def _transposed_weights(layer) -> tuple[np.ndarray, np.ndarray]:
+    """(kernel (4, 4, Cout, Cin), bias) of a 4x4 stride-2 transposed convolution; a resize
+    convolution (models.ResizeConv2x) gives the transposed kernel it is computed as."""
+    from cxr_training.models import ResizeConv2x, resize_conv_as_transposed
+
+    kernel, bias = (np.asarray(v.numpy(), np.float32) for v in layer.weights)
+    if isinstance(layer, ResizeConv2x):
+        kernel = np.asarray(resize_conv_as_transposed(kernel), np.float32)
+    return kernel, bias
 
 
 def _phase_weight(kernel: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -187,7 +203,7 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
 
     # 2. each transposed convolution as four phase convolutions (+ fused LeakyReLU)
     for li, up in enumerate(ups, start=1):
-        kernel, b = (v.numpy() for v in up.weights)
+        kernel, b = _transposed_weights(up)
         phases = []
         for a in (0, 1):
             for bb in (0, 1):

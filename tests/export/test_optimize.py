@@ -35,6 +35,8 @@ def _random_weights(g, seed):
 @pytest.mark.parametrize("cfg", [
     preset("smoke"),
     preset("smoke").replace(g_channels=(8, 8, 8), image_size=64, g_dense_channels=8),  # three upsamplings
+    # the lighter generator's shape (halving widths) with resize-convolution upsampling
+    preset("smoke").replace(g_channels=(8, 4, 2), image_size=64, g_dense_channels=16, g_upsample="resize"),
 ])
 def test_optimized_graph_equals_keras(cfg):
     keras.utils.set_random_seed(1)

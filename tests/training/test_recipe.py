@@ -272,3 +272,43 @@ def test_recipe_fields_are_validated():
         with pytest.raises(ValueError):
             preset("smoke").replace(**bad).validate()
 
+
+
+# --- one generator pass per step ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("augment_mode", ["off", "fixed"])
+def test_shared_fake_is_one_generator_pass_with_g_trained_through_the_updated_d(augment_mode, monkeypatch):
+    """shared_fake: G runs forward once per step; D steps on (real, G(z)); G then steps on
+    -log D'(G(z)) for the same z through D' = D after its update. Checked against the same
+    computation written out by hand on a twin model."""
+    from cxr_training.pipeline import latents
+
+    cfg = preset("smoke").replace(shared_fake=True, augment=augment_mode, augment_p=0.5)
+    gan, twin = _gan(cfg), _gan(cfg)
+    twin.generator.set_weights(gan.generator.get_weights())
+    twin.discriminator.set_weights(gan.discriminator.get_weights())
+    step, real = _step_input(cfg)
+
+    calls = []
+    original = type(gan.generator).__call__
+    monkeypatch.setattr(type(gan.generator), "__call__",
+                        lambda self, *a, **k: (calls.append(self.name), original(self, *a, **k))[1])
+    gan.train_step((step, real))
+    assert calls.count("generator") == 1
+    monkeypatch.undo()
+
+    z = latents(cfg.seed, step, 1, cfg.batch_size, cfg.latent_dim)
+    with tf.GradientTape() as tape:
+        d_loss, r1, _ = twin.d_phase_loss(step, real, twin.generator(z, training=True), 0, cfg.batch_size)
+        d_total = d_loss + r1
+    d_vars = twin.discriminator.trainable_variables
+    twin.d_optimizer.apply_gradients(zip(tape.gradient(d_total, d_vars), d_vars))
+    with tf.GradientTape() as tape:
+        fake = twin._augmented(twin.generator(z, training=True), step, augment.SLOT_G_FAKE, 0)
+        g_loss = twin.bce(tf.ones((cfg.batch_size, 1)), twin.d_logit(fake, training=True))
+    g_vars = twin.generator.trainable_variables
+    twin.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
+    for a, b in zip(gan.discriminator.get_weights() + gan.generator.get_weights(),
+                    twin.discriminator.get_weights() + twin.generator.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)

@@ -140,6 +140,7 @@ class Config:
                 raise ValueError(msg)
 
         n_up = len(self.g_channels)
+        need(self.g_upsample in ("transpose", "resize"), "g_upsample must be 'transpose' or 'resize'")
         need(n_up >= 1, "g_channels needs at least one layer")
         need(self.image_size >= 8 and self.image_size % (2**n_up) == 0,
              f"image_size must be >= 8 and divisible by {2**n_up}")
@@ -213,21 +214,26 @@ class Config:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-# The data-efficient recipe of 'quick' and 'long' (chosen by the ablation in docs/results.md):
-# the paper's networks, DiffAugment before D, a warmed-up EMA of G for sampling, and neither
-# of the paper's schedules (its progressive resizing and learning-rate decay).
+# The data-efficient levers (docs/training.md): DiffAugment before D, a warmed-up EMA of G for
+# sampling, and neither of the study's schedules (its progressive resizing and learning-rate decay).
 RECIPE = dict(progressive=False, lr_schedule="constant", augment="fixed", ema_halflife=300.0, ema_rampup=0.05)
+# The cheaper step (docs/benchmarks.md, "The cheaper step"): G from a 16x16x256 map through
+# 128 -> 64 -> 32 channels with resize convolutions (7.0 M parameters, no checkerboard), D at half
+# the study's widths in its first three layers, and one G forward pass per step.
+LIGHT = dict(g_channels=(128, 64, 32), g_upsample="resize", d_channels=(32, 64, 128, 256), shared_fake=True)
 
 PRESETS: dict[str, Config] = {
     # The study: 15 epochs x 4000 steps. Batch 32 (the paper is silent): 138 images give
     # about 4 batches a pass, and it is the size our reference measurements use; larger
     # batches are an option on GPUs. None of the recipe's levers.
     "paper": Config(preset="paper"),
-    # The recipe for 300 steps (6 x 50, batch 32): the README's default, 8-13 minutes of
-    # training on the 2-core reference machine (docs/training.md has the costs).
-    "quick": Config(preset="quick", epochs=6, steps_per_epoch=50, batch_size=32, keep_checkpoints=1, **RECIPE),
-    # The recipe for 2,000 steps (20 x 100): about an hour on the reference machine.
-    "long": Config(preset="long", epochs=20, steps_per_epoch=100, batch_size=32, keep_checkpoints=1, **RECIPE),
+    # The recipe on the cheaper step, 600 steps (6 x 100, batch 32): the README's default
+    # (docs/training.md has its cost per machine and docs/results.md its scores).
+    "quick": Config(preset="quick", epochs=6, steps_per_epoch=100, batch_size=32, keep_checkpoints=1,
+                    **RECIPE, **LIGHT),
+    # The same recipe for 3,000 steps (30 x 100).
+    "long": Config(preset="long", epochs=30, steps_per_epoch=100, batch_size=32, keep_checkpoints=1,
+                   **RECIPE, **LIGHT),
     # Tiny widths and 32x32 images: seconds, for tests and a first look at the plumbing;
     # float32 so that it computes the same on every machine. The paper's recipe.
     "smoke": Config(

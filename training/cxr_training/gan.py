@@ -24,7 +24,9 @@ then exactly the one above):
   phases; with `augment="adaptive"` its probability p follows ADA's controller (_adapt);
 - R1 gradient penalty on D (d_phase_loss); one-sided label smoothing of D's real targets;
 - minibatch standard deviation in D (models.py);
-- an EMA of G's weights (_update_ema) that sampler() returns for grids, snapshots and export.
+- an EMA of G's weights (_update_ema) that sampler() returns for grids, snapshots and export;
+- `shared_fake`: one forward pass of G per step instead of two; D's phase and G's phase use
+  the same latent batch, G's loss taken through D after D's update.
 D's loss is computed from its logits; the sigmoid is folded into the cross-entropy exactly
 as Keras does for a sigmoid output, so the paper's step computes what it computed before.
 """
@@ -249,20 +251,33 @@ class GAN(keras.Model):
                 loss = loss / replicas
             return optimizer.scale_loss(loss)  # loss scaling under float16, identity otherwise
 
-        with tf.GradientTape() as tape:
-            fake = self.generator(z_d, training=True)
-            d_loss, r1, real_logit = self.d_phase_loss(step, real, fake, start, rows)
-            d_scaled = for_gradients(d_loss + r1, self.d_optimizer)
-        d_vars = self.discriminator.trainable_variables
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))
+        d_vars, g_vars = self.discriminator.trainable_variables, self.generator.trainable_variables
+        if self.cfg.shared_fake:
+            # One forward pass of G: the tape on G keeps its activations while D takes its step
+            # on the (gradient-stopped) batch, then G's loss is taken through the updated D.
+            with tf.GradientTape() as g_tape:
+                fake = self.generator(z_d, training=True)
+                with tf.GradientTape() as tape:
+                    d_loss, r1, real_logit = self.d_phase_loss(step, real, tf.stop_gradient(fake), start, rows)
+                    d_scaled = for_gradients(d_loss + r1, self.d_optimizer)
+                self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))
+                g_loss = self.bce(tf.ones((rows, 1)), self.d_logit(
+                    self._augmented(fake, step, augment.SLOT_G_FAKE, start), training=True))
+                g_scaled = for_gradients(g_loss, self.g_optimizer)
+            self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_scaled, g_vars), g_vars))
+        else:
+            with tf.GradientTape() as tape:
+                fake = self.generator(z_d, training=True)
+                d_loss, r1, real_logit = self.d_phase_loss(step, real, fake, start, rows)
+                d_scaled = for_gradients(d_loss + r1, self.d_optimizer)
+            self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))
 
-        # G's phase: the non-saturating loss -log D(G(z)), through the same augmentation
-        with tf.GradientTape() as tape:
-            fake = self._augmented(self.generator(z_g, training=True), step, augment.SLOT_G_FAKE, start)
-            g_loss = self.bce(tf.ones((rows, 1)), self.d_logit(fake, training=True))
-            g_scaled = for_gradients(g_loss, self.g_optimizer)
-        g_vars = self.generator.trainable_variables
-        self.g_optimizer.apply_gradients(zip(tape.gradient(g_scaled, g_vars), g_vars))
+            # G's phase: the non-saturating loss -log D(G(z)), through the same augmentation
+            with tf.GradientTape() as tape:
+                fake = self._augmented(self.generator(z_g, training=True), step, augment.SLOT_G_FAKE, start)
+                g_loss = self.bce(tf.ones((rows, 1)), self.d_logit(fake, training=True))
+                g_scaled = for_gradients(g_loss, self.g_optimizer)
+            self.g_optimizer.apply_gradients(zip(tape.gradient(g_scaled, g_vars), g_vars))
 
         if self.ema_weights:
             self._update_ema(step)

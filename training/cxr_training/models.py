@@ -1,7 +1,8 @@
 """The paper's generator and discriminator as pure builders (no I/O, no printing).
 
 With the `paper` config they are exactly the study's networks: 27,265,281 and
-582,785 parameters. Smaller configs build the same topology at toy widths for tests.
+582,785 parameters. Other configs build the same topology at other widths and depths (a
+lighter generator, toy widths for tests), optionally with resize-convolution upsampling.
 """
 
 from __future__ import annotations
@@ -23,6 +24,54 @@ def _dtype(precision: str | None) -> str | None:
     return policy_name(precision)
 
 
+# Rows (or columns) of the 4-tap transposed kernel made of a 3x3 kernel's taps 0, 1, 2 by a
+# nearest-neighbour 2x upsampling in front of it: with Keras' "same" 4x4 stride-2 transposed
+# convolution, output 2m reads input m-1 with tap 3 and m with tap 1, output 2m+1 reads m with
+# tap 2 and m+1 with tap 0; the upsampled 3x3 convolution reads, for 2m, inputs m-1 (w0) and
+# m (w1 + w2), for 2m+1, m (w0 + w1) and m+1 (w2).
+RESIZE_TAPS = ((0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0))
+
+
+def resize_conv_as_transposed(kernel3):
+    """The (4, 4, out, in) Conv2DTranspose kernel equal to nearest 2x upsampling followed by a
+    3x3 "same" convolution with `kernel3` (3, 3, in, out); numpy or a backend tensor."""
+    taps = keras.ops.convert_to_tensor(RESIZE_TAPS, dtype=kernel3.dtype)
+    return keras.ops.einsum("ap,bq,pqio->aboi", taps, taps, kernel3)
+
+
+@keras.saving.register_keras_serializable(package="cxr")
+class ResizeConv2x(layers.Layer):
+    """Nearest-neighbour 2x upsampling, then a 3x3 "same" convolution (Odena et al. 2016,
+    "Deconvolution and Checkerboard Artifacts"): all four output phases answer a flat input
+    alike, so the stride-2 transposed convolution's checkerboard cannot arise.
+
+    Computed as the one 4x4 stride-2 transposed convolution it equals (RESIZE_TAPS), which does
+    4 multiply-adds per output pixel and channel pair where the upsampled 3x3 convolution does
+    9; the trained weight is the 3x3 kernel."""
+
+    def __init__(self, filters: int, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+
+    def build(self, input_shape):
+        cin = int(input_shape[-1])
+        self.kernel = self.add_weight(name="kernel", shape=(3, 3, cin, self.filters),
+                                      initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+
+    def call(self, x):
+        kernel = resize_conv_as_transposed(keras.ops.cast(self.kernel, self.compute_dtype))
+        y = keras.ops.conv_transpose(x, kernel, strides=2, padding="same")
+        return y + keras.ops.cast(self.bias, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        return (b, None if h is None else 2 * h, None if w is None else 2 * w, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
 def build_generator(cfg: Config, precision: str | None = None) -> keras.Model:
     """z (latent_dim,) -> image (size, size, 1) in [-1, 1] (tanh).
 
@@ -37,7 +86,10 @@ def build_generator(cfg: Config, precision: str | None = None) -> keras.Model:
     x = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name="g_dense_lrelu", dtype=dt)(x)
     x = layers.Reshape((base, base, cfg.g_dense_channels), name="g_reshape", dtype=dt)(x)
     for i, ch in enumerate(cfg.g_channels, start=1):
-        x = layers.Conv2DTranspose(ch, cfg.g_kernel, strides=2, padding="same", name=f"g_up{i}", dtype=dt)(x)
+        if cfg.g_upsample == "resize":
+            x = ResizeConv2x(ch, name=f"g_up{i}", dtype=dt)(x)
+        else:
+            x = layers.Conv2DTranspose(ch, cfg.g_kernel, strides=2, padding="same", name=f"g_up{i}", dtype=dt)(x)
         x = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name=f"g_up{i}_lrelu", dtype=dt)(x)
     if dt is None:
         image = layers.Conv2D(1, cfg.g_kernel, padding="same", activation="tanh", name="g_out")(x)

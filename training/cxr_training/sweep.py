@@ -215,8 +215,10 @@ def resolve_config(entry: Entry):
         raise SweepError("flags must not ask for --help or --version") from None
     except click.ClickException as e:
         raise SweepError(f"cxr-train rejects {shlex.join(args[:-2])}: {e.format_message()}") from None
-    try:
-        cfg = cli.config_from_options(ctx.params)
+    try:  # the run's length first (the preset's steps per epoch), then the snapshots within it
+        cfg = cli.config_from_options({**ctx.params, "snapshot_steps": None})
+        if entry.steps % cfg.steps_per_epoch == 0:
+            cfg = cli.config_from_options({**ctx.params, "epochs": entry.steps // cfg.steps_per_epoch})
     except (ValueError, click.ClickException) as e:
         msg = e.format_message() if isinstance(e, click.ClickException) else str(e)
         raise SweepError(f"invalid config: {msg}") from None
