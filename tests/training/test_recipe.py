@@ -202,7 +202,7 @@ def test_discriminator_logit_is_the_probability_before_its_sigmoid():
 
 @pytest.mark.parametrize("sign, moved", [(1.0, +1), (-1.0, -1)])
 def test_ada_moves_p_toward_the_target_every_interval(sign, moved):
-    cfg = preset("smoke").replace(augment="adaptive", augment_p=0.5, ada_interval=2, ada_speed=10.0, ada_target=0.6)
+    cfg = preset("smoke").replace(augment="adaptive", ada_start=0.5, ada_interval=2, ada_speed=10.0, ada_target=0.6)
     gan = _gan(cfg)
     ctx = tf.distribute.get_replica_context()
     logits = tf.fill((4, 1), sign)  # r_t = +1 (D sure of every real: overfitting) or -1
@@ -214,6 +214,32 @@ def test_ada_moves_p_toward_the_target_every_interval(sign, moved):
     for step in range(2, 40):
         gan._adapt(ctx, tf.constant(step, tf.int64), logits)
     assert float(gan.augment_p) == (1.0 if moved > 0 else 0.0)  # clipped to [0, 1]
+
+
+def test_ada_starts_at_zero_and_train_step_drives_it():
+    """ADA starts with no augmentation (Karras et al.), and train_step feeds D's real logits to
+    the controller: with D certain of every real image p rises by interval / speed per interval."""
+    cfg = preset("smoke").replace(augment="adaptive", ada_interval=1, ada_speed=20.0, ada_target=0.6, batch_size=4)
+    assert cfg.ada_start == 0.0
+    gan = _gan(cfg)
+    assert float(gan.augment_p) == 0.0
+    seen = []
+    original = gan._adapt
+    gan._adapt = lambda ctx, step, real_logit: (seen.append(real_logit.numpy().copy()), original(ctx, step, real_logit))
+    expected = 0.0
+    for step in range(3):
+        gan.train_step(_step_input(cfg, step))
+        r_t = np.mean(np.sign(seen[-1]))
+        expected = float(np.clip(expected + np.sign(r_t - 0.6) / 20.0, 0.0, 1.0))
+        np.testing.assert_allclose(float(gan.augment_p), expected, atol=1e-6)
+    assert len(seen) == 3 and seen[0].shape == (4, 1)
+
+
+def test_configs_from_before_ada_start_keep_their_starting_probability():
+    legacy = {k: v for k, v in preset("smoke").replace(augment="adaptive", augment_p=0.7).to_dict().items()
+              if k != "ada_start"}
+    assert Config.from_dict(legacy).ada_start == 0.7
+    assert Config.from_dict({**legacy, "ada_start": 0.0}).ada_start == 0.0
 
 
 # --- EMA ------------------------------------------------------------------------------------
@@ -257,12 +283,22 @@ def test_paper_preset_is_the_studys_recipe():
     assert paper.progressive and paper.lr_schedule == "decay" and paper.g_lr == paper.d_lr == 2e-4
 
 
-def test_recipe_presets_share_the_papers_networks():
+def test_recipe_presets_are_the_recipe_on_the_cheaper_step():
+    """quick and long differ from the study only in the recipe's levers and the cheaper step's
+    networks, and from each other only in length: every field is checked, G's and D's alike."""
+    from cxr_training.config import LIGHT, RECIPE
+
+    length = {"preset", "epochs", "steps_per_epoch", "keep_checkpoints"}
     for name in ("quick", "long"):
         cfg = PRESETS[name]
         cfg.validate()
-        for field in ("image_size", "latent_dim", "g_dense_channels", "g_channels", "g_kernel", "leaky_slope"):
-            assert getattr(cfg, field) == getattr(PRESETS["paper"], field), (name, field)
+        expected = PRESETS["paper"].replace(**RECIPE, **LIGHT)
+        for field in Config.__dataclass_fields__:
+            if field not in length:
+                assert getattr(cfg, field) == getattr(expected, field), (name, field)
+    assert PRESETS["long"].total_steps > PRESETS["quick"].total_steps
+    assert (LIGHT["g_channels"], LIGHT["d_channels"], LIGHT["g_upsample"]) == ((128, 64, 32), (32, 64, 128, 256),
+                                                                             "resize")
 
 
 def test_recipe_fields_are_validated():

@@ -50,7 +50,7 @@ PAPER_SMOKE = preset("smoke").replace(epochs=4, steps_per_epoch=3, keep_checkpoi
                                       progressive_schedule=((0.0, 4), (0.3, 2), (0.6, 1)))
 # every lever of the data-efficient recipe at once: its state (augmentation probability and
 # ADA's sums, EMA weights, the R1 tracker) must be checkpointed and restored too
-RECIPE_SMOKE = PAPER_SMOKE.replace(augment="adaptive", augment_p=0.3, ada_interval=2, ada_speed=4.0, r1_gamma=0.1,
+RECIPE_SMOKE = PAPER_SMOKE.replace(augment="adaptive", ada_start=0.3, ada_interval=2, ada_speed=4.0, r1_gamma=0.1,
                                    label_smoothing=0.1, d_mbstd=True, ema_halflife=3.0)
 
 
@@ -87,7 +87,7 @@ def test_resume_equals_uninterrupted(cfg, few_real, tmp_path):
     if cfg.augment == "adaptive":  # the recipe's state is in the comparison, and it moved
         assert any(k.startswith("ema/") for k in a) and any(k.startswith("augment/") for k in a)
         p_key = next(v["key"] for v in meta_a["variables"] if v["path"].endswith("augment_p"))
-        assert a[p_key] != cfg.augment_p
+        assert a[p_key] != cfg.ada_start
         assert rows[-1]["augment_p"] == float(a[p_key]) and "r1" in rows[-1]
 
 

@@ -98,8 +98,10 @@ class Config:
                        choices=AUGMENT_MODES)
     augment_policy: tuple[str, ...] = opt(("color", "translation", "cutout"),
                                           "Augmentations, applied in this order, comma-separated.", item=str)
-    augment_p: float = opt(1.0, "Probability of each augmentation per image (fixed), or its starting value "
-                                "(adaptive).", lo=0.0, hi=1.0)
+    augment_p: float = opt(1.0, "Fixed augmentation: the probability of each augmentation per image.", lo=0.0,
+                           hi=1.0)
+    ada_start: float = opt(0.0, "Adaptive: the probability at step 0 (Karras et al. 2020 start at 0 and let "
+                                "the controller raise it).", lo=0.0, hi=1.0)
     ada_target: float = opt(0.6, "Adaptive: target of E[sign(D's logit on real images)] (ADA's r_t).",
                             lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     ada_interval: int = opt(4, "Adaptive: steps between adjustments of the probability.", lo=1)
@@ -173,6 +175,7 @@ class Config:
         need(len(self.augment_policy) >= 1 and set(self.augment_policy) <= set(AUGMENT_TRANSFORMS),
              f"augment_policy must name some of {', '.join(AUGMENT_TRANSFORMS)}")
         need(0.0 <= self.augment_p <= 1.0, "augment_p must be in [0, 1]")
+        need(0.0 <= self.ada_start <= 1.0, "ada_start must be in [0, 1]")
         need(0.0 < self.ada_target < 1.0, "ada_target must be in (0, 1)")
         need(self.ada_interval >= 1, "ada_interval must be >= 1")
         need(self.ada_speed > 0, "ada_speed must be > 0")
@@ -202,6 +205,8 @@ class Config:
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
         kw = {"precision": "float32"}  # configs written before the field existed trained in float32
+        if d.get("augment") == "adaptive" and "ada_start" not in d:  # before ada_start, ADA started at augment_p
+            kw["ada_start"] = d.get("augment_p", 1.0)
         for k, v in d.items():
             if isinstance(v, list):  # JSON has no tuples
                 v = tuple(tuple(x) if isinstance(x, list) else x for x in v)

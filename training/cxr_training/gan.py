@@ -116,7 +116,8 @@ class GAN(keras.Model):
         self.augment_p = None
         self.ada_sums: list = []
         if cfg.augment != "off":
-            self.augment_p = keras.Variable(cfg.augment_p, dtype="float32", trainable=False, name="augment_p",
+            start = cfg.ada_start if cfg.augment == "adaptive" else cfg.augment_p
+            self.augment_p = keras.Variable(start, dtype="float32", trainable=False, name="augment_p",
                                             aggregation="only_first_replica")
         if cfg.augment == "adaptive":  # sum of sign(D's real logits) and their count since the last adjustment
             self.ada_sums = [keras.Variable(0.0, dtype="float32", trainable=False, name=f"ada_{n}",

@@ -301,31 +301,31 @@ class Runner:
             for s, h in saved.items():
                 signal.signal(s, h)
 
-    def run(self, argv: list[str], log_path: Path, ok=(0,)) -> int:
-        """Run argv with stdout/stderr appended to log_path; return its exit code. Raises
-        Stopped when a signal arrived, SweepError when the code is not in `ok`."""
+    def run(self, argv: list[str], log_path: Path, ok=(0,), stdout_path: Path | None = None) -> int:
+        """Run argv with its output appended to log_path (stdout to `stdout_path` instead when
+        given: written whole or not at all); return its exit code. Raises Stopped when a signal
+        arrived, SweepError when the code is not in `ok`."""
         if self.signum is not None:
             raise Stopped(self.signum)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:
-            out.write(f"\n$ {shlex.join(display(argv))}   # {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
-            out.flush()
-            self.child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True, preexec_fn=_pdeathsig)
+        partial = stdout_path.with_name(stdout_path.name + ".partial") if stdout_path else None
+        with open(log_path, "ab") as log, open(partial or os.devnull, "wb") as captured:
+            log.write(f"\n$ {shlex.join(display(argv))}{f' > {stdout_path.name}' if stdout_path else ''}   "
+                      f"# {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            log.flush()
+            self.child = subprocess.Popen(argv, stdout=captured if partial else log, stderr=log,
+                                          stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_pdeathsig)
             try:
-                while True:
-                    try:
-                        code = self.child.wait()
-                        break
-                    except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-                        continue
+                code = self.child.wait()
             finally:
                 self.child = None
         if self.signum is not None:
             raise Stopped(self.signum)
         if code not in ok:
-            tail = _tail(log_path, 6)
-            raise SweepError(f"{display(argv)[0]} exited with {code}; the last lines of {log_path}:\n{tail}")
+            raise SweepError(f"{display(argv)[0]} exited with {code}; the last lines of {log_path}:\n"
+                             f"{_tail(log_path, 6)}")
+        if partial:
+            os.replace(partial, stdout_path)
         return code
 
 
@@ -520,11 +520,12 @@ class Sweep:
             self.log(f"cxr-sweep: {key}: evaluate --quality against {plan.heldout}")
             argv = command("cxr-runtime", "evaluate", "--fake", samples, "--real", plan.heldout, "--heldout",
                            plan.data, "--quality", "--json", "--device", "cpu")
-            tmp = out / "quality.json.partial"
-            with open(tmp, "wb") as f:  # evaluate's --json goes to stdout, its notes to the log
-                self._run_to(argv, f, log_path)
-            json.loads(tmp.read_text())  # whole JSON or the stage failed
-            os.replace(tmp, quality)
+            self.runner.run(argv, log_path, stdout_path=quality)  # --json on stdout, notes in the log
+            try:
+                json.loads(quality.read_text())
+            except ValueError:
+                quality.unlink()
+                raise SweepError(f"cxr-runtime evaluate wrote no JSON; see {log_path}") from None
         audit_dir = out / "audit"
         if not (audit_dir / "summary.json").is_file():
             self.log(f"cxr-sweep: {key}: memorisation audit against {plan.data}")
@@ -540,24 +541,6 @@ class Sweep:
         }
         atomic_write_json(done, result)
         return result
-
-    def _run_to(self, argv, stdout_file, log_path: Path) -> None:
-        if self.runner.signum is not None:
-            raise Stopped(self.runner.signum)
-        with open(log_path, "ab") as err:
-            err.write(f"\n$ {shlex.join(display(argv))} > {stdout_file.name}\n".encode())
-            err.flush()
-            self.runner.child = subprocess.Popen(argv, stdout=stdout_file, stderr=err, stdin=subprocess.DEVNULL,
-                                                 start_new_session=True, preexec_fn=_pdeathsig)
-            try:
-                code = self.runner.child.wait()
-            finally:
-                self.runner.child = None
-        if self.runner.signum is not None:
-            raise Stopped(self.runner.signum)
-        if code != 0:
-            raise SweepError(f"{display(argv)[0]} exited with {code}; the last lines of {log_path}:\n"
-                             f"{_tail(log_path, 6)}")
 
     def compose_row(self, plan: Plan, entry: Entry, run: Path, score: dict) -> dict:
         meta = json.loads((run / "config.json").read_text())

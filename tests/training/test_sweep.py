@@ -1,0 +1,279 @@
+"""cxr-sweep: plans, resuming, skipping, rows written exactly once, clear errors for bad plans.
+
+Most tests drive the sweep with a stand-in runner that writes what each command would write
+(fast, no TensorFlow); the last one runs the real commands on the smoke preset and stops the
+sweep with SIGTERM in the middle of training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cxr_training import sweep
+from cxr_training.sweep import Entry, Stopped, Sweep, SweepError, load_plan, read_results, resolve_config
+
+
+def _plan(tmp_path, body: str, data=None, heldout=None) -> Path:
+    data = data or tmp_path / "data"
+    heldout = heldout or tmp_path / "heldout"
+    for d in (data, heldout):
+        Path(d).mkdir(exist_ok=True)
+    path = tmp_path / "plan.toml"
+    path.write_text(f'data = "{data}"\nheldout = "{heldout}"\nsamples = 20\n' + body)
+    return path
+
+
+RUN = """
+[[run]]
+name = "{name}"
+preset = "smoke"
+seed = {seed}
+steps = 6
+score_steps = [3]
+flags = {flags}
+"""
+
+
+def _run(name="a", seed=0, flags='["--ema-halflife", "2"]') -> str:
+    return RUN.format(name=name, seed=seed, flags=flags)
+
+
+def _arg(argv, flag):
+    return Path(argv[argv.index(flag) + 1])
+
+
+class FakeRunner(sweep.Runner):
+    """Writes what each command would write. `stop_training_once`: the first cxr-train call
+    leaves a checkpoint at step 3 and is 'killed' (Stopped), as a SIGTERM would."""
+
+    def __init__(self, stop_training_once=False, fail=()):
+        super().__init__(log=lambda msg: None)
+        self.calls: list[list[str]] = []
+        self.stop_training_once = stop_training_once
+        self.fail = set(fail)
+
+    def run(self, argv, log_path, ok=(0,), stdout_path=None):
+        argv = sweep.display(argv)
+        self.calls.append(argv)
+        prog = argv[0] if argv[0] != "cxr-runtime" else f"cxr-runtime {argv[1]}"
+        if prog in self.fail:
+            raise SweepError(f"{prog} failed")
+        if argv[0] == "cxr-train":
+            self._train(argv)
+        elif argv[0] == "cxr-export":
+            _arg(argv, "--out").write_bytes(b"onnx")
+        elif prog == "cxr-runtime sample":
+            out = _arg(argv, "--out")
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "manifest.json").write_text("{}")
+        elif prog == "cxr-runtime evaluate":
+            stdout_path.write_text(json.dumps({
+                "ssim": 0.3, "mse": 0.1,
+                "quality": {"kid": 1.5, "kid_se": 0.1, "coverage": 0.4, "recall": 0.2, "diversity_ssim": 0.25,
+                            "diversity_ssim_real": 0.19},
+                "quality_reference": {"kid": 0.02, "coverage": 1.0, "recall": 0.9, "diversity_ssim": 0.2}}))
+        elif prog == "cxr-runtime audit":
+            out = _arg(argv, "--out")
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "summary.json").write_text(json.dumps({
+                "flagged": 0, "generated": 20, "threshold": 0.92, "nn_ncc": {"p50": 0.5, "max": 0.7}}))
+        return 0
+
+    def _train(self, argv):
+        from cxr_training.config import Config
+
+        if "--resume" in argv:
+            run = _arg(argv, "--resume")
+            cfg = Config.from_dict(json.loads((run / "config.json").read_text())["config"])
+        else:
+            cfg = resolve_config(_entry_from_argv(argv))
+            run = _arg(argv, "--out") / f"00001-{cfg.preset}"
+            run.mkdir(parents=True)
+            (run / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "config_hash": cfg.hash(),
+                                                         "command": ["cxr-train", *argv[1:]]}))
+        rows = [{"epoch": e, "step": e * cfg.steps_per_epoch, "seconds_per_step": 0.5, "train_seconds": 10.0,
+                 "eval_seconds": 1.0, "q_kid": 2.0} for e in range(1, cfg.epochs + 1)]
+        if self.stop_training_once:
+            self.stop_training_once = False
+            (run / "checkpoints" / "epoch-0001").mkdir(parents=True)
+            (run / "checkpoints" / "epoch-0001" / "meta.json").write_text(json.dumps({"step": 3}))
+            (run / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")
+            raise Stopped(signal.SIGTERM)
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        for step in cfg.snapshot_steps:
+            snap = run / "snapshots" / f"step-{step:09d}"
+            snap.mkdir(parents=True)
+            (snap / "generator.keras").write_bytes(b"k")
+            (snap / "generator-raw.keras").write_bytes(b"k")
+        (run / "generator.keras").write_bytes(b"k")
+        (run / "generator-raw.keras").write_bytes(b"k")
+        (run / "generator.json").write_text(json.dumps({"step": cfg.total_steps, "config": cfg.to_dict()}))
+
+
+def _entry_from_argv(argv) -> Entry:
+    flags, i, known = [], 1, {}
+    while i < len(argv):
+        if argv[i] in ("--preset", "--seed", "--epochs", "--snapshot-steps", "--data", "--heldout", "--out"):
+            known[argv[i]] = argv[i + 1]
+            i += 2
+        else:
+            flags.append(argv[i])
+            i += 1
+    score = tuple(int(x) for x in known.get("--snapshot-steps", "").split(",") if x)
+    return Entry("x", known["--preset"], int(known["--seed"]), int(known["--epochs"]) * 3, tuple(flags), score)
+
+
+def _sweep(plan, root, runner):
+    return Sweep(plan, root, runner=runner, log=lambda msg: None)
+
+
+def test_plan_trains_scores_and_writes_one_row_per_scored_model(tmp_path):
+    plan = _plan(tmp_path, _run("a") + _run("b", seed=1, flags="[]"))
+    root = tmp_path / "runs"
+    runner = FakeRunner()
+    assert _sweep(plan, root, runner).run() == 0
+    rows = read_results(root)
+    # a keeps an EMA: EMA and raw weights at steps 3 and 6; b has no EMA: raw only
+    assert [r["key"] for r in rows] == ["a@3:ema", "a@3:raw", "a@6:ema", "a@6:raw", "b@3:raw", "b@6:raw"]
+    row = rows[2]
+    assert row["metrics"]["kid"] == 1.5 and row["reference"]["kid"] == 0.02 and row["audit"]["flagged"] == 0
+    assert row["final"] and row["seconds_per_step"] == 0.5 and row["wall_seconds"] == 22.0
+    assert row["entry"]["flags"] == ["--ema-halflife", "2"] and row["cpu"]
+    assert row["command"].startswith("cxr-train --preset smoke --seed 0 --ema-halflife 2 --epochs 2 --snapshot-steps 3")
+    assert rows[0]["wall_seconds"] == 11.0  # step 3: the first epoch's time only
+    trains = [c for c in runner.calls if c[0] == "cxr-train"]
+    assert len(trains) == 2 and all("--resume" not in c for c in trains)
+    assert "| a | 6 | ema | 1.50 ± 0.10 | 0.40 | 0.20 |" in sweep.table(rows)
+
+
+def test_a_finished_plan_is_skipped(tmp_path):
+    plan = _plan(tmp_path, _run("a"))
+    root = tmp_path / "runs"
+    _sweep(plan, root, FakeRunner()).run()
+    before = (root / "results.jsonl").read_text()
+    again = FakeRunner()
+    assert _sweep(plan, root, again).run() == 0
+    assert again.calls == [] and (root / "results.jsonl").read_text() == before
+
+
+def test_an_interrupted_run_resumes_and_a_plan_grown_meanwhile_is_followed(tmp_path):
+    plan = _plan(tmp_path, _run("a"))
+    root = tmp_path / "runs"
+    with pytest.raises(Stopped):
+        _sweep(plan, root, FakeRunner(stop_training_once=True)).run()
+    assert read_results(root) == []
+    assert sweep.status(load_plan(plan), root) == [f"{'a':<28} training, step 3/6"]
+    plan.write_text(plan.read_text() + _run("b"))  # appended while stopped (or while running)
+    runner = FakeRunner()
+    assert _sweep(plan, root, runner).run() == 0
+    trains = [c for c in runner.calls if c[0] == "cxr-train"]
+    assert "--resume" in trains[0] and "--resume" not in trains[1]
+    assert len({r["key"] for r in read_results(root)}) == len(read_results(root)) == 8
+
+
+@pytest.mark.parametrize("when", ["before the write", "after the write"])
+def test_a_row_is_written_exactly_once_when_killed_around_the_write(tmp_path, monkeypatch, when):
+    plan = _plan(tmp_path, _run("a", flags="[]"))
+    root = tmp_path / "runs"
+    real_write = sweep.atomic_write_text
+
+    def killed(path, text):
+        if when == "after the write":
+            real_write(path, text)
+        raise Stopped(signal.SIGTERM)  # the sweep dies here
+
+    monkeypatch.setattr(sweep, "atomic_write_text", killed)
+    with pytest.raises(Stopped):
+        _sweep(plan, root, FakeRunner()).run()
+    monkeypatch.undo()
+    assert len(read_results(root)) == (1 if when == "after the write" else 0)
+    runner = FakeRunner()
+    assert _sweep(plan, root, runner).run() == 0
+    keys = [r["key"] for r in read_results(root)]
+    assert keys == ["a@3:raw", "a@6:raw"]
+    # the first model's scores were kept: nothing was exported, sampled or scored again for it
+    assert not any("step-000000003-raw" in " ".join(c) for c in runner.calls)
+
+
+def test_a_failed_run_does_not_stop_the_plan(tmp_path):
+    plan = _plan(tmp_path, _run("a", flags="[]") + _run("b", flags="[]"))
+    root = tmp_path / "runs"
+    runner = FakeRunner(fail={"cxr-export"})
+    assert _sweep(plan, root, runner).run() == 1
+    assert sum(1 for c in runner.calls if c[0] == "cxr-train") == 2  # b was trained after a failed
+    assert _sweep(plan, root, FakeRunner()).run() == 0  # the next sweep finishes both
+    assert len(read_results(root)) == 4
+
+
+@pytest.mark.parametrize("body, message", [
+    (_run("a", flags='["--no-such-flag"]'), "run #1 (a): cxr-train rejects"),
+    (_run("a", flags='["--augment", "sometimes"]'), "run #1 (a): cxr-train rejects"),
+    (_run("a", flags='["--seed", "3"]'), "run #1 (a): flags may not set --seed"),
+    (RUN.format(name="a", seed=0, flags="[]").replace('"smoke"', '"huge"'), "run #1 (a): cxr-train rejects"),
+    (RUN.format(name="a", seed=0, flags="[]").replace("steps = 6", "steps = 7"), "not a multiple of the 3 steps"),
+    (RUN.format(name="a", seed=0, flags="[]").replace("score_steps = [3]", "score_steps = [2]"), "must be epoch ends"),
+    (RUN.format(name="a", seed=0, flags="[]").replace('name = "a"', 'name = "a/b"'), "name must be"),
+    (_run("a") + _run("a"), "run #2 reuses the name 'a'"),
+    (_run("a").replace("seed = 0", "seed = 0\nlength = 3"), "unknown key(s) ['length']"),
+    (_run("a").replace("seed = 0\n", ""), "(a): 'seed' is missing"),
+    ("", "no [[run]] entries"),
+    ("[[run\n", "not valid TOML"),
+])
+def test_bad_plans_name_the_entry(tmp_path, body, message):
+    with pytest.raises(SweepError) as e:
+        load_plan(_plan(tmp_path, body))
+    assert message in str(e.value)
+    if "huge" in body:
+        assert "huge" in str(e.value)
+
+
+def test_cli_bad_plan_is_one_line_exit_2(tmp_path):
+    plan = _plan(tmp_path, _run("a", flags='["--no-such-flag"]'))
+    r = subprocess.run([sys.executable, "-m", "cxr_training.sweep", str(plan), "--runs", str(tmp_path / "runs")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: plan") and "(a)" in r.stderr and "--no-such-flag" in r.stderr
+    assert not (tmp_path / "runs" / "a").exists()
+
+
+def test_one_sweep_at_a_time_on_a_run_root(tmp_path):
+    root = tmp_path / "runs"
+    with sweep.locked(root), pytest.raises(SweepError, match="another cxr-sweep"), sweep.locked(root):
+        pass
+
+
+def test_sigterm_leaves_the_run_resumable_and_the_rows_whole(tmp_path, few_real, few_heldout):
+    """The real commands on the smoke preset: SIGTERM in the middle of training stops the sweep
+    with 143 after cxr-train wrote its checkpoint; the same command then finishes the plan and
+    every scored model has exactly one row."""
+    body = RUN.format(name="a", seed=0, flags='["--steps-per-epoch", "150"]').replace("steps = 6", "steps = 300") \
+        .replace("score_steps = [3]", "score_steps = []")
+    plan = _plan(tmp_path, body, data=few_real, heldout=few_heldout)
+    root = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "cxr_training.sweep", str(plan), "--runs", str(root)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = root / "a" / "sweep.log"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.is_file() and "step 15/150" in log.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "continues where it stopped" in err
+    assert "stopped by SIGTERM" in log.read_text() and read_results(root) == []
+    run = sweep.run_folder(root, "a")
+    assert sweep._last_step(run) > 0 and not (run / "generator.keras").exists()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_results(root)
+    assert [x["key"] for x in rows] == ["a@300:raw"]
+    assert "resuming" in log.read_text()
+    assert rows[0]["audit"]["generated"] == 20 and rows[0]["metrics"]["kid"] >= 0
+    assert os.path.isfile(rows[0]["run_folder"] + "/generator.keras")
