@@ -263,17 +263,19 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
     click.echo(f"ssim {ssim:.4f}" + (f"   (real vs real {result['ref_ssim']:.4f})" if ref else ""))
     click.echo(f"mse  {mse:.4f}" + (f"   (real vs real {result['ref_mse']:.4f})" if ref else ""))
     if quality:
+        from cxr_runtime.quality import QUALITY_METRICS
+
         refq = result.get("quality_reference")
-        for key, better in (("recall", "higher"), ("coverage", "higher"), ("kid", "lower"),
-                            ("diversity_ssim", "near the real value")):
-            line = f"{key:<15}{result['quality'][key]:8.4f}"
-            if key == "kid":
-                line += f" +- {result['quality']['kid_se']:.4f}"
-            if key == "diversity_ssim":
-                line += f"   (among real images {result['quality']['diversity_ssim_real']:.4f})"
+        for m in QUALITY_METRICS:
+            value = result["quality"][m.key]
+            line = f"{m.label:<15}{value:8{m.fmt}}"
+            if m.error_key:
+                line += f" +- {result['quality'][m.error_key]:{m.fmt}}"
+            if m.real_key:
+                line += f"   (among real images {result['quality'][m.real_key]:{m.fmt}})"
             elif refq:
-                line += f"   (held-out real {refq[key]:.4f})"
-            click.echo(f"{line}   [{better}]")
+                line += f"   (held-out real {refq[m.key]:{m.fmt}})"
+            click.echo(f"{line}   [{m.better}]")
 
 
 @main.command()

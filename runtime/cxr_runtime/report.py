@@ -67,11 +67,10 @@ def build_report(fake, real, train) -> str:
     rows = [
         ("SSIM vs real (paired)", ssim, ref_ssim, "study's metric; rewards average images"),
         ("MSE vs real (paired)", mse, ref_mse, "study's metric; rewards average images"),
-        ("recall", qual["recall"], qref["recall"], "higher is better"),
-        ("coverage", qual["coverage"], qref["coverage"], "higher is better"),
-        ("KID", qual["kid"], qref["kid"], f"lower is better (standard error {qual['kid_se']:.4f})"),
-        ("diversity (mean SSIM among images)", qual["diversity_ssim"], qual["diversity_ssim_real"],
-         "near the real value; higher means less varied"),
+        *((m.label, qual[m.key], qual[m.real_key] if m.real_key else qref[m.key],
+           f"{m.better} is better" + (f" (standard error {qual[m.error_key]:.4f})" if m.error_key else "")
+           + (f"; {m.reference}" if m.reference else ""))
+          for m in q.QUALITY_METRICS),
     ]
     table = "".join(f"<tr><td>{html.escape(n)}</td><td>{v:.4f}</td><td>{r:.4f}</td><td>{html.escape(c)}</td></tr>"
                     for n, v, r, c in rows)

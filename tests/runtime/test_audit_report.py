@@ -101,7 +101,9 @@ def test_report_is_self_contained_and_complete(sets, tmp_path):
     p = _Collect()
     p.feed(page)
     assert {"grid", "metrics", "histogram", "pairs"} <= p.ids
-    assert p.rows == 7 and p.svg == 1  # header + six metrics; one histogram
+    from cxr_runtime.quality import QUALITY_METRICS
+
+    assert p.rows == 1 + 2 + len(QUALITY_METRICS) and p.svg == 1  # header, SSIM, MSE, the metric table; a histogram
     assert "32 of 32 generated images flagged" in page
     assert len(p.imgs) == 1 + 24  # the grid and the (capped) flagged pairs
     for src in p.imgs:  # every picture is embedded and decodes

@@ -34,7 +34,7 @@ def ladder(kermany):
     scores = {}
     for name, images in rungs.items():
         real_f, fake_f = q.standardise(train_f, q.features(images))
-        scores[name] = {**q.prdc(real_f, fake_f), "kid": q.kid(real_f, fake_f)[0]}
+        scores[name] = {**q.prdc(real_f, fake_f), "kid": q.kid(real_f, fake_f)[0], "c2st_auc": q.c2st_auc(real_f, fake_f)}
     return scores
 
 
@@ -56,6 +56,30 @@ def test_recall_ranks_the_ladder(ladder):
     rec = _column(ladder, "recall")
     assert rec == sorted(rec, reverse=True), rec
     assert len(set(rec[:4])) == 4  # strict down to collapse; collapse and noise both recall nothing
+
+
+def test_classifier_auc_ranks_the_ladder(ladder):
+    """Real vs real is near chance; each degradation is easier to tell; noise is told every time."""
+    auc = _column(ladder, "c2st_auc")
+    assert ladder["held-out real"]["c2st_auc"] < 0.65
+    assert ladder["held-out real"]["c2st_auc"] < ladder["mildly degraded"]["c2st_auc"] < \
+        ladder["heavily degraded"]["c2st_auc"] <= 1.0
+    assert ladder["noise"]["c2st_auc"] == 1.0 and min(auc) >= 0.0
+
+
+def test_classifier_auc_known_answers():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
+    assert abs(q.c2st_auc(a, b) - 0.5) < 0.08  # the same distribution: chance
+    assert q.c2st_auc(a, b + 3.0) == 1.0  # far apart: every image told
+    shifted = q.c2st_auc(a, b + 0.5)
+    assert 0.7 < shifted < 1.0
+    # classes weighted alike: 40 real against 400 generated reads as the balanced problem does
+    assert abs(q.c2st_auc(a[:40], np.tile(b, (2, 1))[:400] + 0.5) - shifted) < 0.1
+    assert q.auc_of(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert q.auc_of(np.array([1.0, 1.0]), np.array([1.0, 1.0])) == 0.5  # ties count one half
+    with pytest.raises(ValueError, match="at least 5"):
+        q.c2st_auc(a[:3], b)
 
 
 def test_precision_and_density_measure_fidelity_only(ladder):

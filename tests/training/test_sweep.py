@@ -150,7 +150,7 @@ def test_plan_trains_scores_and_writes_one_row_per_scored_model(tmp_path):
     assert rows[0]["wall_seconds"] == 11.0  # step 3: the first epoch's time only
     trains = [c for c in runner.calls if c[0] == "cxr-train"]
     assert len(trains) == 2 and all("--resume" not in c for c in trains)
-    assert "| a | 6 | ema | 1.50 ± 0.10 | 0.40 | 0.20 |" in sweep.table(rows)
+    assert "| a | 6 | ema | 0.20 | 0.40 | 1.50 ± 0.10 | 0.250 (0.190) | - | 0/20 |" in sweep.table(rows)
 
 
 def test_a_finished_plan_is_skipped(tmp_path):

@@ -37,6 +37,21 @@ def fmt_duration(s: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def describe_quality(row: dict) -> str:
+    """The metric table's values in a monitor row, on one line (real comparators in brackets)."""
+    from cxr_runtime.quality import QUALITY_METRICS
+
+    parts = []
+    for m in QUALITY_METRICS:
+        col = m.column(m.key)
+        if col in row:
+            text = f"{m.label} {row[col]:{m.fmt}}"
+            if m.real_key and m.column(m.real_key) in row:
+                text += f" (real {row[m.column(m.real_key)]:{m.fmt}})"
+            parts.append(text)
+    return " ".join(parts)
+
+
 class Progress(keras.callbacks.Callback):
     """Step progress on stderr: a live line on a terminal, a few lines per epoch otherwise."""
 
@@ -183,9 +198,7 @@ class EpochEnd(keras.callbacks.Callback):
             self.state.checkpoint = path.name
             saved = " [checkpoint]" + saved
         if quality:
-            self.log(f"  vs held-out: recall {quality['q_recall']:.2f} coverage {quality['q_coverage']:.2f} "
-                     f"kid {quality['q_kid']:.3f} diversity {quality['q_diversity']:.3f} "
-                     f"(real {quality['q_diversity_real']:.3f})"
+            self.log("  vs held-out: " + describe_quality(quality)
                      + (f" audit flags {quality['audit_flagged']}/{len(self.monitor.z)}" if "audit_flagged" in quality
                         else ""))
         self.log(

@@ -105,17 +105,10 @@ class QualityMonitor:
         return self._score(generate(self.z))
 
     def _score(self, images: np.ndarray) -> dict[str, float]:
-        from cxr_runtime import audit
+        from cxr_runtime import audit, quality
 
         q = self.reference.score(images, self.scorer)
-        scores = {
-            "q_recall": q["recall"],
-            "q_coverage": q["coverage"],
-            "q_kid": q["kid"],
-            "q_kid_se": q["kid_se"],
-            "q_diversity": q["diversity_ssim"],
-            "q_diversity_real": q["diversity_ssim_real"],
-        }
+        scores = {m.column(k): q[k] for m in quality.QUALITY_METRICS for k in m.keys()}
         if images.shape[-1] > audit.CROP:  # the audit's shift-tolerant crop needs images larger than it
             nn = audit.nearest(images, self.train)
             scores["audit_flagged"] = int((nn["ncc"] >= audit.THRESHOLD).sum())

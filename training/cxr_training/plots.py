@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cxr_runtime import quality  # noqa: E402
 from cxr_runtime.io import atomic_path  # noqa: E402
 
 
@@ -69,23 +70,23 @@ def plot_history(rows: list[dict], out_dir: Path, quality_reference: dict | None
         return [fig6, fig7]
     ref = quality_reference or {}
     ep = [r["epoch"] for r in scored]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    for key, color in (("q_recall", "C0"), ("q_coverage", "C1")):
-        axes[0].plot(ep, [r[key] for r in scored], "o-", color=color, label=key[2:])
-        if f"train_{key}" in ref:
-            axes[0].axhline(ref[f"train_{key}"], color=color, ls="--", label=f"{key[2:]}, training images")
-    axes[0].set_ylim(-0.05, 1.05)
-    axes[0].set_title("Recall / coverage vs held-out")
-    axes[1].plot(ep, [max(r["q_kid"], 1e-4) for r in scored], "o-", label="generated")
-    if "train_q_kid" in ref:
-        axes[1].axhline(max(ref["train_q_kid"], 1e-4), color="grey", ls="--", label="training images")
-    axes[1].set_yscale("log")
-    axes[1].set_title("KID vs held-out (lower is better)")
-    axes[2].plot(ep, [r["q_diversity"] for r in scored], "o-", label="generated")
-    axes[2].axhline(scored[-1]["q_diversity_real"], color="grey", ls="--", label="held-out real")
-    axes[2].set_title("Diversity: mean SSIM among images")
-    axes[3].plot(ep, [r.get("audit_flagged", float("nan")) for r in scored], "o-", color="C3", label="flagged images")
-    axes[3].set_title("Memorisation audit flags")
+    metrics = quality.QUALITY_METRICS  # one panel per metric of the table, then the audit's flags
+    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(4 * (len(metrics) + 1), 3.6))
+    for ax, m in zip(axes, metrics):
+        col = m.column(m.key)
+        values = [r.get(col, float("nan")) for r in scored]
+        if m.log_scale:
+            values = [max(v, 1e-4) for v in values]
+            ax.set_yscale("log")
+        ax.plot(ep, values, "o-", label="generated")
+        if m.real_key and m.column(m.real_key) in scored[-1]:
+            ax.axhline(scored[-1][m.column(m.real_key)], color="grey", ls="--", label="held-out real")
+        elif f"train_{col}" in ref:
+            line = max(ref[f"train_{col}"], 1e-4) if m.log_scale else ref[f"train_{col}"]
+            ax.axhline(line, color="grey", ls="--", label="training images")
+        ax.set_title(f"{m.label} vs held-out ({m.better})", fontsize=9)
+    axes[-1].plot(ep, [r.get("audit_flagged", float("nan")) for r in scored], "o-", color="C3", label="flagged images")
+    axes[-1].set_title("Memorisation audit flags", fontsize=9)
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)

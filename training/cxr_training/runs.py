@@ -14,12 +14,13 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+from cxr_runtime import quality
 from cxr_runtime.io import atomic_write_text
 
 METRIC_KEYS = ("g_loss", "d_loss", "real_acc", "fake_acc", "precision", "recall", "ssim", "mse")
-# the quality monitor's columns (empty without --heldout) and the recipe's (empty when off)
-QUALITY_KEYS = ("q_recall", "q_coverage", "q_kid", "q_kid_se", "q_diversity", "q_diversity_real", "audit_flagged",
-                "audit_nn_max")
+# the quality monitor's columns (empty without --heldout: cxr_runtime.quality's metric table,
+# then the audit's) and the recipe's (empty when off)
+QUALITY_KEYS = (*quality.metric_columns(), "audit_flagged", "audit_nn_max")
 RECIPE_KEYS = ("augment_p", "r1")
 ROW_KEYS = ("epoch", "step", *METRIC_KEYS, "ref_ssim", "ref_mse", *QUALITY_KEYS, *RECIPE_KEYS, "g_lr", "d_lr",
             "real_downscale", "train_seconds", "seconds_per_step", "eval_seconds")
@@ -78,7 +79,10 @@ def write_history(run_dir: Path, rows: list[dict]) -> None:
     run_dir = Path(run_dir)
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=ROW_KEYS, extrasaction="ignore", lineterminator="\n")
+    # ROW_KEYS in their order, then any other key a row has (nothing is dropped silently)
+    extra = [k for r in rows for k in r if k not in ROW_KEYS]
+    columns = [*ROW_KEYS, *dict.fromkeys(extra)]
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(run_dir / "metrics.csv", buf.getvalue())

@@ -564,14 +564,8 @@ class Sweep:
             "seconds_per_step": round(statistics.median(per_step), 4) if per_step else None,
             "train_seconds": round(sum(r.get("train_seconds", 0.0) for r in history), 1),
             "wall_seconds": round(sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in history), 1),
-            "metrics": {
-                "kid": q["kid"], "kid_se": q["kid_se"], "coverage": q["coverage"], "recall": q["recall"],
-                "diversity": q["diversity_ssim"], "diversity_real": q["diversity_ssim_real"],
-                "ssim": score["quality"]["ssim"], "mse": score["quality"]["mse"],
-                **{k: v for k, v in q.items() if k not in ("kid", "kid_se", "coverage", "recall", "diversity_ssim",
-                                                           "diversity_ssim_real")},
-            },
-            "reference": {k: ref[k] for k in ("kid", "coverage", "recall", "diversity_ssim") if k in ref},
+            "metrics": {**q, "ssim": score["quality"]["ssim"], "mse": score["quality"]["mse"]},
+            "reference": ref,
             "audit": score["audit"],
             "monitor": {k: v for k, v in monitor.items() if k.startswith("q_") or k.startswith("audit_")},
             "samples": score["samples"], "sample_seed": score["sample_seed"],
@@ -615,34 +609,46 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _cell(m, values: dict) -> str:
+    if m.key not in values:
+        return "-"
+    text = f"{values[m.key]:{m.short}}"
+    if m.error_key and m.error_key in values:
+        text += f" ± {values[m.error_key]:{m.short}}"
+    if m.real_key and m.real_key in values:
+        text += f" ({values[m.real_key]:{m.short}})"
+    return text
+
+
 def summary(row: dict) -> str:
-    m = row["metrics"]
-    return (f"KID {m['kid']:.3f} coverage {m['coverage']:.2f} recall {m['recall']:.2f} diversity "
-            f"{m['diversity']:.3f} (real {m['diversity_real']:.3f}) audit flags {row['audit']['flagged']}")
+    from cxr_runtime.quality import QUALITY_METRICS
 
-
-# --------------------------------------------------------------------------- table
+    return " ".join(f"{m.label} {_cell(m, row['metrics'])}" for m in QUALITY_METRICS) + \
+        f" audit flags {row['audit']['flagged']}"
 
 
 def table(rows: list[dict]) -> str:
-    """The rows as a markdown table (docs/results.md), with each held-out reference once."""
-    head = ("| run | step | weights | KID | coverage | recall | diversity (real) | audit flags | s/step | "
-            "train h | CPU |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    """The rows as a markdown table (docs/results.md): the metric table's columns, the audit,
+    the cost; each held-out folder's reference row (the training images scored as generated
+    ones) once at the end."""
+    from cxr_runtime.quality import QUALITY_METRICS
+
+    labels = [m.label + (" (real)" if m.real_key else "") for m in QUALITY_METRICS]
+    head = ["run", "step", "weights", *labels, "audit flags", "s/step", "train h", "CPU"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     refs = {}
     for r in rows:
-        m, a = r["metrics"], r["audit"]
         sps = f"{r['seconds_per_step']:.2f}" if r.get("seconds_per_step") else "-"
-        lines.append(f"| {r['run']} | {r['step']} | {r['weights']} | {m['kid']:.2f} ± {m['kid_se']:.2f} | "
-                     f"{m['coverage']:.2f} | {m['recall']:.2f} | {m['diversity']:.3f} ({m['diversity_real']:.3f}) | "
-                     f"{a['flagged']}/{a['generated']} | {sps} | {r['train_seconds'] / 3600:.2f} | "
-                     f"{', '.join(r['cpu'])} |")
+        cells = [r["run"], str(r["step"]), r["weights"], *(_cell(m, r["metrics"]) for m in QUALITY_METRICS),
+                 f"{r['audit']['flagged']}/{r['audit']['generated']}", sps, f"{r['train_seconds'] / 3600:.2f}",
+                 ", ".join(r["cpu"])]
+        lines.append("| " + " | ".join(cells) + " |")
         if r.get("reference"):
             refs[r["heldout"]] = r["reference"]
     for held, ref in refs.items():
-        lines.append(f"| *the training images vs {'/'.join(Path(held).parts[-2:])} (reference)* | | | {ref.get('kid', float('nan')):.2f} | "
-                     f"{ref.get('coverage', float('nan')):.2f} | {ref.get('recall', float('nan')):.2f} | "
-                     f"{ref.get('diversity_ssim', float('nan')):.3f} | | | | |")
+        cells = [f"*the training images vs {'/'.join(Path(held).parts[-2:])} (reference)*", "", "",
+                 *(_cell(m, ref) for m in QUALITY_METRICS), "", "", "", ""]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
