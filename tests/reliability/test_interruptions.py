@@ -193,3 +193,83 @@ def test_checkpoint_refuses_nan_weights(few_real, tmp_path):
     with pytest.raises(checkpoint.NonFiniteState, match="non-finite"):
         checkpoint.save(run, FakeGan(), 2, 6, {"steps_per_epoch": 3}, keep=2)
     assert [c.name for c in checkpoint.list_checkpoints(run)] == ["epoch-0001"]
+
+
+# SIGTERM inside a later epoch of a run with the held-out monitor, in both input modes: once a
+# tf.data iterator left to interpreter shutdown hung the process after its checkpoint was written.
+HELD_ARGS = ["--preset", "smoke", "--epochs", "4", "--steps-per-epoch", "40", "--checkpoint-every", "1"]
+
+
+def _start_logged(args, tmp_path, log):
+    env = {**os.environ, "CXR_CACHE_DIR": str(tmp_path / "cache")}
+    with open(log, "w") as f:
+        return subprocess.Popen([_cxr_train(), *args], stdout=subprocess.DEVNULL, stderr=f, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def heldout_reference(tmp_path_factory, train_normal, kermany):
+    tmp = tmp_path_factory.mktemp("heldref")
+    data, held = tmp / "data", tmp / "held"
+    data.mkdir()
+    held.mkdir()
+    for p in sorted(train_normal.iterdir())[:8]:
+        (data / p.name).symlink_to(p)
+    for p in sorted((kermany / "heldout" / "NORMAL").iterdir())[:10]:
+        (held / p.name).symlink_to(p)
+    proc = _start([*HELD_ARGS, "--data", str(data), "--heldout", str(held), "--out", str(tmp / "runs")], tmp)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return data, held, tmp / "runs" / "00001-smoke"
+
+
+@pytest.mark.parametrize("input_mode", ["memory", "stream"])
+def test_sigterm_in_a_later_epoch_with_heldout_exits_then_resumes_bitwise(heldout_reference, tmp_path, input_mode):
+    """Three SIGTERMs, each inside a later epoch's steps (epochs 2, 3, 4), each must end the
+    process with 143 within 60 s; the run then finishes bitwise equal to an uninterrupted one."""
+    data, held, ref_run = heldout_reference
+    run = tmp_path / "runs" / "00001-smoke"
+    for attempt, epoch in enumerate((2, 3, 4)):
+        log = tmp_path / f"attempt-{attempt}.log"
+        args = ["--resume", str(run)] if attempt else \
+            [*HELD_ARGS, "--data", str(data), "--heldout", str(held), "--out", str(tmp_path / "runs")]
+        proc = _start_logged([*args, "--input", input_mode], tmp_path, log)
+        _wait_for(lambda: f"epoch {epoch}/4 step 8/40" in log.read_text(), proc, timeout=300)
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.time()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"attempt {attempt + 1}: no exit within 60 s of SIGTERM; log:\n{log.read_text()[-2000:]}")
+        assert proc.returncode == 128 + signal.SIGTERM, log.read_text()[-2000:]
+        assert time.time() - t0 < 60 and "stopped by SIGTERM" in log.read_text()
+    proc = _start_logged(["--resume", str(run), "--input", input_mode], tmp_path, tmp_path / "final.log")
+    assert proc.wait(timeout=600) == 0, (tmp_path / "final.log").read_text()[-2000:]
+    meta_a, sa = _final_state(ref_run)
+    meta_b, sb = _final_state(run)
+    assert meta_a["step"] == meta_b["step"] == 160 and sa.keys() == sb.keys()
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+    assert [r["epoch"] for r in _rows(run)] == [1, 2, 3, 4] and all("q_kid" in r for r in _rows(run))
+
+
+def test_interrupted_exit_does_not_wait_for_interpreter_finalisation(few_real, tmp_path):
+    """Whatever would hang at interpreter shutdown (here an atexit handler that never returns, as
+    a tf.data destructor once did) cannot keep an interrupted cxr-train alive: it exits with 143
+    once its checkpoint is written."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text("import atexit, time\natexit.register(lambda: time.sleep(3600))\n")
+    log = tmp_path / "train.log"
+    env = {**os.environ, "CXR_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    with open(log, "w") as f:
+        proc = subprocess.Popen([_cxr_train(), *HELD_ARGS, "--data", str(few_real), "--out", str(tmp_path / "runs")],
+                                stdout=subprocess.DEVNULL, stderr=f, env=env)
+    _wait_for(lambda: "epoch 2/4 step 8/40" in log.read_text(), proc, timeout=300)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()[-2000:]
+    finally:
+        proc.kill()
+    assert "stopped by SIGTERM" in log.read_text()

@@ -16,6 +16,21 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+def exit_now(code: int) -> None:
+    """Exit without interpreter finalisation, after flushing our own output. Used once the
+    interrupted run's checkpoint is on disk: a tf.data iterator destroyed during finalisation
+    once waited forever on its reader thread, which would block every scheduler driving
+    cxr-train (docs/reliability.md); everything the stop promises is already written."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 class ListOf(click.ParamType):
     """A comma-separated list of `item` values (for tuple fields); item=tuple parses
     FRACTION:FACTOR pairs (the progressive schedule)."""
@@ -179,7 +194,7 @@ def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, res
         sys.exit(EXIT_FAILED)
     except Interrupted as e:
         click.echo(f"\n{e}", err=True)
-        sys.exit(128 + e.signum)
+        exit_now(128 + e.signum)
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a new checkpoint
         click.echo("\ninterrupted: continue with cxr-train --resume <run folder> "
                    "(it restarts from the newest checkpoint)", err=True)

@@ -17,6 +17,7 @@ Errors a user can cause are errors.TrainingError (one line, exit code 2 in cxr-t
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -311,6 +312,11 @@ def _fit(cfg: Config, images, mode: str, placement: distribute.Placement, run_di
                         initial_epoch=start_epoch, steps_per_epoch=cfg.steps_per_epoch, callbacks=callbacks,
                         verbose=0, shuffle=False)
         if state.signum is not None:
+            # Release the input pipeline now, while the interpreter is whole: a tf.data iterator
+            # left for interpreter shutdown can wait forever on its reader thread
+            # (docs/reliability.md, "SIGTERM at exit"); the CLI also exits without finalisation.
+            del source
+            gc.collect()
             name = signal.Signals(state.signum).name
             raise Interrupted(f"stopped by {name} at step {gan.step}; "
                               f"checkpoint {state.checkpoint} written; continue with: cxr-train --resume {run_dir}",
