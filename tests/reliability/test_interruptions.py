@@ -233,7 +233,7 @@ def test_sigterm_in_a_later_epoch_with_heldout_exits_then_resumes_bitwise(heldou
         args = ["--resume", str(run)] if attempt else \
             [*HELD_ARGS, "--data", str(data), "--heldout", str(held), "--out", str(tmp_path / "runs")]
         proc = _start_logged([*args, "--input", input_mode], tmp_path, log)
-        _wait_for(lambda: f"epoch {epoch}/4 step 8/40" in log.read_text(), proc, timeout=300)
+        _wait_for(lambda log=log, epoch=epoch: f"epoch {epoch}/4 step 8/40" in log.read_text(), proc, timeout=300)
         proc.send_signal(signal.SIGTERM)
         t0 = time.time()
         try:
