@@ -7,9 +7,7 @@ import sys
 import click
 
 from cxr_runtime import __version__
-
-EXIT_USER_ERROR = 2
-EXIT_GATE_FAILED = 1
+from cxr_runtime.errors import EXIT_USER_ERROR, reported
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -61,29 +59,19 @@ def main(source, out, runs_root, atol, optimize, chunk, quantize, data_dir, opse
     from cxr_export.export import (
         DEFAULT_DATA_CITATION,
         DEFAULT_DATA_LICENSE,
-        ConversionError,
-        ExportError,
-        ParityError,
         export,
     )
-    from cxr_export.quantize import QualityError
 
     def log(msg):
         click.echo(msg, err=True)
 
-    try:
+    with reported():  # ExportError: exit 2; a failed gate or conversion: exit 1 (cxr_export.errors)
         result = export(
             source, out, atol=atol, opset=opset, optimize=optimize, chunk=chunk, quantize=quantize,
             data_dir=data_dir,
             citation=data_citation or DEFAULT_DATA_CITATION, license_=data_license or DEFAULT_DATA_LICENSE,
             runs_root=runs_root, log=log,
         )
-    except ExportError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USER_ERROR)
-    except (ParityError, QualityError, ConversionError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_GATE_FAILED)
     report = result.report
     per_batch = ", ".join(f"batch {b['batch']}: max {b['max_abs_err']:.2e} mean {b['mean_abs_err']:.2e}"
                           for b in report.batches)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from cxr_export.errors import ConversionError, ExportError, ParityError  # noqa: F401  (re-exported)
 from cxr_runtime.io import atomic_write_bytes, atomic_write_json, sha256_file
 from cxr_runtime.quiet import quiet_stderr
 from cxr_training.runs import library_versions, newest_run
@@ -38,14 +39,6 @@ DEFAULT_DATA_CITATION = (
     "and Chest X-Ray Images for Classification, Mendeley Data, V2, doi: 10.17632/rscbjbr9sj.2"
 )
 DEFAULT_DATA_LICENSE = "CC BY 4.0"
-
-
-class ExportError(Exception):
-    """A problem with the input (missing or unfinished run); one line, exit code 2."""
-
-
-class ParityError(Exception):
-    """The converted model does not reproduce the Keras generator within tolerance."""
 
 
 @dataclass
@@ -207,10 +200,6 @@ def int8_report_path(out: Path) -> Path:
     return out.with_name(out.stem + ".int8.quality.json")
 
 
-class ConversionError(Exception):
-    """The converter itself failed."""
-
-
 def _remove_stale(path: Path) -> str:
     """Delete an earlier export at `path` so it cannot pass for this one; say so."""
     if path.is_file():
@@ -254,7 +243,7 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     chunk: images per pass of the optimised graph's convolution loop (None: optimize.CHUNK; 0: no
     loop). The int8 model is quantised from the graph without the loop.
     Each model reaches its path only if its gate passes; reports are written either way.
-    Raises ParityError / QualityError (report written, no model left at that path) or ExportError.
+    Raises ParityError / Int8GateError (report written, no model left at that path) or ExportError.
     """
     from cxr_export import optimize as opt
     from cxr_export import quantize as q
@@ -335,7 +324,7 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     qreport = q.quality(blob, int8_blob, latent_dim, real)
     qreport.update({"model": str(int8_path(out)), "fp32_model": str(out), "quantization_seconds": round(int8_seconds, 2)})
     atomic_write_json(int8_report_path(out), qreport)
-    _publish_or_refuse(int8_path(out), int8_blob, qreport["passed"], lambda stale: q.QualityError(
+    _publish_or_refuse(int8_path(out), int8_blob, qreport["passed"], lambda stale: q.Int8GateError(
         f"int8 quality gate failed: SSIM(fp32, int8) {qreport['ssim_fp32_vs_int8_mean']:.4f} (need >= {q.INT8_MIN_SSIM}), "
         f"metric shifts ssim {qreport.get('ssim_shift', float('nan')):.4f} mse {qreport.get('mse_shift', float('nan')):.4f} "
         f"(need <= {q.INT8_MAX_SHIFT}); nothing written to {int8_path(out)}{stale}; report: {int8_report_path(out)}"))

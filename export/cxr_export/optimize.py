@@ -36,16 +36,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from cxr_export.errors import UnsupportedGenerator  # noqa: F401  (re-exported)
 from cxr_export.export import INPUT_NAME, OPSET, OUTPUT_NAME
 
 # rows (or columns) of the 4-tap transposed kernel used by each output phase, in window order
 _PHASE_TAPS = {0: (3, 1), 1: (2, 0)}
 # padding (before, after) of each phase's 2x2 window
 _PHASE_PADS = {0: (1, 0), 1: (0, 1)}
-
-
-class UnsupportedGenerator(ValueError):
-    pass
 
 
 def _layers(generator):

@@ -14,8 +14,8 @@ import click
 
 from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_CHUNKED, DEFAULT_BATCH_INT8, __version__
 from cxr_runtime.choices import DEVICES, RESIZE_MODES, SAMPLE_FORMATS
+from cxr_runtime.errors import EXIT_USER_ERROR
 
-EXIT_USER_ERROR = 2
 DEFAULT_MODEL = "artifacts/generator.onnx"
 MAX_N = 10_000_000
 DEVICE_HELP = "auto: CUDA if it really initialises, else CPU; cuda or cuda:N (GPU N); cpu."

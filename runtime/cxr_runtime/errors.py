@@ -1,5 +1,9 @@
-"""Every error the runtime raises on purpose, under one base: `except cxr_runtime.CxrError`
-catches them all. Each message is one line meant for the user of the calling tool.
+"""The root of every error the project raises on purpose: `except cxr_runtime.CxrError`
+catches them all, the runtime's (below), training's (cxr_training.errors) and export's
+(cxr_export.errors). Each message is one line meant for the user of the calling tool, and each
+class says the exit code its CLI ends with (`exit_code`: 2, a problem the user can fix,
+unless the class says otherwise). `reported()` is the one place the CLIs turn them into that
+line and that code; anything else still shows its traceback.
 
     CxrError
     |-- ModelError          the model file is missing, unreadable, not a cxr-export generator, or outputs NaN
@@ -18,9 +22,27 @@ callers written against earlier versions.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
+EXIT_USER_ERROR = 2
+
 
 class CxrError(Exception):
-    """Base of every error cxr_runtime raises on purpose."""
+    """Base of every error the project raises on purpose."""
+
+    exit_code: int = EXIT_USER_ERROR
+
+
+@contextlib.contextmanager
+def reported():
+    """For a CLI's body: a CxrError becomes `error: <message>` on stderr (one line, no
+    traceback) and the process exits with the error's `exit_code`."""
+    try:
+        yield
+    except CxrError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
 
 
 class ModelError(CxrError, ValueError):

@@ -24,17 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from cxr_runtime.io import atomic_write_json, make_temp_dir, sha256_file
+from cxr_training.errors import CheckpointError, NonFiniteState  # noqa: F401  (re-exported)
 
 CKPT_DIR = "checkpoints"
 FORMAT_VERSION = 2
-
-
-class CheckpointError(RuntimeError):
-    pass
-
-
-class NonFiniteState(RuntimeError):
-    """Refusal to write a checkpoint holding NaN or infinite values."""
 
 
 def _canonical(path: str) -> str:

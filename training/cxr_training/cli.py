@@ -9,10 +9,9 @@ import sys
 import click
 
 from cxr_runtime import __version__
+from cxr_runtime.errors import EXIT_USER_ERROR, reported
 from cxr_training.config import PRESETS, Config, preset
 
-EXIT_FAILED = 1
-EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -180,18 +179,13 @@ def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, res
         _dry_run(cfg, data_dir)
         return
 
-    from cxr_training.errors import Interrupted, NonFiniteLoss, TrainingError
+    from cxr_training.errors import Interrupted
     from cxr_training.train import train  # heavy: TensorFlow
 
     try:
-        train(cfg, data_dir, out_root=out_root, resume_dir=resume_dir, strategy=strategy, input_mode=input_mode,
-              heldout_dir=heldout_dir)
-    except TrainingError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_USER_ERROR)
-    except NonFiniteLoss as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(EXIT_FAILED)
+        with reported():  # TrainingError: exit 2, NonFiniteLoss: exit 1, one line each
+            train(cfg, data_dir, out_root=out_root, resume_dir=resume_dir, strategy=strategy, input_mode=input_mode,
+                  heldout_dir=heldout_dir)
     except Interrupted as e:
         click.echo(f"\n{e}", err=True)
         exit_now(128 + e.signum)

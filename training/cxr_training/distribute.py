@@ -23,14 +23,11 @@ import json
 import os
 from dataclasses import dataclass
 
+from cxr_training.errors import StrategyError  # noqa: F401  (re-exported)
 from cxr_training.tfenv import import_tf
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 LOGICAL_CPUS_ENV = "CXR_LOGICAL_CPUS"
-
-
-class StrategyError(ValueError):
-    """A strategy that cannot be set up as asked (bad TF_CONFIG, too late to split devices)."""
 
 
 @dataclass

@@ -1,19 +1,51 @@
-"""Training's errors, each one line for the user of cxr-train."""
+"""Training's errors, all under cxr_runtime.CxrError (exit code 2 unless stated), each one line
+for the user of cxr-train or cxr-sweep.
+
+    CxrError
+    |-- TrainingError       a problem the user can fix: bad data or config, a mismatched resume
+    |   `-- StrategyError       a distribution strategy that cannot be set up as asked
+    |-- CheckpointError     a checkpoint that cannot be read or restored
+    |   `-- NonFiniteState      refusal to write a checkpoint holding NaN or infinite values
+    |-- NonFiniteLoss       a loss became NaN or infinite (exit code 1)
+    |-- Interrupted         SIGINT or SIGTERM, checkpoint written (exit code 128 + signal)
+    `-- SweepError          a bad plan or run root, a failed stage of cxr-sweep
+"""
 
 from __future__ import annotations
 
+from cxr_runtime.errors import CxrError
 
-class TrainingError(Exception):
+
+class TrainingError(CxrError):
     """A problem the user can fix (bad data, mismatched resume); one line, exit code 2."""
 
 
-class NonFiniteLoss(Exception):
+class StrategyError(TrainingError, ValueError):
+    """A strategy that cannot be set up as asked (bad TF_CONFIG, too late to split devices)."""
+
+
+class CheckpointError(CxrError, RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+class NonFiniteState(CheckpointError):
+    """Refusal to write a checkpoint holding NaN or infinite values."""
+
+
+class NonFiniteLoss(CxrError):
     """A loss became NaN or infinite; the run stopped without writing the broken weights."""
 
+    exit_code = 1
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM: the run stopped after writing a checkpoint at the current step."""
+
+class Interrupted(CxrError):
+    """SIGINT or SIGTERM: the run (or sweep) stopped after keeping its progress."""
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class SweepError(CxrError):
+    """A bad plan, run root or stage failure of cxr-sweep."""

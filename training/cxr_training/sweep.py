@@ -48,7 +48,9 @@ import sys
 import time
 from pathlib import Path
 
+from cxr_runtime.errors import reported
 from cxr_runtime.io import atomic_write_json, atomic_write_text
+from cxr_training.errors import Interrupted, SweepError
 
 try:
     import tomllib
@@ -65,10 +67,6 @@ OWNED_FLAGS = ("--preset", "--seed", "--epochs", "--data", "--heldout", "--out",
                "--snapshot-steps")
 PLAN_KEYS = {"data", "heldout", "samples", "sample_seed", "run"}
 RUN_KEYS = {"name", "preset", "seed", "steps", "flags", "score_steps", "note"}
-
-
-class SweepError(Exception):
-    """A bad plan, run root or stage failure: one line for the user (exit code 2)."""
 
 
 def default_root() -> Path:
@@ -329,10 +327,11 @@ class Runner:
         return code
 
 
-class Stopped(Exception):
+class Stopped(Interrupted):
+    """SIGINT or SIGTERM reached the sweep; the running stage kept its progress."""
+
     def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+        super().__init__(signal.Signals(signum).name, signum)
 
 
 _MODULES = {"cxr-train": "cxr_training.cli", "cxr-export": "cxr_export.cli", "cxr-runtime": "cxr_runtime.cli"}
@@ -719,7 +718,7 @@ def main(argv=None) -> None:
           cxr-sweep --table
         """
         root = Path(root).expanduser() if root else default_root()
-        try:
+        with reported():  # SweepError and the like: one line, exit 2
             if as_table:
                 rows = read_results(root)
                 if not rows:
@@ -750,11 +749,8 @@ def main(argv=None) -> None:
                     except Stopped as e:
                         click.echo(f"cxr-sweep: stopped by {e}; `cxr-sweep {plan}` continues where it stopped",
                                    err=True)
-                        sys.exit(128 + e.signum)
+                        sys.exit(e.exit_code)
             sys.exit(code)
-        except SweepError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
 
     cli.main(args=argv, prog_name="cxr-sweep")
 
