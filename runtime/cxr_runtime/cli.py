@@ -246,7 +246,7 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
 
         onnx_scorer = scorer if engine == "onnx" else OnnxScorer(device="cpu")
         try:
-            reference = q.Reference(real.images, onnx_scorer)
+            reference = q.RealSet(real.images, onnx_scorer)
             result["quality"] = reference.score(fake.images, onnx_scorer)
             if held is not None:
                 result["quality_reference"] = reference.score(held.images, onnx_scorer)

@@ -136,13 +136,15 @@ def real_reference(real: np.ndarray, seed: int = PAIRING_SEED) -> tuple[float, f
 
 
 def discriminator_scores(p_real: np.ndarray, p_fake: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, precision and recall of a discriminator; "real" is the positive class.
+    """Accuracy, precision and recall of a discriminator; "real" is the positive class. Named
+    d_precision and d_recall: the discriminator's, not the generated set's precision and recall
+    (cxr_runtime.quality).
 
-    real_acc  = share of real images with D(x) > threshold   (= recall)
-    fake_acc  = share of generated images with D(G(z)) <= threshold
-    precision = TP / (TP + FP): of the images D calls real, the share that are real;
-                0.0 when D calls nothing real (the 0/0 case).
-    recall    = TP / (TP + FN)
+    real_acc    = share of real images with D(x) > threshold   (= d_recall)
+    fake_acc    = share of generated images with D(G(z)) <= threshold
+    d_precision = TP / (TP + FP): of the images D calls real, the share that are real;
+                  0.0 when D calls nothing real (the 0/0 case).
+    d_recall    = TP / (TP + FN)
     """
     p_real = np.asarray(p_real, np.float64).ravel()
     p_fake = np.asarray(p_fake, np.float64).ravel()
@@ -155,6 +157,6 @@ def discriminator_scores(p_real: np.ndarray, p_fake: np.ndarray, threshold: floa
     return {
         "real_acc": tp / p_real.size,
         "fake_acc": tn / p_fake.size,
-        "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "recall": tp / (tp + fn),
+        "d_precision": tp / (tp + fp) if tp + fp else 0.0,
+        "d_recall": tp / (tp + fn),
     }

@@ -217,7 +217,7 @@ def auc_of(pos: np.ndarray, neg: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------- the metric table
 #
-# Every place that lists the distribution metrics iterates over QUALITY_METRICS: Reference.score
+# Every place that lists the distribution metrics iterates over QUALITY_METRICS: RealSet.score
 # (so `evaluate --quality` and its --json, report.html and the sweep's rows), the epoch-end
 # monitor and the run files' columns (training/evaluate.py, runs.py), the quality plot and the
 # log lines. A new metric is one function of a Scoring plus one row here.
@@ -227,10 +227,10 @@ class Scoring:
     """What the metrics of one generated set share: its images, their standardised features and
     (computed once, on first use) precision/recall/density/coverage against the reference."""
 
-    def __init__(self, reference: Reference, fake: np.ndarray, scorer=None):
-        self.reference, self.fake, self.scorer = reference, fake, scorer
-        self.real_f = reference.real_f
-        self.fake_f = (features(fake) - reference.mean) / reference.spread
+    def __init__(self, real: RealSet, fake: np.ndarray, scorer=None):
+        self.real, self.fake, self.scorer = real, fake, scorer
+        self.real_f = real.real_f
+        self.fake_f = (features(fake) - real.mean) / real.spread
         self._prdc = None
 
     @property
@@ -278,8 +278,8 @@ def _kid(s: Scoring) -> dict[str, float]:
 
 
 def _diversity(s: Scoring) -> dict[str, float]:
-    return {"diversity_ssim": diversity(s.fake, s.scorer, s.reference.diversity_images),
-            "diversity_ssim_real": s.reference.diversity}
+    return {"diversity_ssim": diversity(s.fake, s.scorer, s.real.diversity_images),
+            "diversity_ssim_real": s.real.diversity}
 
 
 # Reported: the metrics that rank the degradation ladder (tests/runtime/test_quality.py).
@@ -309,7 +309,7 @@ def metric_columns() -> list[str]:
     return [m.column(k) for m in QUALITY_METRICS for k in m.keys()]
 
 
-class Reference:
+class RealSet:
     """The real side of the reported metrics, computed once and reused for any number of
     generated sets (training scores one per epoch): the real features' mean and spread, the
     standardised real features, and the real set's diversity."""
@@ -328,3 +328,6 @@ class Reference:
         for metric in QUALITY_METRICS:
             out.update(metric.compute(scoring))
         return out
+
+
+Reference = RealSet  # the name before 2026-12-03 ("reference" also names the real-vs-real SSIM)

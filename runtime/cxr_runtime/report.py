@@ -59,7 +59,7 @@ def build_report(fake, real, train) -> str:
     scorer = OnnxScorer(device="auto")
     ssim, mse = scorer.paired_ssim_mse(fake.images, real.images)
     ref_ssim, ref_mse = scorer.paired_ssim_mse(train.images, real.images)
-    reference = q.Reference(real.images, scorer)
+    reference = q.RealSet(real.images, scorer)
     qual = reference.score(fake.images, scorer)
     qref = reference.score(train.images, scorer)
     result = au.audit(fake.images, train.images, real.images)

@@ -82,15 +82,15 @@ def test_paired_metrics_on_identical_sets_and_reference():
 
 def test_perfect_and_useless_discriminator():
     perfect = m.discriminator_scores(np.full(10, 0.9), np.full(10, 0.1))
-    assert perfect == {"real_acc": 1.0, "fake_acc": 1.0, "precision": 1.0, "recall": 1.0}
+    assert perfect == {"real_acc": 1.0, "fake_acc": 1.0, "d_precision": 1.0, "d_recall": 1.0}
     # always "fake" (0.5 counts as fake): nothing called real -> precision 0 by convention
     useless = m.discriminator_scores(np.full(10, 0.5), np.full(10, 0.5))
-    assert useless == {"real_acc": 0.0, "fake_acc": 1.0, "precision": 0.0, "recall": 0.0}
+    assert useless == {"real_acc": 0.0, "fake_acc": 1.0, "d_precision": 0.0, "d_recall": 0.0}
     # always "real": precision is the share of real images, 0.5
     gullible = m.discriminator_scores(np.full(10, 0.8), np.full(10, 0.8))
-    assert gullible == {"real_acc": 1.0, "fake_acc": 0.0, "precision": 0.5, "recall": 1.0}
+    assert gullible == {"real_acc": 1.0, "fake_acc": 0.0, "d_precision": 0.5, "d_recall": 1.0}
     mixed = m.discriminator_scores(np.array([0.9, 0.9, 0.2, 0.7]), np.array([0.1, 0.6, 0.3, 0.4]))
-    assert mixed == {"real_acc": 0.75, "fake_acc": 0.75, "precision": 0.75, "recall": 0.75}
+    assert mixed == {"real_acc": 0.75, "fake_acc": 0.75, "d_precision": 0.75, "d_recall": 0.75}
 
 
 def test_real_reference_on_shared_images(train_normal):

@@ -19,17 +19,17 @@ def toy_metric(monkeypatch):
     """A toy metric: the mean brightness of the generated images minus the real ones'."""
 
     def brightness_gap(s: quality.Scoring) -> dict[str, float]:
-        return {"brightness_gap": float(np.mean(s.fake) - s.reference.brightness)}
+        return {"brightness_gap": float(np.mean(s.fake) - s.real.brightness)}
 
     metric = quality.QualityMetric("brightness_gap", "brightness gap", brightness_gap, "near 0", fmt=".5f")
     monkeypatch.setattr(quality, "QUALITY_METRICS", [*quality.QUALITY_METRICS, metric])
-    original = quality.Reference.__init__
+    original = quality.RealSet.__init__
 
     def init(self, real, *a, **k):
         original(self, real, *a, **k)
         self.brightness = float(np.mean(real))
 
-    monkeypatch.setattr(quality.Reference, "__init__", init)
+    monkeypatch.setattr(quality.RealSet, "__init__", init)
     return metric
 
 
@@ -73,7 +73,7 @@ def test_a_new_metric_reaches_every_output(toy_metric, few_real, few_heldout, tm
     real_subplots = plots.plt.subplots
     monkeypatch.setattr(plots.plt, "subplots", lambda *a, **k: (panels.append(a), real_subplots(*a, **k))[1])
     plots.plot_history([{**row, "g_loss": 1.0, "d_loss": 1.0, "ssim": 0.1, "mse": 0.1, "ref_ssim": 0.2, "ref_mse": 0.1,
-                         "precision": 0.5, "recall": 0.5, "real_acc": 0.5, "fake_acc": 0.5}], tmp_path / "plots")
+                         "d_precision": 0.5, "d_recall": 0.5, "real_acc": 0.5, "fake_acc": 0.5}], tmp_path / "plots")
     assert (1, len(quality.QUALITY_METRICS) + 1) in panels and (tmp_path / "plots" / "quality.png").is_file()
 
     # the sweep's table
@@ -84,3 +84,17 @@ def test_a_new_metric_reaches_every_output(toy_metric, few_real, few_heldout, tm
                  "heldout": str(few_heldout)}
     table = sweep.table([sweep_row])
     assert "brightness gap" in table.splitlines()[0] and f"{got:.2f}" in table.splitlines()[2]
+
+
+def test_rows_written_before_the_rename_are_read_under_the_new_names(tmp_path):
+    """D's precision and recall were `precision` and `recall` in older runs: a resumed or plotted
+    old run reads them as d_precision and d_recall, and rewrites them so."""
+    from cxr_training.runs import read_history, write_history
+
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "step": 50, "precision": 0.6, "recall": 0.9,
+                                                        "q_recall": 0.1}) + "\n")
+    rows = read_history(tmp_path)
+    assert rows == [{"epoch": 1, "step": 50, "d_precision": 0.6, "d_recall": 0.9, "q_recall": 0.1}]
+    write_history(tmp_path, rows)
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "d_precision" in header and "precision" not in header

@@ -205,6 +205,6 @@ class EpochEnd(keras.callbacks.Callback):
             f"epoch {e}/{cfg.epochs} step {step}: g_loss {row['g_loss']:.3f} d_loss {row['d_loss']:.3f} "
             f"ssim {row['ssim']:.3f} (real {row['ref_ssim']:.3f}) mse {row['mse']:.3f} (real {row['ref_mse']:.3f}) "
             f"real_acc {row['real_acc']:.2f} fake_acc {row['fake_acc']:.2f} "
-            f"precision {row['precision']:.2f} recall {row['recall']:.2f} | "
+            f"d_precision {row['d_precision']:.2f} d_recall {row['d_recall']:.2f} | "
             f"{per_step:.2f} s/step, epoch {fmt_duration(train_s + eval_s)}{saved}"
         )

@@ -91,7 +91,7 @@ class QualityMonitor:
         from cxr_runtime.onnx_metrics import OnnxScorer
 
         self.scorer = OnnxScorer(device="cpu")
-        self.reference = quality.Reference(np.asarray(heldout, np.float32), self.scorer, QUALITY_DIVERSITY_IMAGES)
+        self.reference = quality.RealSet(np.asarray(heldout, np.float32), self.scorer, QUALITY_DIVERSITY_IMAGES)
         self.train = np.asarray(train, np.float32)
         self.z = np.random.default_rng(seed + QUALITY_SEED_OFFSET).standard_normal((n, latent_dim)).astype(np.float32)
 

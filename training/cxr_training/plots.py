@@ -51,7 +51,7 @@ def plot_history(rows: list[dict], out_dir: Path, quality_reference: dict | None
     _save(fig, fig6)
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for key in ("precision", "recall"):
+    for key in ("d_precision", "d_recall"):
         axes[0].plot(epochs, [r[key] for r in rows], "o-", label=key)
     axes[0].set_title("D precision / recall (real = positive)")
     for key in ("real_acc", "fake_acc"):

@@ -17,7 +17,9 @@ from pathlib import Path
 from cxr_runtime import quality
 from cxr_runtime.io import atomic_write_text
 
-METRIC_KEYS = ("g_loss", "d_loss", "real_acc", "fake_acc", "precision", "recall", "ssim", "mse")
+METRIC_KEYS = ("g_loss", "d_loss", "real_acc", "fake_acc", "d_precision", "d_recall", "ssim", "mse")
+# keys of rows written before the rename (D's precision and recall), read as today's
+RENAMED_KEYS = {"precision": "d_precision", "recall": "d_recall"}
 # the quality monitor's columns (empty without --heldout: cxr_runtime.quality's metric table,
 # then the audit's) and the recipe's (empty when off)
 QUALITY_KEYS = (*quality.metric_columns(), "audit_flagged", "audit_nn_max")
@@ -68,9 +70,10 @@ def read_history(run_dir: Path) -> list[dict]:
         line = line.strip()
         if line:
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except ValueError:
                 break  # a torn last line; everything after it is ignored
+            rows.append({RENAMED_KEYS.get(k, k): v for k, v in row.items()})
     return rows
 
 
