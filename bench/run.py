@@ -142,6 +142,9 @@ def peak_memory_mb(cmd: list[str]) -> float:
 
 
 def main() -> None:
+    from cxr_training.tfenv import configure
+
+    configure()  # TensorFlow's environment, before anything imports it
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--source", help="run folder or generator.keras (default: newest finished run under runs/, "
                                      "else the paper architecture with random weights)")

@@ -47,6 +47,9 @@ def variants() -> dict[str, dict]:
 
 
 def main() -> None:
+    from cxr_training.tfenv import configure
+
+    configure()  # TensorFlow's environment, before anything imports it
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=os.environ.get("CXR_DATA", str(DEFAULT_DATA)))
     ap.add_argument("--steps", type=int, default=4, help="timed steps per variant and round")
@@ -78,7 +81,7 @@ def main() -> None:
         gan = GAN(build_generator(cfg), build_discriminator(cfg), cfg)
         gan.compile(*make_optimizers(cfg))
         gan.build_optimizers()
-        fn = gan.make_train_function()
+        fn = gan.step_function()
         it = iter(pipeline.dataset(pipeline.MemorySource(real, cfg), cfg, 0, cfg.total_steps))
         return cfg, gan, fn, it
 

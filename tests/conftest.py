@@ -11,6 +11,13 @@ from pathlib import Path
 
 import pytest
 
+try:  # the tests run TensorFlow as the commands do (cxr_training.tfenv.configure); absent in the runtime venv
+    from cxr_training.tfenv import configure
+
+    configure()
+except ImportError:
+    pass
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CXR_TEST_DATA", ROOT.parent / "shared" / "data" / "kermany-cxr"))
 

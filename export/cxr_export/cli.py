@@ -50,12 +50,13 @@ def main(source, out, runs_root, atol, optimize, chunk, quantize, data_dir, opse
     model must keep SSIM(fp32, int8) >= 0.98 and move SSIM/MSE against the training images by at
     most 0.005 (report: generator.int8.quality.json), or it is not written (exit code 1).
     """
-    from cxr_training.tfenv import missing_extra
+    from cxr_training.tfenv import configure, missing_extra
 
     problem = missing_extra("cxr-export", ("tensorflow", "keras", "tf2onnx"))
     if problem:
         click.echo(f"error: {problem}", err=True)
         sys.exit(EXIT_USER_ERROR)
+    configure()  # TensorFlow's environment, before it starts
     from cxr_export.export import (
         DEFAULT_DATA_CITATION,
         DEFAULT_DATA_LICENSE,

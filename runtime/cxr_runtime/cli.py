@@ -140,9 +140,12 @@ def sample(n, model, out, seed, batch_size, device, fmt, engine, address, worker
                 state["shown"] = done
 
             result = sample_to_folder(gen, out, n, seed=seed, fmt=fmt, batch_size=batch_size, progress=progress,
-                                      model_path=str(model), device=device)
+                                      model_path=str(model))
     except CxrError as e:
         _fail(str(e))
+    except OSError as e:  # the file system failed mid-set (a full disk): what was written is kept
+        _fail(f"writing to {out} failed: {e.strerror or e}; the images written so far are kept, and the same "
+              "command resumes the set once the problem is fixed")
     _said_written(result, out, n, result.provider)
 
 
@@ -175,7 +178,7 @@ def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, worker
                 click.echo(f"\rsampling on Ray: {done}/{total}", err=True, nl=done == total)
 
         result = distributed.sample(model, out, n, seed=seed, fmt=fmt, workers=workers, shard_size=shard_size,
-                                    address=address, device="cpu" if device == "auto" else device,
+                                    address=address, device=device,
                                     cpus_per_worker=cpus_per_worker, batch_size=batch_size, progress=progress)
     except CxrError as e:
         _fail(str(e))

@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -46,15 +45,16 @@ from cxr_runtime.sampling import (
     EXTENSIONS,
     MANIFEST,
     MARKER,
+    SHARDS,
     SampleResult,
     SetWriter,
     check_folder,
     manifest_fields,
     open_set,
+    remove_leftovers,
 )
 
 FORMATS = ("png", "npy", "dicom", "parquet")
-SHARDS = ".shards"
 PARQUET_MANIFEST = "_manifest.json"
 MAX_SHARD = 1024  # images per shard at most: a few seconds of work on a GPU, about ten on 2 CPU cores
 
@@ -76,6 +76,17 @@ def _ray():
     except ImportError:
         raise RayUnavailable("--engine ray needs Ray Data: pip install 'cxr-gan[ray]'") from None
     return ray
+
+
+def gpus_per_worker(device: str, cluster_resources: dict) -> int:
+    """The rule for GPUs on Ray: cuda reserves one GPU per worker (Ray then narrows each actor's
+    CUDA_VISIBLE_DEVICES to its own); auto does the same when the cluster has a GPU, else none;
+    cpu none."""
+    if device == "cuda":
+        return 1
+    if device == "auto":
+        return 1 if cluster_resources.get("GPU", 0) >= 1 else 0
+    return 0
 
 
 def default_shard_size(n: int, workers: int) -> int:
@@ -139,11 +150,12 @@ class ShardWriter:
         self.out, self.n, self.seed, self.fmt, self.batch_size = Path(out), n, seed, fmt, batch_size
         exported = self.gen.metadata.get("exported", "")
         self.writer = None if fmt == "parquet" else SetWriter(out, n, seed, fmt, expected_sha256, exported)
-        self.node = socket.gethostname()
+        self.node, self.gpu_ids = socket.gethostname(), []
         try:
             import ray
 
             self.node = f"{self.node}/{ray.get_runtime_context().get_node_id()[:12]}"
+            self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]  # what Ray reserved for this actor
         except Exception:  # outside Ray (tests call the class directly)
             pass
 
@@ -157,17 +169,13 @@ class ShardWriter:
                 self.writer.write(i + k, image)
 
     def _parquet(self, start: int, end: int) -> None:
-        import cv2
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pngs = []
-        for _, images in self.gen.batches(end, seed=self.seed, batch_size=self.batch_size, start=start):
-            for image in images:
-                ok, buf = cv2.imencode(".png", image)
-                if not ok:
-                    raise OSError("PNG encoding failed")
-                pngs.append(buf.tobytes())
+        from cxr_runtime.images import encode_png
+
+        pngs = [encode_png(image) for _, images in
+                self.gen.batches(end, seed=self.seed, batch_size=self.batch_size, start=start) for image in images]
         table = pa.table({
             "index": pa.array(np.arange(start, end, dtype=np.int64)),
             "seed": pa.array(np.full(end - start, self.seed, dtype=np.int64)),
@@ -190,7 +198,8 @@ class ShardWriter:
         k = len(starts)
         return {"start": np.array(starts, np.int64), "end": np.array(ends, np.int64),
                 "seconds": np.array(seconds, np.float64), "node": np.array([self.node] * k, object),
-                "provider": np.array([self.gen.provider] * k, object)}
+                "provider": np.array([self.gen.provider] * k, object),
+                "gpu_ids": np.array([",".join(self.gpu_ids)] * k, object)}
 
 
 _RAY_ERRORS = ("UserCodeException", "RayTaskError", "RayActorError", "ActorDiedError", "RaySystemError")
@@ -209,16 +218,6 @@ def _worker_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
-def _remove_leftovers(out: Path) -> int:
-    """Temporary files of writers that died (atomic writes leave only these behind)."""
-    removed = 0
-    for p in out.iterdir():
-        if p.name.startswith(".") and ".tmp-" in p.name and p.is_file():
-            p.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
 def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int = 0, fmt: str = "png",
            workers: int = 2, shard_size: int | None = None, address: str | None = None, device: str = "cpu",
            cpus_per_worker: float = 1, batch_size: int | None = None, progress=None,
@@ -227,7 +226,9 @@ def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int =
 
     address: None starts a local Ray instance for the call (and stops it after); "auto" or
     "ray://host:10001" joins an existing cluster (a Ray already initialised in this process is
-    used as it is). device: cpu, cuda (one GPU per actor) or auto. progress(done, n) after each
+    used as it is). device: cpu; cuda (Ray reserves one GPU per actor and narrows its
+    CUDA_VISIBLE_DEVICES to it); auto (the same when the cluster has GPUs, else cpu); a GPU
+    number (cuda:N) is refused. progress(done, n) after each
     shard. Returns sampling.SampleResult. Raises RayUnavailable, SampleSetError,
     ModelError, DistributedError (one line each).
     """
@@ -238,11 +239,18 @@ def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int =
     ray = _ray()
     from cxr_runtime.generator import Generator
 
+    name, _, ordinal = device.partition(":")
+    if name not in ("auto", "cpu", "cuda") or ordinal:
+        raise DistributedError(f"device {device!r}: with Ray each worker is given its GPU by Ray (it narrows "
+                               "CUDA_VISIBLE_DEVICES to it), so a GPU number cannot be chosen; use cuda (one GPU per "
+                               "worker), auto (a GPU per worker when the cluster has GPUs) or cpu")
     model = str(Path(model).resolve())
     local = Generator(model, device="cpu", threads=1)  # fail fast on a bad model, before any worker starts
     ext = "parquet" if fmt == "parquet" else EXTENSIONS[fmt]
-    if fmt != "parquet":
-        SetWriter(out, n, seed, fmt, local.sha256)  # DICOM without pydicom fails here, on the driver
+    if fmt == "dicom":
+        from cxr_runtime import dicom
+
+        dicom.check_available()  # DICOM without pydicom fails here, on the driver
     out = check_folder(out).resolve()
     identity = {"model_sha256": local.sha256, "seed": seed, "count": n, "format": fmt}
     manifest_name = PARQUET_MANIFEST if fmt == "parquet" else MANIFEST
@@ -268,22 +276,23 @@ def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int =
     bars = context.enable_progress_bars
     context.enable_progress_bars = False  # our own progress; restored below
     t0 = time.perf_counter()
-    nodes, providers, shard_seconds = set(), set(), []
+    nodes, providers, gpu_ids, shard_seconds, gpus = set(), set(), set(), [], 0
     done = already
     try:
         if shards:
             ds = ray.data.from_items([{"start": a, "end": b} for a, b in shards], override_num_blocks=len(shards))
-            gpus = 1 if device.startswith("cuda") else 0
+            gpus = gpus_per_worker(device, ray.cluster_resources())
             results = ds.map_batches(
                 writer_cls, batch_size=1, concurrency=min(workers, len(shards)), num_cpus=cpus_per_worker,
                 num_gpus=gpus, fn_constructor_kwargs={
                     "model": model, "expected_sha256": local.sha256, "out": str(out), "n": n, "seed": seed,
                     "fmt": fmt, "batch_size": batch_size, "threads": max(1, int(cpus_per_worker)),
-                    "device": device})
+                    "device": device if gpus else "cpu"})
             for row in results.iter_rows():
                 done += int(row["end"]) - int(row["start"])
                 nodes.add(str(row["node"]))
                 providers.add(str(row["provider"]))
+                gpu_ids.update(x for x in str(row["gpu_ids"]).split(",") if x)
                 shard_seconds.append(float(row["seconds"]))
                 if progress:
                     progress(done, n)
@@ -299,7 +308,7 @@ def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int =
     missing = plan_shards(n, n, _done_ranges(out))
     if missing:
         raise DistributedError(f"shards {missing[:3]} did not finish; run the same command again to complete the set")
-    leftovers = _remove_leftovers(out)
+    leftovers = remove_leftovers(out)
     writer = SetWriter(out, n, seed, fmt, local.sha256, local.metadata.get("exported", "")) if fmt == "dicom" else None
     fields = manifest_fields(n, "png" if fmt == "parquet" else fmt, seed, local, model, writer)
     if fmt == "parquet":
@@ -311,14 +320,14 @@ def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int =
         "engine": "ray",
         "ray": {"workers": workers, "shard_size": shard_size, "shards": len(shards) + len(done_before),
                 "address": address or "local", "nodes": sorted(nodes), "cpus_per_worker": cpus_per_worker,
+                "gpus_per_worker": gpus, "gpu_ids": sorted(gpu_ids),
                 "shard_seconds_median": float(np.median(shard_seconds)) if shard_seconds else None,
                 "temporary_files_removed": leftovers},
         "batch_size": batch_size,
         "device": device,
-        "provider": sorted(providers)[0] if len(providers) == 1 else sorted(providers),
+        "providers": sorted(providers),  # every provider a worker ran on (a list, empty when nothing was left)
         "seconds": round(seconds, 3),
     })
-    shutil.rmtree(out / SHARDS, ignore_errors=True)
     (out / MARKER).unlink(missing_ok=True)
     return SampleResult(out, n, n - already, already, seconds, ",".join(sorted(providers)))
 

@@ -62,6 +62,7 @@ class Generator:
         session_options: an onnxruntime.SessionOptions used as given (threads and arena are
         then ignored); provider_options: extra CUDA provider options (e.g. gpu_mem_limit)."""
         self.path = Path(path)
+        self.device = device  # as asked; `provider` is what it runs on
         if chunk is not None and chunk < 1:
             raise ValueError("chunk must be >= 1")
         self.session, self.provider, note = open_session_quietly(self.path, device, threads, arena, session_options,

@@ -399,9 +399,14 @@ def side_by_side(a: np.ndarray, b: np.ndarray, gap: int = 4) -> np.ndarray:
     return np.hstack([to_uint8(a), np.zeros((a.shape[0], gap), np.uint8), to_uint8(b)])
 
 
-def write_png(path: str | os.PathLike, image_u8: np.ndarray) -> None:
-    """Write an 8-bit gray image as PNG, atomically."""
+def encode_png(image_u8: np.ndarray) -> bytes:
+    """The PNG file of an 8-bit gray image, as bytes (what write_png writes)."""
     ok, buf = cv2.imencode(".png", image_u8)
     if not ok:
-        raise OSError(f"PNG encoding failed for {path}")
-    atomic_write_bytes(path, buf.tobytes())
+        raise OSError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_png(path: str | os.PathLike, image_u8: np.ndarray) -> None:
+    """Write an 8-bit gray image as PNG, atomically."""
+    atomic_write_bytes(path, encode_png(image_u8))

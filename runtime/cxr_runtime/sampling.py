@@ -35,6 +35,7 @@ from cxr_runtime.io import atomic_path, atomic_write_json
 
 EXTENSIONS = {"png": "png", "npy": "npy", "dicom": "dcm"}
 MARKER = ".sampling.json"
+SHARDS = ".shards"  # the Ray engine's per-shard done records (cxr_runtime.distributed)
 MANIFEST = "manifest.json"
 LATENT_RULE = "image i: numpy default_rng([seed, i // 1024]).standard_normal((1024, latent_dim), float32)[i % 1024]"
 
@@ -62,14 +63,14 @@ def check_folder(out: str | os.PathLike) -> Path:
     """Create `out` if needed and make sure files can be written there (SampleSetError if not)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise SampleSetError(f"--out {out} exists and is not a folder (it is a file)")
+        raise SampleSetError(f"the output folder {out} exists and is not a folder (it is a file)")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise SampleSetError(f"cannot write to --out {out}: {e.strerror or e}") from None
+        raise SampleSetError(f"cannot write to the output folder {out}: {e.strerror or e}") from None
     return out
 
 
@@ -128,13 +129,14 @@ def open_set(out: Path, identity: dict, ext: str, manifest_name: str = MANIFEST)
         if path.is_file():
             previous = _read_json(path)
             if not all(previous.get(k) == v for k, v in identity.items()):
-                raise SampleSetError(f"--out {out} holds another sample set ({path.name} differs: model, seed, count "
-                                     "or format); choose another --out")
+                raise SampleSetError(f"the output folder {out} holds another sample set ({path.name} differs: model, "
+                                     "seed, count or format); choose another folder")
             if path is manifest:
                 return True, False
     resumed = marker.is_file()
     if not resumed and (any(out.glob(f"sample-*.{ext}")) or any(out.glob(f"part-*.{ext}"))):
-        raise SampleSetError(f"--out {out} already holds sample files of unknown origin; choose another --out")
+        raise SampleSetError(f"the output folder {out} already holds sample files of unknown origin; choose another "
+                             "folder")
     atomic_write_json(marker, identity)
     return False, resumed
 
@@ -157,16 +159,35 @@ def manifest_fields(n: int, fmt: str, seed: int, generator, model_path, writer: 
     }
 
 
+def remove_leftovers(out: Path) -> int:
+    """What interrupted writers leave in a set's folder: temporary files of atomic writes
+    (`.sample-000001.png.tmp-...`, a writer killed mid-file) and the Ray engine's shard records
+    (`.shards/`, a Ray run that did not finish). Returns how many were removed."""
+    import shutil
+
+    removed = 0
+    for p in out.iterdir():
+        if p.name.startswith(".") and ".tmp-" in p.name and p.is_file():
+            p.unlink(missing_ok=True)
+            removed += 1
+    if (out / SHARDS).is_dir():
+        shutil.rmtree(out / SHARDS, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, fmt: str = "png",
-                     batch_size: int | None = None, progress=None, model_path: str | None = None,
-                     device: str | None = None) -> SampleResult:
+                     batch_size: int | None = None, progress=None, model_path: str | None = None) -> SampleResult:
     """Write images 0 .. n-1 of `generator` (a cxr_runtime.Generator) for `seed` into `out`.
 
     progress(done, n) is called after each batch (and once at the start of a resumed set).
-    `model_path` and `device` are recorded in the manifest (default: the generator's path and
-    its provider). Raises SampleSetError for a folder holding another set or one that cannot
-    be written, ModelError when the model outputs non-finite values (nothing is left behind
-    if that happens at the first batch), DicomUnavailable for DICOM without pydicom.
+    `model_path` is recorded in the manifest (default: the generator's path), with the device
+    the generator was asked for and the provider it runs on. Leftovers of interrupted writers
+    (remove_leftovers) are removed before the set is declared complete. Raises SampleSetError
+    for a folder holding another set or one that cannot be written, ModelError when the model
+    outputs non-finite values (nothing is left behind if that happens at the first batch),
+    DicomUnavailable for DICOM without pydicom; OSError from the file system (a full disk)
+    passes through, the files written so far kept for a resume.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -197,11 +218,12 @@ def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, f
             (out / MARKER).unlink(missing_ok=True)
         raise
     seconds = time.perf_counter() - t0
+    remove_leftovers(out)
     atomic_write_json(out / MANIFEST, {
         **manifest_fields(n, fmt, seed, generator, model_path, writer),
         "engine": "local",
         "batch_size": batch_size,
-        "device": device or generator.provider,
+        "device": getattr(generator, "device", generator.provider),
         "provider": generator.provider,
         "seconds": round(seconds, 3),
     })

@@ -116,3 +116,69 @@ def test_resumed_dicom_set_keeps_one_study(model, tmp_path, monkeypatch):
     assert _sample(*args).exit_code == 0
     studies = {pydicom.dcmread(p).StudyInstanceUID for p in out.glob("sample-*.dcm")}
     assert len(list(out.glob("sample-*.dcm"))) == 12 and len(studies) == 1
+
+
+def test_sigkill_leftovers_are_removed_when_the_set_completes(model, tmp_path):
+    """A sampler killed with SIGKILL (no Python cleanup runs) may leave a half-written temporary
+    file; a Ray run that did not finish leaves its shard records. The next run of the same set
+    removes both before declaring the set complete, and the files equal an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["sample", "--n", "3000", "--model", str(model), "--seed", "5", "--batch-size", "8"]
+    assert _sample(*args[1:], "--out", tmp_path / "straight").exit_code == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "cxr_runtime.cli", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("sample-*.png"))) < 100:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists()
+    # what a kill inside a write and an unfinished Ray run leave behind (made certain here)
+    (out / ".sample-000123.png.tmp-0123456789ab.png").write_bytes(b"half a PNG")
+    (out / ".shards").mkdir(exist_ok=True)
+    (out / ".shards" / "000000000000-000000000008.done").write_text("{}")
+    r = _sample(*args[1:], "--out", out)
+    assert r.exit_code == 0, r.output
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name] and not (out / ".shards").exists()
+    names = sorted(p.name for p in out.glob("sample-*.png"))
+    assert len(names) == 3000
+    for name in names:
+        assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
+
+
+def test_a_file_system_error_mid_set_is_one_line(model, tmp_path, monkeypatch):
+    from cxr_runtime import sampling
+
+    calls = []
+    original = sampling.write_png
+
+    def disk_full(path, image):
+        if len(calls) == 10:
+            raise OSError(28, "No space left on device")
+        calls.append(path)
+        original(path, image)
+
+    monkeypatch.setattr(sampling, "write_png", disk_full)
+    r = CliRunner().invoke(rcli.main, ["sample", "--n", "40", "--model", str(model), "--out", str(tmp_path / "s")])
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert lines[-1].startswith("error: writing to") and "No space left on device" in lines[-1]
+    assert len(list((tmp_path / "s").glob("sample-*.png"))) == 10  # kept for the resume
+
+
+def test_library_errors_name_no_command_line_flag(model, tmp_path):
+    from cxr_runtime import Generator, sampling
+    from cxr_runtime.errors import SampleSetError
+
+    gen = Generator(model, device="cpu")
+    sampling.sample_to_folder(gen, tmp_path / "a", 4, seed=1)
+    with pytest.raises(SampleSetError) as e:
+        sampling.sample_to_folder(gen, tmp_path / "a", 5, seed=1)
+    assert "--" not in str(e.value) and "holds another sample set" in str(e.value)
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["device"] == "cpu"

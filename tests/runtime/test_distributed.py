@@ -238,3 +238,42 @@ def test_base_runtime_never_imports_ray(tmp_path):
             "print('ok')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
+def test_the_gpu_rule_on_ray():
+    """cuda: a GPU per worker; auto: a GPU per worker when the cluster has one, else none; cpu:
+    none; a GPU number is refused (Ray narrows each actor's CUDA_VISIBLE_DEVICES to its own GPU,
+    so cuda:1 would name a device the actor cannot see)."""
+    assert distributed.gpus_per_worker("cuda", {"CPU": 8}) == 1
+    assert distributed.gpus_per_worker("auto", {"CPU": 8, "GPU": 2.0}) == 1
+    assert distributed.gpus_per_worker("auto", {"CPU": 8}) == 0
+    assert distributed.gpus_per_worker("cpu", {"CPU": 8, "GPU": 2.0}) == 0
+
+
+def test_a_gpu_number_is_refused_before_ray_starts(model, tmp_path):
+    m, _ = model
+    with pytest.raises(distributed.DistributedError, match="a GPU number cannot be chosen"):
+        distributed.sample(m, tmp_path / "x", 3, device="cuda:1")
+    r = CliRunner().invoke(main, ["sample", "--n", "3", "--model", str(m), "--out", str(tmp_path / "y"),
+                                  "--engine", "ray", "--device", "cuda:1"])
+    assert r.exit_code == 2 and "a GPU number cannot be chosen" in r.output and not (tmp_path / "y").exists()
+
+
+def test_auto_reserves_a_gpu_per_worker_on_a_cluster_with_gpus(model, tmp_path):
+    """A local Ray that declares two (fake) GPUs: the default device (auto) reserves one per
+    worker, Ray hands each actor its own, and the files are still the local sampler's bytes
+    (this CPU build of onnxruntime falls back to the CPU inside the actor)."""
+    m, local = model
+    out = tmp_path / "ray"
+    code = (f"import ray, json\n"
+            "ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, logging_level='ERROR')\n"
+            "from cxr_runtime import distributed\n"
+            f"distributed.sample({str(m)!r}, {str(out)!r}, {N}, seed=4, workers=2, shard_size=4, device='auto')\n"
+            "ray.shutdown()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["ray"]["gpus_per_worker"] == 1 and manifest["device"] == "auto"
+    assert set(manifest["ray"]["gpu_ids"]) <= {"0", "1"} and manifest["ray"]["gpu_ids"]
+    assert manifest["providers"] == ["CPUExecutionProvider"]
+    assert _same_files(local["png"], out) == N

@@ -20,9 +20,9 @@ def config(recipe: bool = False):
 
     # dropout off: each replica draws its own dropout masks, the single device one mask
     cfg = preset("smoke").replace(epochs=2, steps_per_epoch=3, batch_size=4, d_dropout=0.0, keep_checkpoints=3)
-    if recipe:  # the recipe's levers whose state is shared across replicas (mbstd's statistic is per replica)
+    if recipe:  # every lever of the recipe, mbstd's statistic (over the global batch) and R1 through it included
         cfg = cfg.replace(augment="adaptive", ada_start=0.3, ada_interval=2, ada_speed=4.0, r1_gamma=0.1,
-                          label_smoothing=0.1, ema_halflife=3.0)
+                          label_smoothing=0.1, ema_halflife=3.0, d_mbstd=True)
     return cfg
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -157,3 +158,26 @@ def test_base_install_says_which_extra(module, prog, few_real, tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "pip install 'cxr-gan[train]'" in lines[0] and lines[0].startswith("error:"), r.stderr
+
+
+def test_importing_the_packages_sets_no_environment_variable():
+    """TensorFlow's environment is set by the commands at start-up (tfenv.configure), never as a
+    side effect of importing a module: the environment after importing the project's modules is
+    the one importing the libraries they use leaves (TensorFlow and OpenCV set some of their own)."""
+    import subprocess
+    import sys
+
+    def environment_after(imports: str) -> dict:
+        code = f"import os, json\nimport {imports}\nprint(json.dumps(dict(os.environ)))"
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND",
+                                                           "TF_ENABLE_ONEDNN_OPTS")}
+    libraries = environment_after("cv2, keras, matplotlib, onnx, onnxruntime, skimage, tensorflow, tf2onnx")
+    ours = environment_after("cxr_training.train, cxr_training.gan, cxr_training.models, cxr_training.evaluate, "
+                             "cxr_training.sweep, cxr_export.export, cxr_export.optimize, cxr_export.quantize")
+    assert {k: v for k, v in ours.items() if libraries.get(k) != v} == {}
+    configured = environment_after("cxr_training.tfenv; cxr_training.tfenv.configure()")
+    assert (configured["KERAS_BACKEND"], configured["TF_ENABLE_ONEDNN_OPTS"]) == ("tensorflow", "1")

@@ -37,7 +37,7 @@ def test_a_new_metric_reaches_every_output(toy_metric, few_real, few_heldout, tm
     from cxr_runtime.cli import main as runtime_cli
     from cxr_runtime.report import build_report
     from cxr_training import plots, sweep
-    from cxr_training.callbacks import describe_quality
+    from cxr_training.epoch import describe_quality
     from cxr_training.evaluate import QualityMonitor
     from cxr_training.runs import read_history, write_history
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from cxr_training import checkpoint
+from cxr_training import checkpoint, evaluate
 from cxr_training.config import preset
 from cxr_training.errors import TrainingError
 from cxr_training.models import build_generator
@@ -65,12 +65,26 @@ def test_monitor_scores_the_ema_generator(few_real, few_heldout, tmp_path, monke
     with np.load(ckpt / "state.npz") as data:
         ema = [data[v["key"]] for v in meta["variables"] if v["key"].startswith("ema/")]
         raw = [data[v["key"]] for v in meta["variables"] if v["key"].startswith("generator/")]
-    z = np.random.default_rng(cfg.seed + evaluate.QUALITY_SEED_OFFSET).standard_normal((4, cfg.latent_dim))
+    z = np.random.default_rng([cfg.seed, evaluate.PURPOSE_QUALITY]).standard_normal((4, cfg.latent_dim))
     g = build_generator(cfg)
     g.set_weights(ema)
     np.testing.assert_allclose(seen[0], g(z.astype(np.float32)).numpy()[..., 0], atol=1e-6)
     g.set_weights(raw)
     assert np.abs(seen[0] - g(z.astype(np.float32)).numpy()[..., 0]).max() > 1e-4
+
+
+def test_fixed_latents_never_overlap_across_seeds_and_purposes():
+    """Keyed by (seed, purpose): no seed's evaluation latents are another seed's monitor latents
+    (with seed + offset they were: seed s+1's evaluation = seed s's monitor)."""
+    seen = {}
+    for seed in range(20):
+        for purpose in (evaluate.PURPOSE_EVAL, evaluate.PURPOSE_QUALITY):
+            first = evaluate.fixed_latents(2, 8, seed, purpose)[0].tobytes()
+            assert first not in seen, (seed, purpose, seen.get(first))
+            seen[first] = (seed, purpose)
+    legacy = [evaluate.fixed_latents(2, 8, s, p, evaluate.LATENTS_LEGACY)[0].tobytes()
+              for s, p in ((1, evaluate.PURPOSE_EVAL), (0, evaluate.PURPOSE_QUALITY))]
+    assert legacy[0] == legacy[1]  # the old rule's overlap, kept only for runs created under it
 
 
 def test_heldout_sharing_training_images_is_refused(few_real, tmp_path):

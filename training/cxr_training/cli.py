@@ -162,12 +162,13 @@ def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, res
     elif not data_dir:
         raise click.UsageError("no data: pass --data DIR or set CXR_DATA")
 
-    from cxr_training.tfenv import missing_extra
+    from cxr_training.tfenv import configure, missing_extra
 
     problem = missing_extra("cxr-train")
     if problem:
         click.echo(f"error: {problem}", err=True)
         sys.exit(EXIT_USER_ERROR)
+    configure()  # TensorFlow's environment, before it starts
     cfg = None
     if not resume_dir:
         try:
@@ -182,17 +183,17 @@ def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, res
     from cxr_training.errors import Interrupted
     from cxr_training.train import train  # heavy: TensorFlow
 
-    try:
-        with reported():  # TrainingError: exit 2, NonFiniteLoss: exit 1, one line each
+    with reported():  # TrainingError: exit 2, NonFiniteLoss: exit 1, one line each
+        try:
             train(cfg, data_dir, out_root=out_root, resume_dir=resume_dir, strategy=strategy, input_mode=input_mode,
                   heldout_dir=heldout_dir)
-    except Interrupted as e:
-        click.echo(f"\n{e}", err=True)
-        exit_now(128 + e.signum)
-    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a new checkpoint
-        click.echo("\ninterrupted: continue with cxr-train --resume <run folder> "
-                   "(it restarts from the newest checkpoint)", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        except Interrupted as e:  # checkpoint written: say how to resume, exit 128 + signal at once
+            click.echo(f"\n{e}", err=True)
+            exit_now(e.exit_code)
+        except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a new checkpoint
+            click.echo("\ninterrupted: continue with cxr-train --resume <run folder> "
+                       "(it restarts from the newest checkpoint)", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
 
 main.params.extend(config_options())

@@ -19,27 +19,34 @@ from cxr_training.tfenv import import_tf
 
 tf, keras = import_tf()
 
-EVAL_SEED_OFFSET = 7919  # eval latents come from (seed + offset), apart from training's streams
-QUALITY_SEED_OFFSET = 7920  # the quality monitor's latents, apart from both
+# The fixed latents of the epoch-end work are keyed by (seed, purpose), apart from training's
+# streams and from each other for every seed. Runs created before 2026-12-03 used seed + 7919
+# and seed + 7920 (so seed s+1's evaluation latents were seed s's monitor latents); their
+# config.json has no "latents" entry and they keep that rule when resumed.
+LATENTS_KEYED = "seed-purpose"
+LATENTS_LEGACY = "seed-offset"
+PURPOSE_EVAL, PURPOSE_QUALITY = 1, 2
+_LEGACY_OFFSETS = {PURPOSE_EVAL: 7919, PURPOSE_QUALITY: 7920}
 EVAL_BATCH = 64
 QUALITY_DIVERSITY_IMAGES = 100  # diversity at epoch end: mean SSIM over the 4,950 pairs of 100 images
 
 
-def eval_latents(n: int, latent_dim: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed + EVAL_SEED_OFFSET)
-    return rng.standard_normal((n, latent_dim)).astype(np.float32)
+def fixed_latents(n: int, latent_dim: int, seed: int, purpose: int, rule: str = LATENTS_KEYED) -> np.ndarray:
+    """n fixed latents of the epoch-end work for (seed, purpose)."""
+    key = [seed, purpose] if rule == LATENTS_KEYED else seed + _LEGACY_OFFSETS[purpose]
+    return np.random.default_rng(key).standard_normal((n, latent_dim)).astype(np.float32)
 
 
 class Evaluator:
     """Holds the fixed evaluation inputs and computes the eight per-epoch metrics."""
 
     def __init__(self, generator, discriminator, real: np.ndarray, latent_dim: int, seed: int, max_images: int,
-                 grid_images: int = 16):
+                 grid_images: int = 16, latents: str = LATENTS_KEYED):
         n = min(len(real), max_images)
         # the first n images in file order: a fixed, documented subset when there are more
         self.real = np.asarray(real[:n], np.float32)
         # one fixed latent set: the first n score the metrics, the first grid_images draw the grid
-        self.z = eval_latents(max(n, grid_images), latent_dim, seed)
+        self.z = fixed_latents(max(n, grid_images), latent_dim, seed, PURPOSE_EVAL, latents)
         self.n = n
         self.generator = generator
         self.discriminator = discriminator
@@ -77,7 +84,7 @@ class Evaluator:
 class QualityMonitor:
     """The distribution metrics of generated images against held-out real ones, per epoch.
 
-    `n` images from fixed latents (seed + QUALITY_SEED_OFFSET), scored against the held-out
+    `n` images from fixed latents (seed, PURPOSE_QUALITY), scored against the held-out
     set (features standardised on it, as `evaluate --quality --real HELDOUT`), and each
     checked by the memorisation audit against the training images. With n smaller than the
     500 images docs/results.md scores, recall and coverage are not comparable with those
@@ -86,14 +93,15 @@ class QualityMonitor:
     108x108 crop; smaller configurations (tests) log the distribution metrics only.
     """
 
-    def __init__(self, heldout: np.ndarray, train: np.ndarray, n: int, latent_dim: int, seed: int):
+    def __init__(self, heldout: np.ndarray, train: np.ndarray, n: int, latent_dim: int, seed: int,
+                 latents: str = LATENTS_KEYED):
         from cxr_runtime import quality
         from cxr_runtime.onnx_metrics import OnnxScorer
 
         self.scorer = OnnxScorer(device="cpu")
         self.reference = quality.RealSet(np.asarray(heldout, np.float32), self.scorer, QUALITY_DIVERSITY_IMAGES)
         self.train = np.asarray(train, np.float32)
-        self.z = np.random.default_rng(seed + QUALITY_SEED_OFFSET).standard_normal((n, latent_dim)).astype(np.float32)
+        self.z = fixed_latents(n, latent_dim, seed, PURPOSE_QUALITY, latents)
 
     def baseline(self) -> dict[str, float]:
         """The training images scored the same way: what a generator that reproduced its

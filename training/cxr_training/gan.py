@@ -130,7 +130,8 @@ class GAN(keras.Model):
                                                name="ema_" + v.path.replace("/", "_"), aggregation="only_first_replica")
                                 for v in generator.weights]
             self.ema_generator = build_generator(cfg, precision="float32")
-        self.built = True  # G and D are built functional models; nothing for fit() to infer
+        self._step_function = None
+        self.built = True  # G and D are built functional models; nothing to infer
 
     def compile(self, d_optimizer, g_optimizer):
         super().compile()
@@ -169,35 +170,26 @@ class GAN(keras.Model):
 
     def build_optimizers(self):
         """Create the optimizers' state now: before restoring a checkpoint into it, and before
-        fit() (created lazily inside a distributed step it breaks under tf.distribute)."""
+        the first step (created lazily inside a distributed step it breaks under tf.distribute)."""
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.g_optimizer.build(self.generator.trainable_variables)
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Nothing to infer: G, D, the trackers and (after build_optimizers) the optimizer
-        state all exist before fit(). Keras' version would also pull one element from the
-        pipeline and, under MultiWorkerMirroredStrategy, fail reducing it."""
-        return
+    def step_function(self):
+        """The compiled step train.fit calls: `step(iterator)` takes the next element of the
+        (distributed) input pipeline and runs train_step once per replica, `strategy.run`, the
+        losses averaged over replicas. Compiled once per GAN."""
+        if self._step_function is None:
+            strategy = self.distribute_strategy
 
-    def make_train_function(self, force=False):
-        """fit()'s step function: one `strategy.run(train_step)` per call, losses averaged
-        over replicas. Replaces Keras' own wrapper, whose Optional/cond plumbing fails under
-        MirroredStrategy in this Keras/TensorFlow pair ("You must feed a value for
-        placeholder tensor", keras-team/keras#19246); the pipeline is sized to the steps
-        fit() asks for, so the iterator never runs dry."""
-        if self.train_function is not None and not force:
-            return self.train_function
-        strategy = self.distribute_strategy
+            @tf.function
+            def one_step(iterator):
+                outputs = strategy.run(self.train_step, args=(next(iterator),))
+                if strategy.num_replicas_in_sync == 1:
+                    return outputs
+                return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
 
-        @tf.function
-        def one_step(iterator):
-            outputs = strategy.run(self.train_step, args=(next(iterator),))
-            if strategy.num_replicas_in_sync == 1:
-                return outputs
-            return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
-
-        self.train_function = one_step
-        return one_step
+            self._step_function = one_step
+        return self._step_function
 
     def _augmented(self, x, step, slot, start):
         if self.augment_p is None:

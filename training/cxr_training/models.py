@@ -106,11 +106,21 @@ class MinibatchStdDev(layers.Layer):
     """Appends one channel: the standard deviation of each feature over the batch, averaged
     over features and spatial positions (Karras et al. 2018, "Progressive Growing of GANs").
     A batch of near-identical generated images has a telltale low value, so D can penalise
-    collapse. Statistics over the whole batch the layer sees (real and generated batches are
-    passed to D separately when this layer is on)."""
+    collapse. Statistics over the whole batch (real and generated batches are passed to D
+    separately when this layer is on); under a distribution strategy over the global batch,
+    every replica's rows together (all-reduced), so replicas compute what one device computes."""
 
     def call(self, x):
-        std = keras.ops.sqrt(keras.ops.var(x, axis=0) + 1e-8)  # (H, W, C)
+        import tensorflow as tf
+
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            std = keras.ops.sqrt(keras.ops.var(x, axis=0) + 1e-8)  # (H, W, C)
+        else:  # the global batch's mean, then its variance, from all-reduced sums (differentiable)
+            n = ctx.all_reduce("sum", tf.cast(tf.shape(x)[0], x.dtype))
+            mean = ctx.all_reduce("sum", tf.reduce_sum(x, axis=0)) / n
+            var = ctx.all_reduce("sum", tf.reduce_sum(tf.square(x - mean), axis=0)) / n
+            std = tf.sqrt(var + 1e-8)
         feature = keras.ops.mean(std)
         shape = keras.ops.shape(x)
         extra = keras.ops.ones((shape[0], shape[1], shape[2], 1), dtype=x.dtype) * keras.ops.cast(feature, x.dtype)

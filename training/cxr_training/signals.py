@@ -1,5 +1,5 @@
-"""SIGINT and SIGTERM during training: the first sets a flag (the Guard callback writes a
-checkpoint at the current step and stops the run), a second one stops at once."""
+"""SIGINT and SIGTERM during training: the first sets a flag (train.fit finishes the current
+step, writes a checkpoint there and stops the run), a second one stops at once."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import threading
 
 
 class StopState:
-    """Shared between the signal handler and the callbacks."""
+    """Shared between the signal handler and the training loop (train.fit)."""
 
     def __init__(self):
         self.signum: int | None = None
-        self.stopped_mid_epoch = False
         self.checkpoint: str | None = None
 
     def handler(self, signum, frame):
@@ -22,7 +21,7 @@ class StopState:
 
 
 class handled:
-    """SIGINT and SIGTERM set a flag (the Guard callback checkpoints and stops); installed
+    """SIGINT and SIGTERM set a flag (train.fit checkpoints and stops); installed
     only in the main thread, previous handlers restored afterwards."""
 
     def __init__(self, state: StopState):

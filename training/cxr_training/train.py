@@ -1,18 +1,23 @@
-"""The training run, top to bottom: data, run folder, models, fit, artefacts.
+"""The training loop, readable top to bottom.
 
-`train()` is what `cxr-train` calls. Order of events in a new run:
-1. read and fingerprint the data (cxr_runtime's reader), refuse if nothing is usable;
-2. create `runs/NNNNN-<preset>/` and write `config.json` (before step 0);
-3. build G and D from the seed, compile the GAN, compute the real-vs-real reference;
-4. `fit`, with the callbacks of callbacks.py: after each epoch the metric suite (and, with
-   a held-out folder, the quality monitor), a sample grid, the plots, snapshots at the
-   configured steps and (every `checkpoint_every` epochs, and at the end) a checkpoint;
-   SIGINT/SIGTERM are handled by signals.py;
-5. save the final generator (`generator.keras` + `generator.json`, artifacts.py) for export.
+    run = prepare_run(cfg, data_dir, ...)    # a new run: data, run folder, config.json, models
+    run = resume_run(run_dir, ...)           # or an unfinished one: the same, from its checkpoint
+    fit(run)                                 # the loop: steps, epoch ends, the final generator
+    run.close()
 
-A resumed run (`resume_dir`) reads config.json, checks that the data is the same
-content, restores the newest intact checkpoint and drops metric rows written after it.
-Errors a user can cause are errors.TrainingError (one line, exit code 2 in cxr-train).
+`train()` does these for cxr-train. A `Run` holds everything a run is: config, folder and its
+config.json, training (and held-out) images, where it computes (the distribution strategy),
+the GAN, and where it stands (the step it starts from, the metric rows so far).
+
+Order of events in fit: per epoch, the GAN's loss means are reset, then each step runs the
+compiled train step (gan.py) on the next element of the input pipeline (pipeline.py; one
+iterator for all the steps left), checks the losses, and reports progress; at the epoch's end
+epoch.epoch_end does the metric suite, the quality monitor (with --heldout), files, pictures,
+snapshots and the checkpoint. SIGINT/SIGTERM (signals.py) stop the loop after the current
+step with a checkpoint; the loop is ours, not keras.Model.fit, so no private Keras method has
+to be overridden (fit's symbolic build pulls an element from the pipeline under a strategy,
+and its step function fails under MirroredStrategy in this Keras/TensorFlow pair,
+keras-team/keras#19246). Errors a user can cause are errors.TrainingError (one line, exit 2).
 """
 
 from __future__ import annotations
@@ -24,24 +29,348 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxr_runtime import quality
 from cxr_runtime.io import atomic_write_json
 from cxr_training import checkpoint, distribute, pipeline, precision
 from cxr_training.artifacts import now, save_generator
-from cxr_training.callbacks import EpochEnd, Guard, Progress, log_stderr
 from cxr_training.config import Config
 from cxr_training.data import load_training_images, stream_store_dir
+from cxr_training.epoch import Progress, check_losses, epoch_end, log_stderr
 from cxr_training.errors import Interrupted, TrainingError
-from cxr_training.evaluate import Evaluator, QualityMonitor
+from cxr_training.evaluate import LATENTS_KEYED, LATENTS_LEGACY, Evaluator, QualityMonitor
 from cxr_training.gan import GAN, make_optimizers
 from cxr_training.models import build_discriminator, build_generator
 from cxr_training.runs import library_versions, new_run_dir, read_history, write_history
 from cxr_training.signals import StopState, handled
 from cxr_training.tfenv import import_tf
 
-tf, keras = import_tf()
+
+@dataclass
+class Run:
+    """One training run: what it is, where it lives, what it computes with, where it stands."""
+
+    cfg: Config
+    folder: Path
+    meta: dict  # config.json: config, data and held-out fingerprints, versions, command
+    images: object  # the training images (cxr_runtime.images.ImageSet; rows on disk when streamed)
+    mode: str  # "memory" or "stream"
+    placement: distribute.Placement
+    gan: GAN
+    heldout: object | None = None  # held-out real images for the quality monitor
+    start_step: int = 0  # the step the run continues from (a checkpoint's, or 0)
+    history: list[dict] = field(default_factory=list)  # metric rows of the epochs done
+    trackers: list | None = None  # loss means of an epoch resumed in its middle
+    log: Callable[[str], None] = log_stderr
+    store: Path | None = None  # the stream file (removed by close)
+    scratch: Path | None = None  # a non-chief worker's throwaway folder (removed by close)
+    # set by fit: the epoch-end work's fixed inputs
+    evaluator: Evaluator | None = None
+    monitor: QualityMonitor | None = None
+    reference: dict = field(default_factory=dict)  # real-vs-real SSIM/MSE (every metrics row)
+    baseline: dict = field(default_factory=dict)  # the training images scored by the monitor
+
+    @property
+    def start_epoch(self) -> int:
+        return self.start_step // self.cfg.steps_per_epoch
+
+    def close(self) -> None:
+        _remove(self.store)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_root: str | Path = "runs",
+          resume_dir: str | Path | None = None, log=log_stderr, extra_callbacks=(), strategy: str = "default",
+          input_mode: str = "auto", heldout_dir: str | Path | None = None) -> Path:
+    """Run (or resume) training; return the run folder. `strategy`: default, mirrored or
+    multiworker (distribute.py); `input_mode`: auto, memory or stream (pipeline.py); neither
+    changes what is computed, only where and how. `heldout_dir`: real images never trained on,
+    scored at each epoch end; a resumed run uses the folder it started with. `extra_callbacks`:
+    objects with any of on_epoch_begin(epoch), on_train_batch_begin(batch),
+    on_train_batch_end(batch, logs), on_epoch_end(epoch, logs) (a keras Callback has them)."""
+    if resume_dir is not None:
+        run = resume_run(resume_dir, data_dir, heldout_dir, strategy, input_mode, log)
+    else:
+        if cfg is None or data_dir is None:
+            raise TrainingError("a config and a data folder are needed")
+        run = prepare_run(cfg, data_dir, out_root, heldout_dir, strategy, input_mode, log)
+    try:
+        return fit(run, extra_callbacks)
+    finally:
+        run.close()
+
+
+def prepare_run(cfg: Config, data_dir, out_root="runs", heldout_dir=None, strategy: str = "default",
+                input_mode: str = "auto", log=log_stderr) -> Run:
+    """A new run: the data read and fingerprinted, `out_root/NNNNN-<preset>/config.json`
+    written before step 0, G and D built from the seed."""
+    placement = _placement(strategy)  # first: MultiWorkerMirroredStrategy must exist before other TF work
+    cfg = _resolved(cfg, placement, log)
+    heldout = _load_heldout(heldout_dir, cfg, log)
+    images, mode, store = load_images_or_fail(data_dir, cfg, log, input_mode)
+    scratch = None
+    with _removed_on_failure(store) as made:
+        fingerprint = images.fingerprint()
+        held_meta = _heldout_meta(heldout, heldout_dir, images)
+        if not placement.chief:  # same work as the chief, written to a folder removed afterwards
+            scratch = out_root = made.add(Path(tempfile.mkdtemp(prefix=f"cxr-worker{placement.worker}-")))
+        folder = new_run_dir(out_root, cfg.preset)
+        meta = {
+            "run_id": folder.name,
+            "created": now(),
+            "command": sys.argv,
+            "seed": cfg.seed,
+            "config": cfg.to_dict(),
+            "config_hash": cfg.hash(),
+            "data": fingerprint,
+            **({"heldout": held_meta} if held_meta else {}),
+            "latents": LATENTS_KEYED,
+            "versions": library_versions(),
+        }
+        atomic_write_json(folder / "config.json", meta)
+        run = Run(cfg, folder, meta, images, mode, placement, _build(cfg, placement), heldout, log=log, store=store,
+                  scratch=scratch)
+    _announce(run)
+    return run
+
+
+def resume_run(run_dir, data_dir=None, heldout_dir=None, strategy: str = "default", input_mode: str = "auto",
+               log=log_stderr) -> Run:
+    """An unfinished run, from its newest intact checkpoint: the same data (checked by content),
+    the same held-out folder, metric rows after the checkpoint dropped."""
+    placement = _placement(strategy)
+    folder = Path(run_dir)
+    try:
+        meta = json.loads((folder / "config.json").read_text())
+        cfg = Config.from_dict(meta["config"])
+    except (OSError, ValueError, KeyError) as e:
+        raise TrainingError(f"cannot resume {folder}: no readable config.json ({e})") from None
+    recorded = meta.get("heldout")
+    if heldout_dir is not None and not recorded:
+        raise TrainingError(f"run {folder.name} was started without --heldout: its epochs are not scored, and a "
+                            "resume cannot start scoring them (metrics.jsonl would mix rows with and without the "
+                            "monitor); drop --heldout")
+    data_dir = data_dir or meta["data"]["root"]
+    heldout_dir = heldout_dir or (recorded["root"] if recorded else None)
+    cfg = _resolved(cfg, placement, log)
+    heldout = _load_heldout(heldout_dir, cfg, log)
+    images, mode, store = load_images_or_fail(data_dir, cfg, log, input_mode)
+    scratch = None
+    with _removed_on_failure(store) as made:
+        if images.fingerprint()["sha256"] != meta["data"]["sha256"]:
+            raise TrainingError(f"the data under {data_dir} is not the data run {folder.name} was trained on "
+                                f"(fingerprint {images.fingerprint()['sha256'][:12]} vs {meta['data']['sha256'][:12]})")
+        held_meta = _heldout_meta(heldout, heldout_dir, images)
+        if recorded and held_meta and recorded["sha256"] != held_meta["sha256"]:
+            raise TrainingError(f"the held-out images under {heldout_dir} are not those run {folder.name} "
+                                "was scored against; epoch scores would not be comparable")
+        if not placement.chief:
+            scratch = made.add(Path(tempfile.mkdtemp(prefix=f"cxr-worker{placement.worker}-")))
+            shutil.copytree(folder, scratch / folder.name)
+            folder = scratch / folder.name
+        run = Run(cfg, folder, meta, images, mode, placement, _build(cfg, placement), heldout, log=log, store=store,
+                  scratch=scratch)
+        _restore(run)
+    _announce(run)
+    return run
+
+
+def fit(run: Run, hooks=()) -> Path:
+    """The loop: every step left, every epoch end, then the final generator. Returns the run
+    folder; raises Interrupted after a SIGINT/SIGTERM (checkpoint written) and NonFiniteLoss."""
+    cfg, gan, log = run.cfg, run.gan, run.log
+    spe = cfg.steps_per_epoch
+    for hook in hooks:
+        if hasattr(hook, "set_model"):
+            hook.set_model(gan)
+    if run.start_step >= cfg.total_steps:
+        log(f"run {run.folder.name} had already finished all {cfg.epochs} epochs")
+    else:
+        _prepare_epoch_end(run)
+        source = (pipeline.MemorySource if run.mode == "memory" else pipeline.DiskSource)(run.images.images, cfg)
+        batches = iter(_input(cfg, source, run.placement, run.start_step, cfg.total_steps))
+        train_step = gan.step_function()
+        progress = Progress(cfg, log)
+        stop = StopState()
+        with handled(stop):
+            for epoch in range(run.start_epoch, cfg.epochs):
+                gan.reset_metrics()
+                first = gan.step - epoch * spe  # > 0 only in an epoch resumed in its middle
+                if first and run.trackers is not None:
+                    for v, value in zip((v for m in gan.metrics for v in m.variables), run.trackers):
+                        v.assign(value)
+                _call(hooks, "on_epoch_begin", epoch)
+                progress.begin(epoch + 1, first)
+                t_epoch, step_times, logs = time.time(), [], {}
+                for batch in range(first, spe):
+                    _call(hooks, "on_train_batch_begin", batch)
+                    t = time.perf_counter()
+                    logs = {k: float(v) for k, v in train_step(batches).items()}
+                    step_times.append(time.perf_counter() - t)
+                    check_losses(run, logs, epoch + 1)
+                    progress.step(batch + 1, logs)
+                    _call(hooks, "on_train_batch_end", batch, logs)
+                    if stop.signum is not None:
+                        break
+                progress.end()
+                if stop.signum is not None and gan.step % spe:  # stopped inside the epoch: its end never came
+                    stop.checkpoint = checkpoint.save(run.folder, gan, epoch, gan.step, cfg.to_dict(),
+                                                      cfg.keep_checkpoints).name
+                    break
+                written = epoch_end(run, epoch + 1, logs, step_times, time.time() - t_epoch, stop.signum is not None)
+                stop.checkpoint = written or stop.checkpoint
+                _call(hooks, "on_epoch_end", epoch, logs)
+                if stop.signum is not None:
+                    break
+        # Release the input pipeline while the interpreter is whole: a tf.data iterator left to
+        # interpreter shutdown once waited forever on its reader thread (docs/reliability.md).
+        del batches, source
+        gc.collect()
+        if stop.signum is not None:
+            raise Interrupted(f"stopped by {signal.Signals(stop.signum).name} at step {gan.step}; checkpoint "
+                              f"{stop.checkpoint} written; continue with: cxr-train --resume {run.folder}",
+                              stop.signum)
+    path = save_generator(run.folder, gan, cfg, run.meta, cfg.epochs, gan.step)
+    log(f"done: {path}")
+    return run.folder
+
+
+# --------------------------------------------------------------------------- the pieces
+
+
+class _removed_on_failure:
+    """`with _removed_on_failure(stream_file) as made: ... made.add(folder)`: if the block
+    fails, the stream file and every added folder are removed (nothing half-made is left)."""
+
+    def __init__(self, *paths):
+        self.paths = [p for p in paths if p is not None]
+
+    def add(self, path: Path) -> Path:
+        self.paths.append(path)
+        return path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if kind is not None:
+            for p in self.paths:
+                if Path(p).is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    _remove(p)
+        return False
+
+
+def _call(hooks, name: str, *args) -> None:
+    for hook in hooks:
+        method = getattr(hook, name, None)
+        if method is not None:
+            method(*args)
+
+
+def _placement(strategy: str) -> distribute.Placement:
+    try:
+        return distribute.make(strategy)
+    except distribute.StrategyError as e:
+        raise TrainingError(str(e)) from None
+
+
+def _resolved(cfg: Config, placement: distribute.Placement, log) -> Config:
+    """The config checked, its precision resolved on this machine ("auto" is never stored)."""
+    try:
+        cfg.validate()
+        if cfg.precision == "auto":
+            chosen, why = precision.resolve_here("auto")
+            cfg = cfg.replace(precision=chosen)
+            log(f"precision {chosen} ({why})")
+    except ValueError as e:
+        raise TrainingError(f"invalid config: {e}") from None
+    if cfg.batch_size % placement.replicas:
+        raise TrainingError(f"batch size {cfg.batch_size} must be a multiple of the {placement.replicas} replicas "
+                            f"of the {placement.name} strategy")
+    return cfg
+
+
+def _build(cfg: Config, placement: distribute.Placement) -> GAN:
+    """G, D and their optimizers from the seed, inside the strategy's scope; the optimizer
+    state is created now, not lazily inside the first (distributed) step."""
+    _, keras = import_tf()
+    keras.utils.set_random_seed(cfg.seed)
+    with placement.strategy.scope():
+        gan = GAN(build_generator(cfg), build_discriminator(cfg), cfg)
+        gan.compile(*make_optimizers(cfg))
+        gan.build_optimizers()
+    return gan
+
+
+def _restore(run: Run) -> None:
+    """Load the newest intact checkpoint into run.gan and set where the run stands."""
+    removed = checkpoint.clean_partial(run.folder)
+    if removed:
+        run.log(f"removed {len(removed)} partial file(s) left by the interruption")
+    found = checkpoint.latest_valid(run.folder, warn=run.log)
+    if found is None:
+        run.log("no complete checkpoint yet: starting this run from step 0")
+    else:
+        ckpt, meta = found
+        try:
+            checkpoint.restore(run.gan, ckpt, meta)
+        except checkpoint.CheckpointError as e:
+            raise TrainingError(f"cannot resume: {e}") from None
+        run.start_step = int(meta["step"])
+        run.trackers = [v.numpy() for m in run.gan.metrics for v in m.variables]
+        run.log(f"resuming from {ckpt.name} (step {run.start_step})")
+    run.history = [r for r in read_history(run.folder) if r["epoch"] <= run.start_epoch]
+    write_history(run.folder, run.history)
+
+
+def _heldout_meta(heldout, heldout_dir, images) -> dict | None:
+    if heldout is None:
+        return None
+    overlap = set(heldout.sha256) & set(images.sha256)
+    if overlap:
+        raise TrainingError(f"--heldout {heldout_dir} shares {len(overlap)} image(s) with the training data: "
+                            "held-out images must never be trained on")
+    fp = heldout.fingerprint()
+    return {"root": fp["root"], "count": fp["count"], "sha256": fp["sha256"]}
+
+
+def _announce(run: Run) -> None:
+    cfg = run.cfg
+    run.log(f"run {run.folder} | {len(run.images.files)} images from {run.images.root} ({run.mode}) | preset "
+            f"{cfg.preset}: {cfg.epochs} epochs x {cfg.steps_per_epoch} steps, batch {cfg.batch_size}, seed "
+            f"{cfg.seed}, {cfg.precision}, {run.placement.describe()}")
+
+
+def _prepare_epoch_end(run: Run) -> None:
+    """The epoch-end work's fixed inputs (evaluation latents and real images, the monitor's
+    reference), and reference.json beside config.json."""
+    cfg = run.cfg
+    latents = run.meta.get("latents", LATENTS_LEGACY)
+    run.evaluator = Evaluator(run.gan.generator, run.gan.discriminator, run.images.images, cfg.latent_dim, cfg.seed,
+                              cfg.eval_max_images, cfg.grid_images, latents)
+    run.reference = run.evaluator.reference()
+    if run.heldout is not None:
+        if run.mode == "stream":
+            run.log("the training set is streamed: the audit at epoch end compares against its first "
+                    f"{cfg.eval_max_images} images only")
+        train_images = run.images.images[: cfg.eval_max_images] if run.mode == "stream" else run.images.images
+        run.monitor = QualityMonitor(run.heldout.images, train_images, cfg.quality_images, cfg.latent_dim, cfg.seed,
+                                     latents)
+        run.baseline = {f"train_{k}": v for k, v in run.monitor.baseline().items()}
+    atomic_write_json(run.folder / "reference.json", {
+        **run.reference, "images": len(run.evaluator.real),
+        "protocol": "each real image vs another real image (fixed-seed derangement); see docs/metrics.md",
+        **({"heldout": {**run.baseline, "images": len(run.heldout.files),
+                        "protocol": "the training images scored against the held-out images as generated "
+                                    "ones are (evaluate.QualityMonitor)"}} if run.monitor else {}),
+    })
 
 
 def load_images_or_fail(data_dir, cfg: Config, log=log_stderr, input_mode: str = "auto"):
@@ -126,98 +455,6 @@ def _input(gan_cfg: Config, source, placement: distribute.Placement, start: int,
     return placement.strategy.distribute_datasets_from_function(per_worker)
 
 
-def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_root: str | Path = "runs",
-          resume_dir: str | Path | None = None, log=log_stderr, extra_callbacks=(), strategy: str = "default",
-          input_mode: str = "auto", heldout_dir: str | Path | None = None) -> Path:
-    """Run (or resume) training; return the run folder.
-
-    `strategy`: default, mirrored or multiworker (distribute.py); `input_mode`: auto,
-    memory or stream (pipeline.py). Neither changes what is computed, only where and how.
-    `heldout_dir`: real images never trained on; each epoch end scores the generator against
-    them (evaluate.QualityMonitor). A resumed run uses the folder it started with.
-    """
-    try:  # first: MultiWorkerMirroredStrategy must exist before other TensorFlow work
-        placement = distribute.make(strategy)
-    except distribute.StrategyError as e:
-        raise TrainingError(str(e)) from None
-    resume = resume_dir is not None
-    if resume:
-        run_dir = Path(resume_dir)
-        try:
-            run_meta = json.loads((run_dir / "config.json").read_text())
-            cfg = Config.from_dict(run_meta["config"])
-        except (OSError, ValueError, KeyError) as e:
-            raise TrainingError(f"cannot resume {run_dir}: no readable config.json ({e})") from None
-        data_dir = data_dir or run_meta["data"]["root"]
-        if heldout_dir is None and run_meta.get("heldout"):
-            heldout_dir = run_meta["heldout"]["root"]
-    if cfg is None or data_dir is None:
-        raise TrainingError("a config and a data folder are needed")
-    try:
-        cfg.validate()
-        if cfg.precision == "auto":
-            chosen, why = precision.resolve_here("auto")
-            cfg = cfg.replace(precision=chosen)
-            log(f"precision {chosen} ({why})")
-    except ValueError as e:
-        raise TrainingError(f"invalid config: {e}") from None
-    if cfg.batch_size % placement.replicas:
-        raise TrainingError(f"batch size {cfg.batch_size} must be a multiple of the {placement.replicas} replicas "
-                            f"of the {placement.name} strategy")
-
-    heldout = _load_heldout(heldout_dir, cfg, log)
-    images, mode, store = load_images_or_fail(data_dir, cfg, log, input_mode)
-    scratch = None
-    try:
-        fingerprint = images.fingerprint()
-        if resume and fingerprint["sha256"] != run_meta["data"]["sha256"]:
-            raise TrainingError(
-                f"the data under {data_dir} is not the data run {run_dir.name} was trained on "
-                f"(fingerprint {fingerprint['sha256'][:12]} vs {run_meta['data']['sha256'][:12]})"
-            )
-        held_meta = None
-        if heldout is not None:
-            held_fp = heldout.fingerprint()
-            held_meta = {"root": held_fp["root"], "count": held_fp["count"], "sha256": held_fp["sha256"]}
-            overlap = set(heldout.sha256) & set(images.sha256)
-            if overlap:
-                raise TrainingError(f"--heldout {heldout_dir} shares {len(overlap)} image(s) with the training data: "
-                                    "held-out images must never be trained on")
-            recorded = run_meta.get("heldout") if resume else None
-            if recorded and recorded["sha256"] != held_meta["sha256"]:
-                raise TrainingError(f"the held-out images under {heldout_dir} are not those run {run_dir.name} "
-                                    "was scored against; epoch scores would not be comparable")
-        if not placement.chief:  # same work as the chief, written to a folder that is removed afterwards
-            scratch = Path(tempfile.mkdtemp(prefix=f"cxr-worker{placement.worker}-"))
-            if resume:
-                shutil.copytree(run_dir, scratch / run_dir.name)
-                run_dir = scratch / run_dir.name
-            else:
-                out_root = scratch
-        if not resume:
-            run_dir = new_run_dir(out_root, cfg.preset)
-            run_meta = {
-                "run_id": run_dir.name,
-                "created": now(),
-                "command": sys.argv,
-                "seed": cfg.seed,
-                "config": cfg.to_dict(),
-                "config_hash": cfg.hash(),
-                "data": fingerprint,
-                **({"heldout": held_meta} if held_meta else {}),
-                "versions": library_versions(),
-            }
-            atomic_write_json(run_dir / "config.json", run_meta)
-        log(f"run {run_dir} | {len(images.files)} images from {images.root} ({mode}) | preset {cfg.preset}: "
-            f"{cfg.epochs} epochs x {cfg.steps_per_epoch} steps, batch {cfg.batch_size}, seed {cfg.seed}, "
-            f"{cfg.precision}, {placement.describe()}")
-        return _fit(cfg, images, mode, placement, run_dir, run_meta, resume, log, extra_callbacks, heldout)
-    finally:
-        _remove(store)
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-
-
 def _load_heldout(heldout_dir, cfg: Config, log):
     """The held-out images for the quality monitor, read by the training set's rules; None
     when no folder is given or the monitor is off (quality_images 0)."""
@@ -241,90 +478,3 @@ def _load_heldout(heldout_dir, cfg: Config, log):
     return held
 
 
-def _fit(cfg: Config, images, mode: str, placement: distribute.Placement, run_dir: Path, run_meta: dict,
-         resume: bool, log, extra_callbacks, heldout=None) -> Path:
-    source = pipeline.MemorySource(images.images, cfg) if mode == "memory" else pipeline.DiskSource(images.images, cfg)
-    keras.utils.set_random_seed(cfg.seed)
-    with placement.strategy.scope():
-        generator = build_generator(cfg)
-        discriminator = build_discriminator(cfg)
-        gan = GAN(generator, discriminator, cfg)
-        gan.compile(*make_optimizers(cfg))
-        # optimizer state created here, not lazily inside the first (distributed) step
-        gan.build_optimizers()
-
-    start_epoch, start_step, history, trackers = 0, 0, [], None
-    if resume:
-        removed = checkpoint.clean_partial(run_dir)
-        if removed:
-            log(f"removed {len(removed)} partial file(s) left by the interruption")
-        found = checkpoint.latest_valid(run_dir, warn=log)
-        if found is not None:
-            ckpt, meta = found
-            try:
-                checkpoint.restore(gan, ckpt, meta)
-            except checkpoint.CheckpointError as e:
-                raise TrainingError(f"cannot resume: {e}") from None
-            start_epoch, start_step = int(meta["epoch"]), int(meta["step"])
-            trackers = [v.numpy() for m in gan.metrics for v in m.variables]
-            log(f"resuming from {ckpt.name} (step {start_step})")
-        else:
-            log("no complete checkpoint yet: starting this run from step 0")
-        history = [r for r in read_history(run_dir) if r["epoch"] <= start_epoch]
-        write_history(run_dir, history)
-
-    if start_epoch < cfg.epochs:
-        evaluator = Evaluator(generator, discriminator, images.images, cfg.latent_dim, cfg.seed, cfg.eval_max_images,
-                              cfg.grid_images)
-        reference = evaluator.reference()
-        monitor, baseline = None, {}
-        if heldout is not None:
-            if mode == "stream":
-                log("the training set is streamed: the audit at epoch end compares against its first "
-                    f"{cfg.eval_max_images} images only")
-            monitor = QualityMonitor(heldout.images, images.images[: cfg.eval_max_images] if mode == "stream"
-                                     else images.images, cfg.quality_images, cfg.latent_dim, cfg.seed)
-            baseline = {f"train_{k}": v for k, v in monitor.baseline().items()}
-        atomic_write_json(run_dir / "reference.json", {
-            **reference, "images": len(evaluator.real),
-            "protocol": "each real image vs another real image (fixed-seed derangement); see docs/metrics.md",
-            **({"heldout": {**baseline, "images": len(heldout.files),
-                            "protocol": "the training images scored against the held-out images as generated "
-                                        "ones are (evaluate.QualityMonitor)"}} if monitor else {}),
-        })
-        state = StopState()
-        done_in_epoch = start_step - start_epoch * cfg.steps_per_epoch  # > 0: resumed inside an epoch
-        epoch_end = EpochEnd(run_dir, cfg, gan, evaluator, reference, history, log, state,
-                             resume_trackers=trackers if done_in_epoch else None, monitor=monitor, run_meta=run_meta,
-                             quality_reference=baseline)
-        callbacks = [Progress(cfg, log, offset=done_in_epoch), Guard(run_dir, cfg, gan, state, log), epoch_end,
-                     *extra_callbacks]
-        with handled(state):
-            if done_in_epoch:  # finish the interrupted epoch first, then the rest
-                gan.fit(_input(cfg, source, placement, start_step, (start_epoch + 1) * cfg.steps_per_epoch),
-                        epochs=start_epoch + 1, initial_epoch=start_epoch,
-                        steps_per_epoch=cfg.steps_per_epoch - done_in_epoch, callbacks=callbacks, verbose=0,
-                        shuffle=False)
-                start_epoch += 1
-                callbacks[0].offset = 0
-            if start_epoch < cfg.epochs and state.signum is None:
-                gan.fit(_input(cfg, source, placement, gan.step, cfg.total_steps), epochs=cfg.epochs,
-                        initial_epoch=start_epoch, steps_per_epoch=cfg.steps_per_epoch, callbacks=callbacks,
-                        verbose=0, shuffle=False)
-        if state.signum is not None:
-            # Release the input pipeline now, while the interpreter is whole: a tf.data iterator
-            # left for interpreter shutdown can wait forever on its reader thread
-            # (docs/reliability.md, "SIGTERM at exit"); the CLI also exits without finalisation.
-            del source
-            gc.collect()
-            name = signal.Signals(state.signum).name
-            raise Interrupted(f"stopped by {name} at step {gan.step}; "
-                              f"checkpoint {state.checkpoint} written; continue with: cxr-train --resume {run_dir}",
-                              state.signum)
-    else:
-        log(f"run {run_dir.name} had already finished all {cfg.epochs} epochs")
-
-    step = gan.step
-    path = save_generator(run_dir, gan, cfg, run_meta, cfg.epochs, step)
-    log(f"done: {path}")
-    return run_dir
