@@ -168,7 +168,9 @@ def main() -> None:
     source = "random weights (paper architecture)"
     try:
         keras_path = resolve_generator(args.source, ROOT / "runs")
-        generator = keras.models.load_model(keras_path, compile=False)
+        from cxr_training.models import load_generator
+
+        generator = load_generator(keras_path)
         source = str(keras_path)
     except Exception as e:
         if args.source:

@@ -261,7 +261,9 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
         raise ExportError(f"--out {out} is a folder; give a file name such as {out / 'generator.onnx'}")
     out.parent.mkdir(parents=True, exist_ok=True)
     log(f"loading {keras_path}")
-    generator = keras.models.load_model(keras_path, compile=False)
+    from cxr_training.models import load_generator
+
+    generator = load_generator(keras_path)
     if len(generator.inputs) != 1 or len(generator.input_shape) != 2 or generator.output_shape[-1] != 1:
         raise ExportError(f"{keras_path} is not a latent -> one-channel image generator")
     info = load_provenance(keras_path)

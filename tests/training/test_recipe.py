@@ -163,6 +163,28 @@ def test_r1_penalty_and_its_gradient_match_a_hand_computation():
     np.testing.assert_allclose(grad, 4 * gamma * w * x2.mean(axis=0), rtol=1e-4, atol=1e-9)
 
 
+def test_r1_is_taken_through_the_augmentation():
+    """With augmentation on, R1 is the gradient at the real images *before* the augmentation,
+    through it. Cutout with p = 1 multiplies each image by a mask m (0 inside its square), so for
+    the toy D: d logit / dx = 2 w x m and R1 = gamma/2 mean_i sum_j 4 w_j^2 x_ij^2 m_ij; the mask
+    is read off the same draw applied to an image of ones."""
+    gamma = 0.7
+    cfg = preset("smoke").replace(r1_gamma=gamma, batch_size=3, augment="fixed", augment_p=1.0,
+                                  augment_policy=("cutout",))
+    gan = _gan(cfg, _toy_discriminator(cfg))
+    w = gan.discriminator.get_layer("d_out").kernel.numpy()[:, 0].astype(np.float64)
+    real, fake = _images(3, cfg.image_size, 1), _images(3, cfg.image_size, 2)
+    step = tf.constant(4, tf.int64)
+    _, r1, _ = gan.d_phase_loss(step, real, fake, 0, 3)
+    mask = augment.augment(tf.ones_like(real), augment.key(cfg.seed, step, augment.SLOT_D_REAL), 1.0, ("cutout",),
+                           3).numpy().reshape(3, -1).astype(np.float64)
+    assert 0 < mask.mean() < 1  # the cutout removed part of every image
+    x2 = real.numpy().reshape(3, -1).astype(np.float64) ** 2
+    want = gamma / 2 * np.mean((4 * w**2 * x2 * mask).sum(axis=1))
+    np.testing.assert_allclose(float(r1), want, rtol=1e-5)
+    assert float(r1) < gamma / 2 * np.mean((4 * w**2 * x2).sum(axis=1))  # not the gradient without the cutout
+
+
 def test_r1_off_is_zero_and_label_smoothing_sets_the_real_target():
     cfg = preset("smoke").replace(batch_size=3, label_smoothing=0.1)
     gan = _gan(cfg, _toy_discriminator(cfg))

@@ -152,6 +152,11 @@ def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Mode
 
 
 
+def load_generator(path) -> keras.Model:
+    """A saved generator.keras, its custom layers (ResizeConv2x) known to Keras."""
+    return keras.models.load_model(path, compile=False, custom_objects={"ResizeConv2x": ResizeConv2x})
+
+
 def logit_model(discriminator: keras.Model) -> keras.Model:
     """The same discriminator (shared layers and weights), returning the logit."""
     return keras.Model(discriminator.inputs, discriminator.get_layer(LOGIT_LAYER).output, name="d_logit")
