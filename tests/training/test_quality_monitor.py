@@ -105,3 +105,14 @@ def test_heldout_with_too_few_images_is_refused(few_real, few_heldout, tmp_path)
         p.unlink()
     with pytest.raises(TrainingError, match="5 usable images"):
         train(preset("smoke"), few_real, out_root=tmp_path, log=lambda m: None, heldout_dir=few_heldout)
+
+
+def test_resume_refuses_a_heldout_folder_the_run_never_recorded(few_real, few_heldout, tmp_path):
+    """A run started without --heldout has unscored epochs: a resume may not start scoring, or
+    metrics.jsonl would mix rows with and without the monitor."""
+    cfg = preset("smoke").replace(epochs=1)
+    run = train(cfg, few_real, out_root=tmp_path, log=lambda m: None)
+    rows_before = (run / "metrics.jsonl").read_text()
+    with pytest.raises(TrainingError, match="started without --heldout"):
+        train(None, None, resume_dir=run, heldout_dir=few_heldout, log=lambda m: None)
+    assert (run / "metrics.jsonl").read_text() == rows_before
