@@ -42,13 +42,7 @@ def plot_history(rows: list[dict], out_dir: Path, quality_reference: dict | None
         ax.plot(epochs, [r[key] for r in rows], "o-", label="generated vs real")
         ax.axhline(rows[-1][f"ref_{key}"], color="grey", ls="--", label="real vs real")
         ax.set_title(title)
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig6 = out_dir / "losses_ssim_mse.png"
-    _save(fig, fig6)
+    fig6 = _finish(fig, axes, out_dir / "losses_ssim_mse.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for key in ("d_precision", "d_recall"):
@@ -57,14 +51,7 @@ def plot_history(rows: list[dict], out_dir: Path, quality_reference: dict | None
     for key in ("real_acc", "fake_acc"):
         axes[1].plot(epochs, [r[key] for r in rows], "o-", label=key)
     axes[1].set_title("D accuracy on real / generated")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.set_ylim(-0.05, 1.05)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig7 = out_dir / "discriminator.png"
-    _save(fig, fig7)
+    fig7 = _finish(fig, axes, out_dir / "discriminator.png", ylim=(-0.05, 1.05))
     scored = [r for r in rows if "q_kid" in r]
     if not scored:
         return [fig6, fig7]
@@ -87,11 +74,18 @@ def plot_history(rows: list[dict], out_dir: Path, quality_reference: dict | None
         ax.set_title(f"{m.label} vs held-out ({m.better})", fontsize=9)
     axes[-1].plot(ep, [r.get("audit_flagged", float("nan")) for r in scored], "o-", color="C3", label="flagged images")
     axes[-1].set_title("Memorisation audit flags", fontsize=9)
+    fig8 = _finish(fig, axes, out_dir / "quality.png")
+    return [fig6, fig7, fig8]
+
+
+def _finish(fig, axes, path: Path, ylim=None) -> Path:
+    """Epoch axis, legend and grid on every panel; the figure written atomically to `path`."""
     for ax in axes:
         ax.set_xlabel("epoch")
+        if ylim:
+            ax.set_ylim(*ylim)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig8 = out_dir / "quality.png"
-    _save(fig, fig8)
-    return [fig6, fig7, fig8]
+    _save(fig, path)
+    return path
