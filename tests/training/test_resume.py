@@ -133,3 +133,21 @@ def test_resume_refuses_changed_data(cfg, few_real, tmp_path):
     sorted(few_real.iterdir())[0].unlink()
     with pytest.raises(TrainingError, match="not the data"):
         train(None, None, resume_dir=run, log=lambda m: None)
+
+
+def test_a_recipe_runs_first_steps_do_not_depend_on_its_length(few_real, tmp_path):
+    """quick is exactly the first steps of long: with the recipe (no schedule keyed to the run's
+    length) a 2-epoch run ends where a 4-epoch run stands after 2 epochs, bitwise."""
+    from cxr_training.config import LIGHT, RECIPE
+
+    base = preset("smoke").replace(steps_per_epoch=3, keep_checkpoints=4, **RECIPE,
+                                   shared_fake=LIGHT["shared_fake"], g_upsample=LIGHT["g_upsample"])
+    short = train(base.replace(epochs=2, preset="quick"), few_real, out_root=tmp_path / "a", log=lambda m: None)
+    longer = train(base.replace(epochs=4, preset="long"), few_real, out_root=tmp_path / "b", log=lambda m: None)
+    meta_a, a = _state(short)
+    ckpt = next(c for c in checkpoint.list_checkpoints(longer) if c.name == "epoch-0002")
+    with np.load(ckpt / "state.npz") as data:
+        b = {k: data[k] for k in data.files}
+    assert meta_a["step"] == 6 and a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
