@@ -169,9 +169,11 @@ def test_unsupported_topology_is_refused():
         optimize.build_optimized(g)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    cfg = preset("smoke")
+@pytest.fixture(scope="module", params=["transpose", "resize"])
+def tiny_run(tmp_path_factory, request):
+    """A run folder with a smoke-sized G: the study's transposed convolutions, or the presets'
+    resize convolutions (every int8 and chunk test runs on both)."""
+    cfg = preset("smoke").replace(g_upsample=request.param)
     keras.utils.set_random_seed(5)
     g = build_generator(cfg)
     _random_weights(g, 6)

@@ -143,15 +143,17 @@ def test_global_batch_must_split_across_replicas(few_real, tmp_path):
     assert "batch size 3 must be a multiple of the 2 replicas" in proc.stderr
 
 
-@pytest.mark.parametrize("module, prog", [("cxr_training.cli", "cxr-train"), ("cxr_export.cli", "cxr-export")])
+@pytest.mark.parametrize("module, prog", [("cxr_training.cli", "cxr-train"), ("cxr_export.cli", "cxr-export"),
+                                          ("cxr_training.sweep", "cxr-sweep")])
 def test_base_install_says_which_extra(module, prog, few_real, tmp_path):
     """Without TensorFlow (a runtime-only install) the training and export commands answer in
     one line naming the extra, not with a ModuleNotFoundError."""
     import subprocess
     import sys
 
-    args = ["--preset", "smoke", "--data", str(few_real), "--out", str(tmp_path)] if prog == "cxr-train" \
-        else [str(tmp_path / "run"), "--out", str(tmp_path / "g.onnx")]
+    args = {"cxr-train": ["--preset", "smoke", "--data", str(few_real), "--out", str(tmp_path)],
+            "cxr-export": [str(tmp_path / "run"), "--out", str(tmp_path / "g.onnx")],
+            "cxr-sweep": [str(tmp_path / "plan.toml"), "--runs", str(tmp_path / "runs")]}[prog]
     code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; sys.modules['tf2onnx'] = None\n"
             f"from {module} import main; sys.argv = [{prog!r}] + {args!r}; main()")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

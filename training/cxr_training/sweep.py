@@ -718,6 +718,12 @@ def main(argv=None) -> None:
           cxr-sweep --table
         """
         root = Path(root).expanduser() if root else default_root()
+        from cxr_training.tfenv import missing_extra
+
+        problem = None if as_table else missing_extra("cxr-sweep", ("tensorflow", "keras", "tf2onnx"))
+        if problem:  # the runs need cxr-train and cxr-export
+            click.echo(f"error: {problem}", err=True)
+            sys.exit(2)
         with reported():  # SweepError and the like: one line, exit 2
             if as_table:
                 rows = read_results(root)
