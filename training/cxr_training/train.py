@@ -197,40 +197,43 @@ def fit(run: Run, hooks=()) -> Path:
         train_step = gan.step_function()
         progress = Progress(cfg, log)
         stop = StopState()
-        with handled(stop):
-            for epoch in range(run.start_epoch, cfg.epochs):
-                gan.reset_metrics()
-                first = gan.step - epoch * spe  # > 0 only in an epoch resumed in its middle
-                if first and run.trackers is not None:
-                    for v, value in zip((v for m in gan.metrics for v in m.variables), run.trackers):
-                        v.assign(value)
-                _call(hooks, "on_epoch_begin", epoch)
-                progress.begin(epoch + 1, first)
-                t_epoch, step_times, logs = time.time(), [], {}
-                for batch in range(first, spe):
-                    _call(hooks, "on_train_batch_begin", batch)
-                    t = time.perf_counter()
-                    logs = {k: float(v) for k, v in train_step(batches).items()}
-                    step_times.append(time.perf_counter() - t)
-                    check_losses(run, logs, epoch + 1)
-                    progress.step(batch + 1, logs)
-                    _call(hooks, "on_train_batch_end", batch, logs)
+        try:
+            with handled(stop):
+                for epoch in range(run.start_epoch, cfg.epochs):
+                    gan.reset_metrics()
+                    first = gan.step - epoch * spe  # > 0 only in an epoch resumed in its middle
+                    if first and run.trackers is not None:
+                        for v, value in zip((v for m in gan.metrics for v in m.variables), run.trackers):
+                            v.assign(value)
+                    _call(hooks, "on_epoch_begin", epoch)
+                    progress.begin(epoch + 1, first)
+                    t_epoch, step_times, logs = time.time(), [], {}
+                    for batch in range(first, spe):
+                        _call(hooks, "on_train_batch_begin", batch)
+                        t = time.perf_counter()
+                        logs = {k: float(v) for k, v in train_step(batches).items()}
+                        step_times.append(time.perf_counter() - t)
+                        check_losses(run, logs, epoch + 1)
+                        progress.step(batch + 1, logs)
+                        _call(hooks, "on_train_batch_end", batch, logs)
+                        if stop.signum is not None:
+                            break
+                    progress.end()
+                    if stop.signum is not None and gan.step % spe:  # stopped inside the epoch: its end never came
+                        stop.checkpoint = checkpoint.save(run.folder, gan, epoch, gan.step, cfg.to_dict(),
+                                                          cfg.keep_checkpoints).name
+                        break
+                    written = epoch_end(run, epoch + 1, logs, step_times, time.time() - t_epoch, stop.signum is not None)
+                    stop.checkpoint = written or stop.checkpoint
+                    _call(hooks, "on_epoch_end", epoch, logs)
                     if stop.signum is not None:
                         break
-                progress.end()
-                if stop.signum is not None and gan.step % spe:  # stopped inside the epoch: its end never came
-                    stop.checkpoint = checkpoint.save(run.folder, gan, epoch, gan.step, cfg.to_dict(),
-                                                      cfg.keep_checkpoints).name
-                    break
-                written = epoch_end(run, epoch + 1, logs, step_times, time.time() - t_epoch, stop.signum is not None)
-                stop.checkpoint = written or stop.checkpoint
-                _call(hooks, "on_epoch_end", epoch, logs)
-                if stop.signum is not None:
-                    break
-        # Release the input pipeline while the interpreter is whole: a tf.data iterator left to
-        # interpreter shutdown once waited forever on its reader thread (docs/reliability.md).
-        del batches, source
-        gc.collect()
+        finally:
+            # Release the input pipeline while the interpreter is whole, whatever ended the loop: a
+            # tf.data iterator left to interpreter shutdown once waited forever on its reader thread
+            # (docs/reliability.md).
+            del batches, source
+            gc.collect()
         if stop.signum is not None:
             raise Interrupted(f"stopped by {signal.Signals(stop.signum).name} at step {gan.step}; checkpoint "
                               f"{stop.checkpoint} written; continue with: cxr-train --resume {run.folder}",
