@@ -277,3 +277,13 @@ def test_sigterm_leaves_the_run_resumable_and_the_rows_whole(tmp_path, few_real,
     assert "resuming" in log.read_text()
     assert rows[0]["audit"]["generated"] == 20 and rows[0]["metrics"]["kid"] >= 0
     assert os.path.isfile(rows[0]["run_folder"] + "/generator.keras")
+
+
+def test_rows_of_the_first_sweep_version_read_under_todays_metric_names(tmp_path):
+    row = {"key": "a@6:ema", "run": "a", "step": 6, "weights": "ema", "metrics": {"kid": 0.2, "kid_se": 0.01,
+           "coverage": 1.0, "recall": 0.3, "diversity": 0.27, "diversity_real": 0.19},
+           "audit": {"flagged": 0, "generated": 500}, "seconds_per_step": 2.0, "train_seconds": 3600, "cpu": ["x"]}
+    (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
+    rows = read_results(tmp_path)
+    assert rows[0]["metrics"]["diversity_ssim"] == 0.27 and rows[0]["metrics"]["diversity_ssim_real"] == 0.19
+    assert "| 0.270 (0.190) |" in sweep.table(rows)

@@ -379,6 +379,10 @@ def _finished(run: Path) -> bool:
     return int(meta["step"]) >= int(meta["config"]["epochs"]) * int(meta["config"]["steps_per_epoch"])
 
 
+# metric keys of rows written by the first version of cxr-sweep, read under today's names
+_LEGACY_METRIC_KEYS = {"diversity": "diversity_ssim", "diversity_real": "diversity_ssim_real"}
+
+
 def read_results(root: Path) -> list[dict]:
     path = root / RESULTS
     if not path.is_file():
@@ -386,7 +390,10 @@ def read_results(root: Path) -> list[dict]:
     rows = []
     for line in path.read_text().splitlines():
         if line.strip():
-            rows.append(json.loads(line))
+            row = json.loads(line)
+            if isinstance(row.get("metrics"), dict):
+                row["metrics"] = {_LEGACY_METRIC_KEYS.get(k, k): v for k, v in row["metrics"].items()}
+            rows.append(row)
     return rows
 
 
