@@ -287,3 +287,19 @@ def test_rows_of_the_first_sweep_version_read_under_todays_metric_names(tmp_path
     rows = read_results(tmp_path)
     assert rows[0]["metrics"]["diversity_ssim"] == 0.27 and rows[0]["metrics"]["diversity_ssim_real"] == 0.19
     assert "| 0.270 (0.190) |" in sweep.table(rows)
+
+
+def test_seeds_of_one_recipe_fold_into_one_line_with_mean_and_range():
+    def row(name, seed, kid, flagged, flags=(), step=6):
+        return {"key": f"{name}@{step}:ema", "run": name, "step": step, "weights": "ema",
+                "entry": {"name": name, "preset": "long", "seed": seed, "steps": 6, "flags": list(flags)},
+                "metrics": {"kid": kid, "kid_se": 0.01, "coverage": 1.0, "recall": 0.3,
+                            "diversity_ssim": 0.25 + seed / 100, "diversity_ssim_real": 0.19},
+                "audit": {"flagged": flagged, "generated": 500}, "seconds_per_step": 2.0 + seed, "cpu": ["x"]}
+
+    rows = [row("s0", 0, 0.2, 0), row("s1", 1, 0.4, 2), row("s2", 2, 0.6, 0), row("other", 0, 9.0, 0, ["--mbstd"])]
+    lines = sweep.seed_table(rows).splitlines()
+    assert len(lines) == 4  # header, rule, the three seeds of `long`, the other recipe
+    assert lines[2] == ("| long | - | 6 | ema | 0, 1, 2 | 0.30 (0.30-0.30) | 1.00 (1.00-1.00) | 0.40 (0.20-0.60) | "
+                        "0.260 (0.250-0.270), real 0.190 | - | 2/1500 | 3.00 | x |")
+    assert lines[3].startswith("| long | --mbstd | 6 | ema | 0 | 0.30 | 1.00 | 9.00 |")

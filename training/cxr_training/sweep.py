@@ -658,6 +658,47 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _recipe(row: dict) -> tuple:
+    """What a row's run trained, apart from its seed and name: rows that share it are seeds of one recipe."""
+    e = row.get("entry", {})
+    return (e.get("preset"), tuple(e.get("flags", ())), e.get("steps"), row["step"], row["weights"])
+
+
+def seed_table(rows: list[dict]) -> str:
+    """Rows of the same recipe (preset, flags, length, step, weights) on different seeds, as one
+    markdown line each: the mean of every metric with its range over the seeds (min-max), the
+    audit flags summed over the seeds, and the median s/step per seed, averaged."""
+    from cxr_runtime.quality import QUALITY_METRICS
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(_recipe(r), []).append(r)
+    head = ["preset", "flags", "step", "weights", "seeds", *[m.label for m in QUALITY_METRICS],
+            "audit flags", "s/step", "CPU"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (preset, flags, _, step, weights), group in groups.items():
+        cells = [str(preset), " ".join(flags) or "-", str(step), weights,
+                 ", ".join(str(r["entry"].get("seed", "?")) for r in group)]
+        for m in QUALITY_METRICS:
+            values = [r["metrics"][m.key] for r in group if m.key in r["metrics"]]
+            if not values:
+                cells.append("-")
+                continue
+            text = f"{statistics.fmean(values):{m.short}}"
+            if len(values) > 1:
+                text += f" ({min(values):{m.short}}-{max(values):{m.short}})"
+            real = [r["metrics"][m.real_key] for r in group if m.real_key and m.real_key in r["metrics"]]
+            if real:
+                text += f", real {statistics.fmean(real):{m.short}}"
+            cells.append(text)
+        cells.append(f"{sum(r['audit']['flagged'] for r in group)}/{sum(r['audit']['generated'] for r in group)}")
+        sps = [r["seconds_per_step"] for r in group if r.get("seconds_per_step")]
+        cells.append(f"{statistics.fmean(sps):.2f}" if sps else "-")
+        cells.append(", ".join(sorted({c for r in group for c in r["cpu"]})))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def status(plan: Plan, root: Path) -> list[str]:
     have = {r["key"] for r in read_results(root)}
     out = []
@@ -709,9 +750,11 @@ def main(argv=None) -> None:
     @click.option("--runs", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
                   help="Run root [default: $CXR_RUNS, else ~/cxr-runs]; keep it outside the checkout.")
     @click.option("--table", "as_table", is_flag=True, help="Print the rows of results.jsonl as a markdown table.")
+    @click.option("--seeds", "by_seed", is_flag=True,
+                  help="Print results.jsonl with the seeds of each recipe folded into one line: mean and range.")
     @click.option("--status", "show_status", is_flag=True, help="Show where each run of PLAN stands; run nothing.")
     @click.option("--check", is_flag=True, help="Check PLAN (every entry's flags and values); run nothing.")
-    def cli(plan, root, as_table, show_status, check):
+    def cli(plan, root, as_table, by_seed, show_status, check):
         """Run a plan of training runs, one after another, each trained, exported, sampled, scored
         against the held-out folder and audited, with one row per scored model in
         $CXR_RUNS/results.jsonl. The same command resumes an interrupted plan; finished runs are
@@ -723,20 +766,21 @@ def main(argv=None) -> None:
           nohup cxr-sweep bench/plans/recipe.toml > ~/cxr-runs/sweep.log 2>&1 &
           cxr-sweep bench/plans/recipe.toml --status
           cxr-sweep --table
+          cxr-sweep --seeds
         """
         root = Path(root).expanduser() if root else default_root()
         from cxr_training.tfenv import missing_extra
 
-        problem = None if as_table else missing_extra("cxr-sweep", ("tensorflow", "keras", "tf2onnx"))
+        problem = None if as_table or by_seed else missing_extra("cxr-sweep", ("tensorflow", "keras", "tf2onnx"))
         if problem:  # the runs need cxr-train and cxr-export
             click.echo(f"error: {problem}", err=True)
             sys.exit(2)
         with reported():  # SweepError and the like: one line, exit 2
-            if as_table:
+            if as_table or by_seed:
                 rows = read_results(root)
                 if not rows:
                     raise SweepError(f"no rows in {root / RESULTS} yet")
-                click.echo(table(rows))
+                click.echo(seed_table(rows) if by_seed else table(rows))
                 return
             if plan is None:
                 raise click.UsageError("give a PLAN file (or --table)")
