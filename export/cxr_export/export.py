@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from cxr_export.errors import ConversionError, ExportError, ParityError  # noqa: F401  (re-exported)
+from cxr_runtime.generator import LATENT_SCALE_KEY
 from cxr_runtime.io import atomic_write_bytes, atomic_write_json, sha256_file
 from cxr_runtime.quiet import quiet_stderr
 from cxr_training.runs import library_versions, newest_run
@@ -216,32 +217,54 @@ def _publish_or_refuse(path: Path, blob: bytes, passed: bool, error) -> None:
     raise error(_remove_stale(path))
 
 
-def _training_images(keras_path: Path, data_dir, image_size: int):
-    """The run's training images (its config.json names them), for the int8 quality gate."""
+def _training_images(keras_path: Path, data_dir, image_size: int, purpose: str = "the int8 quality gate"):
+    """The run's training images (its config.json names them), for the int8 quality gate and
+    the latent scale's calibration."""
     from cxr_runtime.images import NoImagesError, load_folder
 
     resize = "stretch"
     if data_dir is None:
         cfg_path = keras_path.parent / "config.json"
         if not cfg_path.is_file():
-            raise ExportError("the int8 quality gate needs the training images: pass --data DIR")
+            raise ExportError(f"{purpose} needs the training images: pass --data DIR")
         run_cfg = json.loads(cfg_path.read_text())
         data_dir = run_cfg["data"]["root"]
         resize = run_cfg["config"].get("resize", resize)
     try:
         return load_folder(data_dir, size=image_size, resize=resize).images
     except NoImagesError as e:
-        raise ExportError(f"int8 quality gate: {e} (pass --data DIR)") from None
+        raise ExportError(f"{purpose}: {e} (pass --data DIR)") from None
+
+
+def _calibrate(blob: bytes, real, log):
+    """The latent scale for the model `blob` on the training images `real` (cxr_runtime.calibration)."""
+    import tempfile
+
+    from cxr_runtime.calibration import calibrate_latent_scale
+    from cxr_runtime.generator import Generator
+
+    with tempfile.TemporaryDirectory(prefix="cxr-export-") as tmp:
+        path = Path(tmp) / "generator.onnx"
+        path.write_bytes(blob)
+        log(f"calibrating the latent scale on {len(real)} training images")
+        cal = calibrate_latent_scale(Generator(path, device="cpu", latent_scale=1.0), real,
+                                     progress=lambda s, k: log(f"  latent scale {s:g}: KID {k:.3f}"))
+    log(f"latent scale {cal.scale:g} (lowest KID against the training images)")
+    return cal
 
 
 def export(source, out: str | os.PathLike, atol: float | None = None, opset: int = OPSET,
            optimize: bool = True, quantize: str = "none", data_dir=None,
            citation: str = DEFAULT_DATA_CITATION, license_: str = DEFAULT_DATA_LICENSE,
-           runs_root: str | os.PathLike = "runs", log=print, *, chunk: int | None = None) -> ExportResult:
+           runs_root: str | os.PathLike = "runs", log=print, *, chunk: int | None = None,
+           latent_scale: float | str = 1.0) -> ExportResult:
     """Convert, gate, publish; optionally quantise to int8 behind the quality gate.
 
     chunk: images per pass of the optimised graph's convolution loop (None: optimize.CHUNK; 0: no
     loop). The int8 model is quantised from the graph without the loop.
+    latent_scale: the standard deviation the runtime draws latents at, written into the
+    metadata (1: nothing written, the default); "auto": chosen on the training images by
+    cxr_runtime.calibration after the parity gate passes (the grid's KIDs are written too).
     Each model reaches its path only if its gate passes; reports are written either way.
     Raises ParityError / Int8GateError (report written, no model left at that path) or ExportError.
     """
@@ -269,6 +292,21 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     info = load_provenance(keras_path)
     latent_dim, size = int(generator.input_shape[-1]), int(generator.output_shape[1])
     real = _training_images(keras_path, data_dir, size) if quantize == "int8" else None
+    if latent_scale != "auto":
+        from cxr_runtime.generator import check_latent_scale
+
+        try:
+            latent_scale = check_latent_scale(latent_scale)
+        except ValueError as e:
+            raise ExportError(str(e)) from None
+    calibration_real = (real if real is not None else _training_images(
+        keras_path, data_dir, size, "--latent-scale auto")) if latent_scale == "auto" else None
+    if calibration_real is not None:
+        from cxr_runtime.calibration import MIN_REAL
+
+        if len(calibration_real) < MIN_REAL:  # refused before any work, not after the gate
+            raise ExportError(f"--latent-scale auto needs at least {MIN_REAL} training images, found "
+                              f"{len(calibration_real)}")
 
     t0 = time.perf_counter()
     try:
@@ -291,6 +329,8 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
                               f"nothing written to {out}{stale}") from e
     meta = provenance_metadata(generator, info, keras_path, citation, license_)
     meta.update({"graph": graph, "precision": "float32"})
+    if latent_scale != "auto" and latent_scale != 1.0:
+        meta[LATENT_SCALE_KEY] = repr(latent_scale)
     # batch_chunk is informational (the runtime reads the graph's `chunk` input, not this)
     add_metadata(model, {**meta, **({"batch_chunk": str(chunk)} if optimize and chunk else {})})
     onnx.checker.check_model(model)
@@ -306,6 +346,11 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     atomic_write_json(parity_path(out), {**asdict(report), "graph": graph, "max_abs_err": report.max_abs_err,
                                           "conversion_seconds": round(seconds, 2)})
     per_batch = ", ".join(f"{b['batch']}: {b['max_abs_err']:.3g}" for b in report.batches)
+    if latent_scale == "auto" and report.passed:  # the graph is right; now the scale it is sampled at
+        cal = _calibrate(blob, calibration_real, log)
+        meta.update({LATENT_SCALE_KEY: repr(cal.scale), "latent_scale_calibration": json.dumps(cal.to_dict())})
+        add_metadata(model, {**meta, **({"batch_chunk": str(chunk)} if optimize and chunk else {})})
+        blob = model.SerializeToString()  # metadata only: the graph the gate passed is unchanged
     _publish_or_refuse(out, blob, report.passed, lambda stale: ParityError(
         f"parity gate failed: max abs error {report.max_abs_err:.3g} > {atol:g} (per batch: {per_batch}); "
         f"nothing written to {out}{stale}; report: {parity_path(out)}"))

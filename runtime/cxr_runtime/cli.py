@@ -66,6 +66,17 @@ def main():
     logger.setLevel(logging.INFO)
 
 
+def _latent_scale(ctx, param, value):
+    if value is None:
+        return None
+    from cxr_runtime.generator import check_latent_scale
+
+    try:
+        return check_latent_scale(value, "")
+    except ValueError as e:
+        raise click.BadParameter(str(e).strip()) from None
+
+
 @main.command()
 @click.option("--n", "n", type=click.IntRange(min=1, max=MAX_N), default=500, show_default=True,
               help="Number of images.")
@@ -97,7 +108,11 @@ def main():
               help="--engine ray: images per shard [default: about 4 shards per worker, at most 1024].")
 @click.option("--cpus-per-worker", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="--engine ray: CPUs Ray reserves per actor (its onnxruntime threads).")
-def sample(n, model, out, seed, batch_size, device, fmt, engine, address, workers, shard_size, cpus_per_worker):
+@click.option("--latent-scale", type=float, default=None, callback=_latent_scale,
+              help="Standard deviation of the latents (each image's latent times this). [default: the model's "
+                   "own, chosen by cxr-export --latent-scale auto on the training images; 1 if it has none]")
+def sample(n, model, out, seed, batch_size, device, fmt, engine, address, workers, shard_size, cpus_per_worker,
+           latent_scale):
     """Generate N synthetic X-rays: OUT/sample-000000.png ... and OUT/manifest.json.
 
     Images are written batch by batch as they are produced (memory stays flat for any N),
@@ -109,7 +124,8 @@ def sample(n, model, out, seed, batch_size, device, fmt, engine, address, worker
     the local engine (cxr_runtime.distributed).
     """
     if engine == "ray":
-        _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, workers, shard_size, cpus_per_worker)
+        _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, workers, shard_size, cpus_per_worker,
+                       latent_scale)
         return
     if fmt == "parquet" or address or shard_size:
         raise click.UsageError("--format parquet, --address and --shard-size need --engine ray")
@@ -125,7 +141,7 @@ def sample(n, model, out, seed, batch_size, device, fmt, engine, address, worker
 
             check_available()
         with quiet_stderr():  # onnxruntime's native output while probing CUDA (CXR_VERBOSE=1 shows it)
-            gen = Generator(model, device=device)
+            gen = Generator(model, device=device, latent_scale=latent_scale)
         with contextlib.ExitStack() as stack:
             # the bar only on a terminal: logs and pipes get the one summary line
             sink = sys.stderr if sys.stderr.isatty() else stack.enter_context(open(os.devnull, "w"))
@@ -158,7 +174,8 @@ def _said_written(result, out, n, how: str) -> None:
                f"({result.written / max(result.seconds, 1e-9):.1f} images/s, {how})")
 
 
-def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, workers, shard_size, cpus_per_worker):
+def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, workers, shard_size, cpus_per_worker,
+                   latent_scale):
     from cxr_runtime.errors import CxrError
 
     _quiet_native()
@@ -179,7 +196,8 @@ def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, worker
 
         result = distributed.sample(model, out, n, seed=seed, fmt=fmt, workers=workers, shard_size=shard_size,
                                     address=address, device=device,
-                                    cpus_per_worker=cpus_per_worker, batch_size=batch_size, progress=progress)
+                                    cpus_per_worker=cpus_per_worker, batch_size=batch_size, progress=progress,
+                                    latent_scale=latent_scale)
     except CxrError as e:
         _fail(str(e))
     _said_written(result, out, n, f"on Ray, {workers} workers")

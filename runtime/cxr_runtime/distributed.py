@@ -52,6 +52,7 @@ from cxr_runtime.sampling import (
     manifest_fields,
     open_set,
     remove_leftovers,
+    set_identity,
 )
 
 FORMATS = ("png", "npy", "dicom", "parquet")
@@ -140,10 +141,10 @@ class ShardWriter:
     """
 
     def __init__(self, model: str, expected_sha256: str, out: str, n: int, seed: int, fmt: str,
-                 batch_size: int | None, threads: int | None, device: str):
+                 batch_size: int | None, threads: int | None, device: str, latent_scale: float | None = None):
         from cxr_runtime.generator import Generator
 
-        self.gen = Generator(model, device=device, threads=threads)
+        self.gen = Generator(model, device=device, threads=threads, latent_scale=latent_scale)
         if self.gen.sha256 != expected_sha256:
             raise ModelError(f"the model at {model} on {socket.gethostname()} is not the driver's "
                              f"({self.gen.sha256[:12]} vs {expected_sha256[:12]}): put it on shared storage")
@@ -221,14 +222,15 @@ def _worker_error(e: BaseException) -> str:
 def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int = 0, fmt: str = "png",
            workers: int = 2, shard_size: int | None = None, address: str | None = None, device: str = "cpu",
            cpus_per_worker: float = 1, batch_size: int | None = None, progress=None,
-           writer_cls=ShardWriter) -> SampleResult:
+           writer_cls=ShardWriter, latent_scale: float | None = None) -> SampleResult:
     """Write images 0 .. n-1 of `model` for `seed` into `out` with `workers` Ray actors.
 
     address: None starts a local Ray instance for the call (and stops it after); "auto" or
     "ray://host:10001" joins an existing cluster (a Ray already initialised in this process is
     used as it is). device: cpu; cuda (Ray reserves one GPU per actor and narrows its
     CUDA_VISIBLE_DEVICES to it); auto (the same when the cluster has GPUs, else cpu); a GPU
-    number (cuda:N) is refused. progress(done, n) after each
+    number (cuda:N) is refused. latent_scale: as Generator's (None: the model's own).
+    progress(done, n) after each
     shard. Returns sampling.SampleResult. Raises RayUnavailable, SampleSetError,
     ModelError, DistributedError (one line each).
     """
@@ -245,14 +247,14 @@ def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int =
                                "CUDA_VISIBLE_DEVICES to it), so a GPU number cannot be chosen; use cuda (one GPU per "
                                "worker), auto (a GPU per worker when the cluster has GPUs) or cpu")
     model = str(Path(model).resolve())
-    local = Generator(model, device="cpu", threads=1)  # fail fast on a bad model, before any worker starts
+    local = Generator(model, device="cpu", threads=1, latent_scale=latent_scale)  # a bad model fails here, first
     ext = "parquet" if fmt == "parquet" else EXTENSIONS[fmt]
     if fmt == "dicom":
         from cxr_runtime import dicom
 
         dicom.check_available()  # DICOM without pydicom fails here, on the driver
     out = check_folder(out).resolve()
-    identity = {"model_sha256": local.sha256, "seed": seed, "count": n, "format": fmt}
+    identity = set_identity(local, seed, n, fmt)
     manifest_name = PARQUET_MANIFEST if fmt == "parquet" else MANIFEST
     complete, _ = open_set(out, identity, ext, manifest_name)
     if complete:
@@ -287,7 +289,7 @@ def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int =
                 num_gpus=gpus, fn_constructor_kwargs={
                     "model": model, "expected_sha256": local.sha256, "out": str(out), "n": n, "seed": seed,
                     "fmt": fmt, "batch_size": batch_size, "threads": max(1, int(cpus_per_worker)),
-                    "device": device if gpus else "cpu"})
+                    "device": device if gpus else "cpu", "latent_scale": local.latent_scale})
             for row in results.iter_rows():
                 done += int(row["end"]) - int(row["start"])
                 nodes.add(str(row["node"]))

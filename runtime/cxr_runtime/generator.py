@@ -28,6 +28,18 @@ LATENT_CHUNK = 1024
 # name as cxr_export.optimize.CHUNK_INPUT; the runtime does not import the export package)
 CHUNK_INPUT = "chunk"
 REQUIRED_METADATA = ("latent_dim", "image_size", "synthetic")  # written by cxr-export
+LATENT_SCALE_KEY = "latent_scale"  # metadata: the standard deviation latents are drawn at (default 1)
+
+
+def check_latent_scale(value, where: str = "latent scale") -> float:
+    """A latent scale as a float: finite and in (0, 10]; ValueError naming `where` otherwise."""
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} {value!r} is not a number") from None
+    if not (0.0 < scale <= 10.0):  # also refuses NaN
+        raise ValueError(f"{where} {value!r} must be in (0, 10]")
+    return scale
 
 
 def latents(start: int, count: int, latent_dim: int, seed: int) -> np.ndarray:
@@ -50,7 +62,7 @@ class Generator:
 
     def __init__(self, path: str | os.PathLike, device: str = "auto", threads: int | None = None,
                  arena: bool = True, chunk: int | None = None, session_options=None,
-                 provider_options: dict | None = None):
+                 provider_options: dict | None = None, latent_scale: float | None = None):
         """device: auto, cpu, cuda or cuda:N (session.py's rules; the CPU fallback of auto is
         logged on the `cxr_runtime` logger).
         threads: intra-op threads (default: the physical cores this process may use).
@@ -60,7 +72,10 @@ class Generator:
         chunk: images per pass of a chunked model's convolution loop; None = the model's own
         value on CPU and the whole batch on CUDA (GPUs want large batches).
         session_options: an onnxruntime.SessionOptions used as given (threads and arena are
-        then ignored); provider_options: extra CUDA provider options (e.g. gpu_mem_limit)."""
+        then ignored); provider_options: extra CUDA provider options (e.g. gpu_mem_limit).
+        latent_scale: the standard deviation of the latents `batches` and `sample` draw (image i's
+        latent times the scale); None = the model's own (metadata `latent_scale`, written by
+        cxr-export --latent-scale; 1 for a model without it). `generate(z)` runs z as given."""
         self.path = Path(path)
         self.device = device  # as asked; `provider` is what it runs on
         if chunk is not None and chunk < 1:
@@ -94,6 +109,14 @@ class Generator:
         if self.metadata["latent_dim"] != str(self.latent_dim) or self.metadata["image_size"] != str(self.image_size):
             raise ModelError(f"{self.path.name}: metadata (latent_dim {self.metadata['latent_dim']}, image_size "
                              f"{self.metadata['image_size']}) contradicts its signature")
+        try:
+            self.latent_scale = check_latent_scale(
+                self.metadata.get(LATENT_SCALE_KEY, 1.0) if latent_scale is None else latent_scale,
+                "latent_scale" if latent_scale is not None else f"{self.path.name}: metadata latent_scale")
+        except ValueError as e:
+            if latent_scale is not None:
+                raise
+            raise ModelError(str(e)) from None
         if note:  # only now: a model that fails its checks gets its error alone
             log.info(note)
         self._sha256: str | None = None
@@ -127,7 +150,8 @@ class Generator:
 
     def batches(self, n: int, seed: int = 0, batch_size: int | None = None, start: int = 0,
                 raw: bool = False) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (index of the first image, images) batch by batch for images start .. n-1.
+        """Yield (index of the first image, images) batch by batch for images start .. n-1
+        (image i from `latents(i, 1, latent_dim, seed)` times `latent_scale`).
 
         uint8 (b, S, S) by default; float32 in [-1, 1] with raw=True. batch_size None: default_batch.
         """
@@ -136,7 +160,8 @@ class Generator:
             raise ValueError("n must be >= 0 and batch_size >= 1")
         for i in range(start, n, batch_size):
             b = min(batch_size, n - i)
-            images = self.generate(latents(i, b, self.latent_dim, seed))
+            z = latents(i, b, self.latent_dim, seed)
+            images = self.generate(z if self.latent_scale == 1.0 else z * np.float32(self.latent_scale))
             yield i, images if raw else to_uint8(images)
 
     def sample(self, n: int, seed: int = 0, batch_size: int | None = None) -> np.ndarray:

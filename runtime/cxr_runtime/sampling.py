@@ -37,7 +37,7 @@ EXTENSIONS = {"png": "png", "npy": "npy", "dicom": "dcm"}
 MARKER = ".sampling.json"
 SHARDS = ".shards"  # the Ray engine's per-shard done records (cxr_runtime.distributed)
 MANIFEST = "manifest.json"
-LATENT_RULE = "image i: numpy default_rng([seed, i // 1024]).standard_normal((1024, latent_dim), float32)[i % 1024]"
+LATENT_RULE = "image i: numpy default_rng([seed, i // 1024]).standard_normal((1024, latent_dim), float32)[i % 1024] * latent_scale"
 
 __all__ = ["SampleResult", "SampleSetError", "SetWriter", "check_folder", "file_name", "manifest_fields", "open_set",
            "sample_to_folder"]
@@ -118,8 +118,18 @@ class SetWriter:
             dicom.write_dicom(path, image, index, self.dset)
 
 
+# identity keys added after sets were first written, with the value a set without them has
+IDENTITY_DEFAULTS = {"latent_scale": 1.0}
+
+
+def set_identity(generator, seed: int, n: int, fmt: str) -> dict:
+    """What makes a sample set: the model, its latent scale, the seed, the count, the format."""
+    return {"model_sha256": generator.sha256, "latent_scale": generator.latent_scale, "seed": seed, "count": n,
+            "format": fmt}
+
+
 def open_set(out: Path, identity: dict, ext: str, manifest_name: str = MANIFEST) -> tuple[bool, bool]:
-    """Check `out` against the set described by `identity` (model_sha256, seed, count, format).
+    """Check `out` against the set described by `identity` (set_identity).
 
     Returns (complete, resumed): complete when its manifest is there (nothing to do), resumed
     when its marker is (an interrupted set, to be finished). Raises SampleSetError when the
@@ -128,9 +138,9 @@ def open_set(out: Path, identity: dict, ext: str, manifest_name: str = MANIFEST)
     for path in (manifest, marker):
         if path.is_file():
             previous = _read_json(path)
-            if not all(previous.get(k) == v for k, v in identity.items()):
+            if not all(previous.get(k, IDENTITY_DEFAULTS.get(k)) == v for k, v in identity.items()):
                 raise SampleSetError(f"the output folder {out} holds another sample set ({path.name} differs: model, "
-                                     "seed, count or format); choose another folder")
+                                     "latent scale, seed, count or format); choose another folder")
             if path is manifest:
                 return True, False
     resumed = marker.is_file()
@@ -149,6 +159,7 @@ def manifest_fields(n: int, fmt: str, seed: int, generator, model_path, writer: 
         "format": fmt,
         "seed": seed,
         "latents": LATENT_RULE,
+        "latent_scale": generator.latent_scale,
         "model": {"path": str(model_path or generator.path), "sha256": generator.sha256,
                   "metadata": generator.metadata},
         **({"dicom": writer.dset.to_dict()} if writer is not None and writer.dset is not None else {}),
@@ -194,7 +205,7 @@ def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, f
     writer = SetWriter(out, n, seed, fmt, generator.sha256, generator.metadata.get("exported", ""))
     out = check_folder(out)
     batch_size = batch_size or generator.default_batch
-    identity = {"model_sha256": generator.sha256, "seed": seed, "count": n, "format": fmt}
+    identity = set_identity(generator, seed, n, fmt)
     complete, resumed = open_set(out, identity, EXTENSIONS[fmt])
     if complete:
         return SampleResult(out, n, 0, n, 0.0, generator.provider)

@@ -128,6 +128,34 @@ def test_bad_sources_exit_2(tmp_path):
     assert r.exit_code == 2
 
 
+def test_latent_scale_fixed_auto_and_refused(tiny_run, tmp_path, few_real, few_heldout):
+    """A fixed scale is written as given; auto calibrates on the training images (--data, as the
+    run's config.json would name them) after the parity gate and writes the choice and the grid;
+    auto without training images, or a bad value, is one line, exit 2, nothing written."""
+    from cxr_runtime import Generator
+
+    run, _ = tiny_run
+    r = _invoke(str(run), "--out", str(tmp_path / "fixed.onnx"), "--latent-scale", "1.2")
+    assert r.exit_code == 0, r.output
+    assert Generator(tmp_path / "fixed.onnx", device="cpu").latent_scale == 1.2
+    r = _invoke(str(run), "--out", str(tmp_path / "plain.onnx"))
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "plain.onnx").metadata_props}
+    assert r.exit_code == 0 and "latent_scale" not in meta  # the default writes nothing: scale 1
+    r = _invoke(str(run), "--out", str(tmp_path / "auto.onnx"), "--latent-scale", "auto", "--data", str(few_heldout))
+    assert r.exit_code == 0, r.output
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "auto.onnx").metadata_props}
+    cal = json.loads(meta["latent_scale_calibration"])
+    assert float(meta["latent_scale"]) == cal["scale"] == cal["grid"][int(np.argmin(cal["kid"]))]
+    assert cal["real"] == 10 and "calibrating the latent scale on 10 training images" in r.output
+    for args, message in ((["--latent-scale", "auto"], "--latent-scale auto needs the training images"),
+                          (["--latent-scale", "auto", "--data", str(few_real)], "at least 10 training images"),
+                          (["--latent-scale", "0"], "must be in (0, 10]"),
+                          (["--latent-scale", "wide"], "neither auto nor a number")):
+        r = _invoke(str(run), "--out", str(tmp_path / "bad.onnx"), *args)
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+        assert not (tmp_path / "bad.onnx").exists()
+
+
 def test_newest_finished_run_is_default(tiny_run, tmp_path):
     run, _ = tiny_run
     assert ex.resolve_generator(None, run.parent) == run / "generator.keras"

@@ -65,3 +65,25 @@ def test_notices_go_to_the_cxr_runtime_logger(tmp_path, caplog):
     caplog.clear()
     Generator(tiny_generator(tmp_path / "h.onnx"), device="cpu")
     assert caplog.records == []
+
+
+def test_a_set_records_its_latent_scale_and_another_scale_is_another_set(tmp_path):
+    model = tiny_generator(tmp_path / "g.onnx", size=16)
+    plain, wide = Generator(model, device="cpu"), Generator(model, device="cpu", latent_scale=1.25)
+    sampling.sample_to_folder(plain, tmp_path / "plain", 4, seed=1)
+    manifest = json.loads((tmp_path / "plain" / "manifest.json").read_text())
+    assert manifest["latent_scale"] == 1.0 and "latent_scale" in manifest["latents"]
+    with pytest.raises(errors.SampleSetError, match="latent scale"):
+        sampling.sample_to_folder(wide, tmp_path / "plain", 4, seed=1)
+    sampling.sample_to_folder(wide, tmp_path / "wide", 4, seed=1)
+    assert json.loads((tmp_path / "wide" / "manifest.json").read_text())["latent_scale"] == 1.25
+    with pytest.raises(errors.SampleSetError, match="latent scale"):
+        sampling.sample_to_folder(plain, tmp_path / "wide", 4, seed=1)
+    # a set written before the scale was recorded is a scale-1 set: still complete for scale 1
+    for name in ("manifest.json",):
+        m = json.loads((tmp_path / "plain" / name).read_text())
+        del m["latent_scale"]
+        (tmp_path / "plain" / name).write_text(json.dumps(m))
+    assert sampling.sample_to_folder(plain, tmp_path / "plain", 4, seed=1).written == 0
+    with pytest.raises(errors.SampleSetError):
+        sampling.sample_to_folder(wide, tmp_path / "plain", 4, seed=1)

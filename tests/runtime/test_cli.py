@@ -82,11 +82,22 @@ def test_sample_npy_is_raw_output(model, tmp_path):
     (["--n", "100000000000"], "Invalid value for '--n'"),
     (["--device", "tpu"], "Invalid value for '--device'"),
     (["--device", "cuda:x"], "Invalid value for '--device'"),
+    (["--latent-scale", "0"], "Invalid value for '--latent-scale'"),
+    (["--latent-scale", "nan"], "Invalid value for '--latent-scale'"),
 ])
 def test_sample_bad_values(model, tmp_path, args, message):
     r = run("sample", "--model", model, "--out", tmp_path / "x", *args)
     assert r.exit_code == 2 and message in r.output
     assert not (tmp_path / "x").exists()
+
+
+def test_sample_latent_scale_flag(model, tmp_path):
+    assert run("sample", "--n", 3, "--model", model, "--out", tmp_path / "a", "--format", "npy").exit_code == 0
+    assert run("sample", "--n", 3, "--model", model, "--out", tmp_path / "b", "--format", "npy",
+               "--latent-scale", 1.4).exit_code == 0
+    a, b = (np.load(tmp_path / d / "sample-000001.npy") for d in "ab")
+    assert not np.array_equal(a, b)
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["latent_scale"] == 1.4
 
 
 def test_sample_bad_model_and_out(model, tmp_path):

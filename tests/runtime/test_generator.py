@@ -197,3 +197,29 @@ def test_engine_conflict_is_reported(monkeypatch):
     monkeypatch.setattr(metadata, "version", both)
     msg = smod.engine_conflict()
     assert "onnxruntime 1.0 and onnxruntime-gpu 1.0" in msg and "keep one" in msg
+
+
+def test_latent_scale_widens_the_latents_from_the_metadata_or_the_caller(tmp_path, model):
+    z = gmod.latents(0, 6, 8, 2)
+    plain = Generator(model, device="cpu")
+    assert plain.latent_scale == 1.0
+    raw = np.concatenate([im for _, im in plain.batches(6, seed=2, raw=True)])
+    np.testing.assert_array_equal(raw, plain.generate(z))  # scale 1: exactly the latents of the rule
+    scaled_model = tiny_generator(tmp_path / "s.onnx", metadata={"latent_scale": "1.3"})
+    g = Generator(scaled_model, device="cpu")
+    assert g.latent_scale == 1.3
+    got = np.concatenate([im for _, im in g.batches(6, seed=2, raw=True, batch_size=4)])
+    np.testing.assert_array_equal(got, g.generate(z * np.float32(1.3)))
+    assert not np.array_equal(got, raw)
+    # the caller's value wins over the model's; 1 gives the plain images back
+    np.testing.assert_array_equal(Generator(scaled_model, device="cpu", latent_scale=1.0).sample(6, seed=2),
+                                  plain.sample(6, seed=2))
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "x", "11"])
+def test_bad_latent_scales_are_refused(tmp_path, model, value):
+    with pytest.raises(ModelError, match="metadata latent_scale"):
+        Generator(tiny_generator(tmp_path / "bad.onnx", metadata={"latent_scale": value}), device="cpu")
+    if value != "x":
+        with pytest.raises(ValueError, match="latent_scale"):
+            Generator(model, device="cpu", latent_scale=float(value))

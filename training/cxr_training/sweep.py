@@ -16,8 +16,9 @@ command resumes the whole plan after a kill, a reboot or a new session on the sa
 
 1. train: `cxr-train` (a new run) or `cxr-train --resume` (an unfinished one, from its newest
    checkpoint: bitwise the same as an uninterrupted run);
-2. for the finished model and each of `score_steps` (snapshots), and for both the EMA and the
-   raw weights when the recipe keeps an EMA: export to ONNX (parity gate), sample
+2. for the finished model and each of `score_steps` (snapshots), for the EMA and the raw
+   weights when the recipe keeps an EMA, and for the shipped weights once more exported with
+   `--latent-scale auto` (`ema-scaled`): export to ONNX (parity gate), sample
    `samples` images, `cxr-runtime evaluate --quality` against the held-out folder (with the
    training images scored the same way as the reference row) and `cxr-runtime audit` against
    the training folder;
@@ -58,6 +59,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 RESULTS = "results.jsonl"
+SCALED = "-scaled"  # weights variant: exported with --latent-scale auto (calibrated on the training images)
 LOCK = ".sweep.lock"
 DEFAULT_SAMPLES = 500
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -439,7 +441,8 @@ class Sweep:
         return 0
 
     def keys(self, entry: Entry, cfg) -> list[tuple[int, str]]:
-        weights = ("ema", "raw") if cfg.ema_halflife > 0 else ("raw",)
+        shipped = "ema" if cfg.ema_halflife > 0 else "raw"
+        weights = (shipped, *(("raw",) if shipped == "ema" else ()), shipped + SCALED)
         return [(s, w) for s in (*entry.score_steps, entry.steps) for w in weights]
 
     def run_entry(self, plan: Plan, entry: Entry) -> None:
@@ -500,7 +503,8 @@ class Sweep:
         """Export, sample, evaluate and audit one model; score.json holds the result and the
         stages are skipped when their outputs are there."""
         folder = run / "snapshots" / f"step-{step:09d}" if step != entry.steps else run
-        model = folder / ("generator-raw.keras" if weights == "raw" and (folder / "generator-raw.keras").is_file()
+        base, scaled = weights.removesuffix(SCALED), weights.endswith(SCALED)
+        model = folder / ("generator-raw.keras" if base == "raw" and (folder / "generator-raw.keras").is_file()
                           else "generator.keras")
         if not model.is_file():
             raise SweepError(f"no {model.name} for step {step} under {folder} (was --snapshot-steps set?)")
@@ -515,7 +519,8 @@ class Sweep:
         t0 = time.time()
         if not onnx.is_file():
             self.log(f"cxr-sweep: {key}: export")
-            self.runner.run(command("cxr-export", model, "--out", onnx), log_path)
+            scale = ("--latent-scale", "auto", "--data", plan.data) if scaled else ()
+            self.runner.run(command("cxr-export", model, "--out", onnx, *scale), log_path)
         samples = out / "samples"
         if not (samples / "manifest.json").is_file():
             self.log(f"cxr-sweep: {key}: sampling {plan.samples} images")
@@ -537,8 +542,10 @@ class Sweep:
             self.log(f"cxr-sweep: {key}: memorisation audit against {plan.data}")
             self.runner.run(command("cxr-runtime", "audit", "--fake", samples, "--train", plan.data, "--heldout",
                                     plan.heldout, "--out", audit_dir), log_path, ok=(0, 1))  # 1: images flagged
+        manifest = json.loads((samples / "manifest.json").read_text())
         result = {
             "key": key, "run": entry.name, "step": step, "weights": weights, "model": str(model),
+            "latent_scale": manifest.get("latent_scale", 1.0),
             "onnx": str(onnx), "samples": plan.samples, "sample_seed": plan.sample_seed,
             "quality": json.loads(quality.read_text()),
             "audit": _audit_summary(json.loads((audit_dir / "summary.json").read_text())),
@@ -561,6 +568,7 @@ class Sweep:
                                            self.root / entry.name)))
         return {
             "key": score["key"], "run": entry.name, "step": score["step"], "weights": score["weights"],
+            "latent_scale": score.get("latent_scale", 1.0),
             "final": score["step"] == entry.steps,
             "plan": str(plan.path), "entry": entry.to_dict(), "command": first,
             "run_folder": str(run), "config_hash": meta.get("config_hash"),
@@ -578,6 +586,12 @@ class Sweep:
             "heldout": str(plan.heldout), "data": str(plan.data),
             "scored": score["scored"], "scoring_seconds": score["scoring_seconds"],
         }
+
+
+def _weights(row: dict) -> str:
+    """The weights cell: `ema`, `raw`, or `ema-scaled (x1.2)` with the calibrated latent scale."""
+    scale = row.get("latent_scale", 1.0)
+    return row["weights"] + (f" (x{scale:g})" if row["weights"].endswith(SCALED) else "")
 
 
 def row_key(name: str, step: int, weights: str) -> str:
@@ -645,7 +659,7 @@ def table(rows: list[dict]) -> str:
     refs = {}
     for r in rows:
         sps = f"{r['seconds_per_step']:.2f}" if r.get("seconds_per_step") else "-"
-        cells = [r["run"], str(r["step"]), r["weights"], *(_cell(m, r["metrics"]) for m in QUALITY_METRICS),
+        cells = [r["run"], str(r["step"]), _weights(r), *(_cell(m, r["metrics"]) for m in QUALITY_METRICS),
                  f"{r['audit']['flagged']}/{r['audit']['generated']}", sps, f"{r['train_seconds'] / 3600:.2f}",
                  ", ".join(r["cpu"])]
         lines.append("| " + " | ".join(cells) + " |")

@@ -1,0 +1,75 @@
+"""The latent scale: the standard deviation a generator's latents are drawn at.
+
+A GAN is trained on latents of standard deviation 1, but its sampling generator (the EMA of
+G's weights) can come out narrower than the data: on 138 images the `long` preset's samples
+were more alike than patients are (docs/results.md). Drawing the latents a little wider
+spreads the samples out; too wide, and they leave the data. `calibrate_latent_scale` picks the
+scale from a grid by the distance of the samples to a real set (KID on the metric features,
+docs/metrics.md). Calibrate on the **training** images: the held-out images are for judging the
+result, and choosing on them would make their scores optimistic.
+
+`cxr-export --latent-scale auto` calls it and writes the choice into the model's metadata
+(`latent_scale`, with the grid's KIDs in `latent_scale_calibration`); `Generator` draws at the
+model's scale unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from cxr_runtime.errors import TooFewImagesError
+from cxr_runtime.generator import check_latent_scale, latents
+from cxr_runtime.images import to_uint8
+from cxr_runtime.quality import features, kid, standardise
+
+LATENT_SCALE_GRID = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
+CALIBRATION_IMAGES = 256  # generated images per scale
+CALIBRATION_SEED = 20261203  # latents of their own, apart from any seed a user samples with
+MIN_REAL = 10
+
+
+@dataclass
+class LatentScaleCalibration:
+    scale: float  # the chosen one
+    grid: list[float]
+    kid: list[float]  # KID of each grid scale's images against the real set
+    kid_se: list[float]
+    images: int
+    real: int
+    seed: int
+    criterion: str = "the lowest KID against the real set (metric features)"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def calibrate_latent_scale(generator, real: np.ndarray, grid=LATENT_SCALE_GRID, n: int = CALIBRATION_IMAGES,
+                           seed: int = CALIBRATION_SEED, progress=None) -> LatentScaleCalibration:
+    """Sample `n` images at each scale of `grid` (the same latents, scaled) from `generator` (a
+    cxr_runtime.Generator), quantised to 8 bits as a written set is, and keep the scale whose
+    images have the lowest KID against `real` ((N, S, S) in [-1, 1], the training images).
+    progress(scale, kid) after each scale."""
+    real = np.asarray(real)
+    if len(real) < MIN_REAL:
+        raise TooFewImagesError(f"latent scale calibration needs at least {MIN_REAL} real images, got {len(real)}")
+    grid = [check_latent_scale(g, "grid scale") for g in grid]
+    if not grid or n < 2:
+        raise ValueError("calibration needs a grid and at least two images per scale")
+    z = latents(0, n, generator.latent_dim, seed)
+    real_raw = features(real)
+    kids, ses = [], []
+    for scale in grid:
+        step = generator.default_batch
+        images = np.concatenate([generator.generate(z[i:i + step] * np.float32(scale)) for i in range(0, n, step)])
+        images = to_uint8(images).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+        real_f, fake_f = standardise(real_raw, features(images))
+        mean, se = kid(real_f, fake_f)
+        kids.append(mean)
+        ses.append(se)
+        if progress:
+            progress(scale, mean)
+    best = int(np.argmin(kids))
+    return LatentScaleCalibration(scale=grid[best], grid=grid, kid=kids, kid_se=ses, images=n, real=len(real),
+                                  seed=seed)
