@@ -13,7 +13,7 @@ TRAIN_ARGS  ?=
 EXPORT_SOURCE ?=
 ARTIFACT    ?= artifacts/generator.onnx
 BENCH_ARGS  ?=
-EXPORT_ARGS ?=
+EXPORT_ARGS ?= --latent-scale auto
 
 BIN := $(VENV)/bin
 RBIN := $(RUNTIME_VENV)/bin
@@ -45,7 +45,8 @@ train: setup
 		--out $(RUNS) $(TRAIN_ARGS)
 
 # Converts EXPORT_SOURCE (a run folder or generator.keras), by default the newest finished
-# run under $(RUNS), to $(ARTIFACT) behind the parity gate. `make train export` chains both.
+# run under $(RUNS), to $(ARTIFACT) behind the parity gate, with the latent scale calibrated
+# on the run's training images (docs/export.md). `make train export` chains both.
 export: setup
 	$(BIN)/cxr-export $(EXPORT_SOURCE) --runs $(RUNS) --out $(ARTIFACT) $(EXPORT_ARGS)
 

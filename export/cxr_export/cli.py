@@ -11,12 +11,12 @@ from cxr_runtime.errors import EXIT_USER_ERROR, reported
 
 
 def _scale(ctx, param, text: str) -> float | str:
-    if text == "auto":
+    if text in ("auto", "diversity"):
         return text
     try:
         return float(text)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is neither auto nor a number", param_hint="--latent-scale") from None
+        raise click.BadParameter(f"{text!r} is not auto, diversity or a number", param_hint="--latent-scale") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -41,10 +41,11 @@ def _scale(ctx, param, text: str) -> float | str:
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Training images for the int8 quality gate and --latent-scale auto [default: the run's own, "
                    "from config.json].")
-@click.option("--latent-scale", default="1", show_default=True, metavar="auto|FLOAT", callback=_scale,
-              help="Standard deviation the runtime draws latents at, written into the model. auto: the scale "
-                   "from 1.0 to 1.5 whose samples are closest (KID) to the training images, chosen after the "
-                   "parity gate (docs/export.md); the EMA generators of the presets sample better a little wider.")
+@click.option("--latent-scale", default="1", show_default=True, metavar="auto|diversity|FLOAT", callback=_scale,
+              help="Standard deviation the runtime draws latents at, written into the model. Chosen after the "
+                   "parity gate from 1.0, 1.1, ..., 1.5 on the training images (never the held-out ones): auto, "
+                   "the scale whose samples are closest to them (KID); diversity, the smallest scale whose "
+                   "samples are as varied as they are, within 0.05 mean SSIM (docs/export.md).")
 @click.option("--opset", type=click.IntRange(min=17, max=21), default=17, show_default=True,
               help="ONNX opset of the converted graph.")
 @click.option("--data-citation", default=None,

@@ -236,20 +236,25 @@ def _training_images(keras_path: Path, data_dir, image_size: int, purpose: str =
         raise ExportError(f"{purpose}: {e} (pass --data DIR)") from None
 
 
-def _calibrate(blob: bytes, real, log):
+def _calibrate(blob: bytes, real, log, criterion: str):
     """The latent scale for the model `blob` on the training images `real` (cxr_runtime.calibration)."""
     import tempfile
 
-    from cxr_runtime.calibration import calibrate_latent_scale
+    from cxr_runtime.calibration import DIVERSITY_TOLERANCE, calibrate_latent_scale
     from cxr_runtime.generator import Generator
 
     with tempfile.TemporaryDirectory(prefix="cxr-export-") as tmp:
         path = Path(tmp) / "generator.onnx"
         path.write_bytes(blob)
         log(f"calibrating the latent scale on {len(real)} training images")
-        cal = calibrate_latent_scale(Generator(path, device="cpu", latent_scale=1.0), real,
-                                     progress=lambda s, k: log(f"  latent scale {s:g}: KID {k:.3f}"))
-    log(f"latent scale {cal.scale:g} (lowest KID against the training images)")
+        cal = calibrate_latent_scale(
+            Generator(path, device="cpu", latent_scale=1.0), real, criterion=criterion,
+            progress=lambda s, k, d: log(f"  latent scale {s:g}: KID {k:.3f}"
+                                         + (f", diversity {d:.3f}" if d is not None else "")))
+    why = ("lowest KID against the training images" if criterion == "kid" else
+           f"the smallest scale with diversity within {DIVERSITY_TOLERANCE} of the training images' "
+           f"{cal.diversity_real:.3f}, or the closest")
+    log(f"latent scale {cal.scale:g} ({why})")
     return cal
 
 
@@ -263,8 +268,9 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     chunk: images per pass of the optimised graph's convolution loop (None: optimize.CHUNK; 0: no
     loop). The int8 model is quantised from the graph without the loop.
     latent_scale: the standard deviation the runtime draws latents at, written into the
-    metadata (1: nothing written, the default); "auto": chosen on the training images by
-    cxr_runtime.calibration after the parity gate passes (the grid's KIDs are written too).
+    metadata (1: nothing written, the default); "auto" (lowest KID) or "diversity" (as varied
+    as the training images): chosen on the training images by cxr_runtime.calibration after
+    the parity gate passes (the grid's scores are written too).
     Each model reaches its path only if its gate passes; reports are written either way.
     Raises ParityError / Int8GateError (report written, no model left at that path) or ExportError.
     """
@@ -292,7 +298,8 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     info = load_provenance(keras_path)
     latent_dim, size = int(generator.input_shape[-1]), int(generator.output_shape[1])
     real = _training_images(keras_path, data_dir, size) if quantize == "int8" else None
-    if latent_scale != "auto":
+    calibrate = {"auto": "kid", "diversity": "diversity"}.get(latent_scale) if isinstance(latent_scale, str) else None
+    if calibrate is None:
         from cxr_runtime.generator import check_latent_scale
 
         try:
@@ -300,12 +307,12 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
         except ValueError as e:
             raise ExportError(str(e)) from None
     calibration_real = (real if real is not None else _training_images(
-        keras_path, data_dir, size, "--latent-scale auto")) if latent_scale == "auto" else None
+        keras_path, data_dir, size, f"--latent-scale {latent_scale}")) if calibrate else None
     if calibration_real is not None:
         from cxr_runtime.calibration import MIN_REAL
 
         if len(calibration_real) < MIN_REAL:  # refused before any work, not after the gate
-            raise ExportError(f"--latent-scale auto needs at least {MIN_REAL} training images, found "
+            raise ExportError(f"--latent-scale {latent_scale} needs at least {MIN_REAL} training images, found "
                               f"{len(calibration_real)}")
 
     t0 = time.perf_counter()
@@ -329,7 +336,7 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
                               f"nothing written to {out}{stale}") from e
     meta = provenance_metadata(generator, info, keras_path, citation, license_)
     meta.update({"graph": graph, "precision": "float32"})
-    if latent_scale != "auto" and latent_scale != 1.0:
+    if not calibrate and latent_scale != 1.0:
         meta[LATENT_SCALE_KEY] = repr(latent_scale)
     # batch_chunk is informational (the runtime reads the graph's `chunk` input, not this)
     add_metadata(model, {**meta, **({"batch_chunk": str(chunk)} if optimize and chunk else {})})
@@ -346,8 +353,8 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     atomic_write_json(parity_path(out), {**asdict(report), "graph": graph, "max_abs_err": report.max_abs_err,
                                           "conversion_seconds": round(seconds, 2)})
     per_batch = ", ".join(f"{b['batch']}: {b['max_abs_err']:.3g}" for b in report.batches)
-    if latent_scale == "auto" and report.passed:  # the graph is right; now the scale it is sampled at
-        cal = _calibrate(blob, calibration_real, log)
+    if calibrate and report.passed:  # the graph is right; now the scale it is sampled at
+        cal = _calibrate(blob, calibration_real, log, calibrate)
         meta.update({LATENT_SCALE_KEY: repr(cal.scale), "latent_scale_calibration": json.dumps(cal.to_dict())})
         add_metadata(model, {**meta, **({"batch_chunk": str(chunk)} if optimize and chunk else {})})
         blob = model.SerializeToString()  # metadata only: the graph the gate passed is unchanged

@@ -8,9 +8,16 @@ scale from a grid by the distance of the samples to a real set (KID on the metri
 docs/metrics.md). Calibrate on the **training** images: the held-out images are for judging the
 result, and choosing on them would make their scores optimistic.
 
-`cxr-export --latent-scale auto` calls it and writes the choice into the model's metadata
-(`latent_scale`, with the grid's KIDs in `latent_scale_calibration`); `Generator` draws at the
-model's scale unless told otherwise.
+Two criteria, both computed on the training images only:
+- `kid` (`cxr-export --latent-scale auto`): the scale with the lowest KID, fidelity first;
+- `diversity` (`--latent-scale diversity`): the smallest scale whose samples are as varied as
+  the training images give or take DIVERSITY_TOLERANCE (mean SSIM among the samples at most
+  the training images' own plus 0.05, the project's diversity target); if no scale of the grid
+  gets there, the one that comes closest.
+
+cxr-export writes the choice into the model's metadata (`latent_scale`, with the grid's KIDs
+and diversities in `latent_scale_calibration`); `Generator` draws at the model's scale unless
+told otherwise.
 """
 
 from __future__ import annotations
@@ -22,12 +29,14 @@ import numpy as np
 from cxr_runtime.errors import TooFewImagesError
 from cxr_runtime.generator import check_latent_scale, latents
 from cxr_runtime.images import to_uint8
-from cxr_runtime.quality import features, kid, standardise
+from cxr_runtime.quality import diversity, features, kid, standardise
 
 LATENT_SCALE_GRID = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
 CALIBRATION_IMAGES = 256  # generated images per scale
 CALIBRATION_SEED = 20261203  # latents of their own, apart from any seed a user samples with
 MIN_REAL = 10
+CRITERIA = ("kid", "diversity")
+DIVERSITY_TOLERANCE = 0.05  # the project's target: diversity within 0.05 of the real images'
 
 
 @dataclass
@@ -39,18 +48,23 @@ class LatentScaleCalibration:
     images: int
     real: int
     seed: int
-    criterion: str = "the lowest KID against the real set (metric features)"
+    criterion: str = "kid"
+    diversity: list[float] | None = None  # mean SSIM among each scale's images (criterion diversity)
+    diversity_real: float | None = None  # the real set's own
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def calibrate_latent_scale(generator, real: np.ndarray, grid=LATENT_SCALE_GRID, n: int = CALIBRATION_IMAGES,
-                           seed: int = CALIBRATION_SEED, progress=None) -> LatentScaleCalibration:
+                           seed: int = CALIBRATION_SEED, progress=None, criterion: str = "kid",
+                           scorer=None) -> LatentScaleCalibration:
     """Sample `n` images at each scale of `grid` (the same latents, scaled) from `generator` (a
-    cxr_runtime.Generator), quantised to 8 bits as a written set is, and keep the scale whose
-    images have the lowest KID against `real` ((N, S, S) in [-1, 1], the training images).
-    progress(scale, kid) after each scale."""
+    cxr_runtime.Generator), quantised to 8 bits as a written set is, score them against `real`
+    ((N, S, S) in [-1, 1], the training images) and choose by `criterion` (module docstring).
+    progress(scale, kid, diversity or None) after each scale."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, not {criterion!r}")
     real = np.asarray(real)
     if len(real) < MIN_REAL:
         raise TooFewImagesError(f"latent scale calibration needs at least {MIN_REAL} real images, got {len(real)}")
@@ -59,7 +73,8 @@ def calibrate_latent_scale(generator, real: np.ndarray, grid=LATENT_SCALE_GRID, 
         raise ValueError("calibration needs a grid and at least two images per scale")
     z = latents(0, n, generator.latent_dim, seed)
     real_raw = features(real)
-    kids, ses = [], []
+    kids, ses, divs = [], [], []
+    div_real = diversity(real, scorer) if criterion == "diversity" else None
     for scale in grid:
         step = generator.default_batch
         images = np.concatenate([generator.generate(z[i:i + step] * np.float32(scale)) for i in range(0, n, step)])
@@ -68,8 +83,15 @@ def calibrate_latent_scale(generator, real: np.ndarray, grid=LATENT_SCALE_GRID, 
         mean, se = kid(real_f, fake_f)
         kids.append(mean)
         ses.append(se)
+        if div_real is not None:
+            divs.append(diversity(images, scorer))
         if progress:
-            progress(scale, mean)
-    best = int(np.argmin(kids))
+            progress(scale, mean, divs[-1] if divs else None)
+    if criterion == "kid":
+        best = int(np.argmin(kids))
+    else:
+        gaps = [d - div_real for d in divs]
+        within = [i for i, gap in enumerate(gaps) if gap <= DIVERSITY_TOLERANCE]
+        best = min(within, key=lambda i: grid[i]) if within else int(np.argmin(np.abs(gaps)))
     return LatentScaleCalibration(scale=grid[best], grid=grid, kid=kids, kid_se=ses, images=n, real=len(real),
-                                  seed=seed)
+                                  seed=seed, criterion=criterion, diversity=divs or None, diversity_real=div_real)

@@ -147,10 +147,16 @@ def test_latent_scale_fixed_auto_and_refused(tiny_run, tmp_path, few_real, few_h
     cal = json.loads(meta["latent_scale_calibration"])
     assert float(meta["latent_scale"]) == cal["scale"] == cal["grid"][int(np.argmin(cal["kid"]))]
     assert cal["real"] == 10 and "calibrating the latent scale on 10 training images" in r.output
+    r = _invoke(str(run), "--out", str(tmp_path / "div.onnx"), "--latent-scale", "diversity", "--data",
+                str(few_heldout))
+    assert r.exit_code == 0, r.output
+    cal = json.loads({p.key: p.value for p in onnx.load(tmp_path / "div.onnx").metadata_props}[
+        "latent_scale_calibration"])
+    assert cal["criterion"] == "diversity" and len(cal["diversity"]) == len(cal["grid"]) and "diversity" in r.output
     for args, message in ((["--latent-scale", "auto"], "--latent-scale auto needs the training images"),
                           (["--latent-scale", "auto", "--data", str(few_real)], "at least 10 training images"),
                           (["--latent-scale", "0"], "must be in (0, 10]"),
-                          (["--latent-scale", "wide"], "neither auto nor a number")):
+                          (["--latent-scale", "wide"], "not auto, diversity or a number")):
         r = _invoke(str(run), "--out", str(tmp_path / "bad.onnx"), *args)
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
         assert not (tmp_path / "bad.onnx").exists()

@@ -67,8 +67,9 @@ class FakeRunner(sweep.Runner):
             raise SweepError(f"{prog} failed")
         if argv[0] == "cxr-train":
             self._train(argv)
-        elif argv[0] == "cxr-export":  # auto "calibrates" to 1.2 here
-            _arg(argv, "--out").write_text("1.2" if "--latent-scale" in argv else "1.0")
+        elif argv[0] == "cxr-export":  # auto "calibrates" to 1.2 here, diversity to 1.4
+            scale = argv[argv.index("--latent-scale") + 1] if "--latent-scale" in argv else "1"
+            _arg(argv, "--out").write_text({"1": "1.0", "auto": "1.2", "diversity": "1.4"}[scale])
         elif prog == "cxr-runtime sample":
             out = _arg(argv, "--out")
             out.mkdir(parents=True, exist_ok=True)
@@ -142,9 +143,11 @@ def test_plan_trains_scores_and_writes_one_row_per_scored_model(tmp_path):
     rows = read_results(root)
     # a keeps an EMA: EMA and raw weights at steps 3 and 6, and the EMA at its calibrated latent
     # scale; b has no EMA: raw, and raw at its scale
-    assert [r["key"] for r in rows] == ["a@3:ema", "a@3:raw", "a@3:ema-scaled", "a@6:ema", "a@6:raw", "a@6:ema-scaled",
-                                        "b@3:raw", "b@3:raw-scaled", "b@6:raw", "b@6:raw-scaled"]
-    row = rows[3]
+    assert [r["key"] for r in rows] == [
+        "a@3:ema", "a@3:raw", "a@3:ema-scaled", "a@3:ema-diverse", "a@6:ema", "a@6:raw", "a@6:ema-scaled",
+        "a@6:ema-diverse", "b@3:raw", "b@3:raw-scaled", "b@3:raw-diverse", "b@6:raw", "b@6:raw-scaled",
+        "b@6:raw-diverse"]
+    row = rows[4]
     assert row["metrics"]["kid"] == 1.5 and row["reference"]["kid"] == 0.02 and row["audit"]["flagged"] == 0
     assert row["final"] and row["seconds_per_step"] == 0.5 and row["wall_seconds"] == 22.0
     assert row["entry"]["flags"] == ["--ema-halflife", "2"] and row["cpu"]
@@ -153,12 +156,13 @@ def test_plan_trains_scores_and_writes_one_row_per_scored_model(tmp_path):
     trains = [c for c in runner.calls if c[0] == "cxr-train"]
     assert len(trains) == 2 and all("--resume" not in c for c in trains)
     assert "| a | 6 | ema | 0.20 | 0.40 | 1.50 ± 0.10 | 0.250 (0.190) | - | 0/20 |" in sweep.table(rows)
-    assert row["latent_scale"] == 1.0 and rows[5]["latent_scale"] == 1.2
+    assert row["latent_scale"] == 1.0 and rows[6]["latent_scale"] == 1.2 and rows[7]["latent_scale"] == 1.4
     assert "| a | 6 | ema-scaled (x1.2) | 0.20 |" in sweep.table(rows)
-    exports = [c for c in runner.calls if c[0] == "cxr-export"]
-    assert sum("--latent-scale" in c for c in exports) == 4 and all(
-        c[c.index("--latent-scale") + 1:c.index("--latent-scale") + 4] == ["auto", "--data", str(tmp_path / "data")]
-        for c in exports if "--latent-scale" in c)
+    assert "| a | 6 | ema-diverse (x1.4) | 0.20 |" in sweep.table(rows)
+    exports = [c[c.index("--latent-scale"):] for c in runner.calls if c[0] == "cxr-export" and "--latent-scale" in c]
+    data = str(tmp_path / "data")
+    assert sorted(map(tuple, exports)) == [("--latent-scale", "auto", "--data", data)] * 4 + [
+        ("--latent-scale", "diversity", "--data", data)] * 4
 
 
 def test_a_finished_plan_is_skipped(tmp_path):
@@ -183,7 +187,7 @@ def test_an_interrupted_run_resumes_and_a_plan_grown_meanwhile_is_followed(tmp_p
     assert _sweep(plan, root, runner).run() == 0
     trains = [c for c in runner.calls if c[0] == "cxr-train"]
     assert "--resume" in trains[0] and "--resume" not in trains[1]
-    assert len({r["key"] for r in read_results(root)}) == len(read_results(root)) == 12
+    assert len({r["key"] for r in read_results(root)}) == len(read_results(root)) == 16
 
 
 @pytest.mark.parametrize("when", ["before the write", "after the write"])
@@ -205,7 +209,7 @@ def test_a_row_is_written_exactly_once_when_killed_around_the_write(tmp_path, mo
     runner = FakeRunner()
     assert _sweep(plan, root, runner).run() == 0
     keys = [r["key"] for r in read_results(root)]
-    assert keys == ["a@3:raw", "a@3:raw-scaled", "a@6:raw", "a@6:raw-scaled"]
+    assert keys == ["a@3:raw", "a@3:raw-scaled", "a@3:raw-diverse", "a@6:raw", "a@6:raw-scaled", "a@6:raw-diverse"]
     # the first model's scores were kept: nothing was exported, sampled or scored again for it
     assert not any("step-000000003-raw/" in " ".join(c) for c in runner.calls)
 
@@ -217,7 +221,7 @@ def test_a_failed_run_does_not_stop_the_plan(tmp_path):
     assert _sweep(plan, root, runner).run() == 1
     assert sum(1 for c in runner.calls if c[0] == "cxr-train") == 2  # b was trained after a failed
     assert _sweep(plan, root, FakeRunner()).run() == 0  # the next sweep finishes both
-    assert len(read_results(root)) == 8
+    assert len(read_results(root)) == 12
 
 
 @pytest.mark.parametrize("body, message", [
@@ -281,8 +285,8 @@ def test_sigterm_leaves_the_run_resumable_and_the_rows_whole(tmp_path, few_real,
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = read_results(root)
-    assert [x["key"] for x in rows] == ["a@300:raw", "a@300:raw-scaled"]
-    assert rows[0]["latent_scale"] == 1.0 and 1.0 <= rows[1]["latent_scale"] <= 1.5
+    assert [x["key"] for x in rows] == ["a@300:raw", "a@300:raw-scaled", "a@300:raw-diverse"]
+    assert rows[0]["latent_scale"] == 1.0 and all(1.0 <= r["latent_scale"] <= 1.5 for r in rows[1:])
     assert "resuming" in log.read_text()
     assert rows[0]["audit"]["generated"] == 20 and rows[0]["metrics"]["kid"] >= 0
     assert os.path.isfile(rows[0]["run_folder"] + "/generator.keras")

@@ -17,8 +17,9 @@ command resumes the whole plan after a kill, a reboot or a new session on the sa
 1. train: `cxr-train` (a new run) or `cxr-train --resume` (an unfinished one, from its newest
    checkpoint: bitwise the same as an uninterrupted run);
 2. for the finished model and each of `score_steps` (snapshots), for the EMA and the raw
-   weights when the recipe keeps an EMA, and for the shipped weights once more exported with
-   `--latent-scale auto` (`ema-scaled`): export to ONNX (parity gate), sample
+   weights when the recipe keeps an EMA, and for the shipped weights exported at the latent
+   scales `--latent-scale auto` and `diversity` choose (`ema-scaled`, `ema-diverse`): export to
+   ONNX (parity gate), sample
    `samples` images, `cxr-runtime evaluate --quality` against the held-out folder (with the
    training images scored the same way as the reference row) and `cxr-runtime audit` against
    the training folder;
@@ -59,7 +60,9 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 RESULTS = "results.jsonl"
-SCALED = "-scaled"  # weights variant: exported with --latent-scale auto (calibrated on the training images)
+# weights variants of the shipped weights, exported at a latent scale calibrated on the training
+# images: suffix -> cxr-export --latent-scale criterion
+SCALED = {"-scaled": "auto", "-diverse": "diversity"}
 LOCK = ".sweep.lock"
 DEFAULT_SAMPLES = 500
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -442,7 +445,7 @@ class Sweep:
 
     def keys(self, entry: Entry, cfg) -> list[tuple[int, str]]:
         shipped = "ema" if cfg.ema_halflife > 0 else "raw"
-        weights = (shipped, *(("raw",) if shipped == "ema" else ()), shipped + SCALED)
+        weights = (shipped, *(("raw",) if shipped == "ema" else ()), *(shipped + suffix for suffix in SCALED))
         return [(s, w) for s in (*entry.score_steps, entry.steps) for w in weights]
 
     def run_entry(self, plan: Plan, entry: Entry) -> None:
@@ -503,7 +506,8 @@ class Sweep:
         """Export, sample, evaluate and audit one model; score.json holds the result and the
         stages are skipped when their outputs are there."""
         folder = run / "snapshots" / f"step-{step:09d}" if step != entry.steps else run
-        base, scaled = weights.removesuffix(SCALED), weights.endswith(SCALED)
+        suffix = next((x for x in SCALED if weights.endswith(x)), "")
+        base = weights.removesuffix(suffix) if suffix else weights
         model = folder / ("generator-raw.keras" if base == "raw" and (folder / "generator-raw.keras").is_file()
                           else "generator.keras")
         if not model.is_file():
@@ -519,7 +523,7 @@ class Sweep:
         t0 = time.time()
         if not onnx.is_file():
             self.log(f"cxr-sweep: {key}: export")
-            scale = ("--latent-scale", "auto", "--data", plan.data) if scaled else ()
+            scale = ("--latent-scale", SCALED[suffix], "--data", plan.data) if suffix else ()
             self.runner.run(command("cxr-export", model, "--out", onnx, *scale), log_path)
         samples = out / "samples"
         if not (samples / "manifest.json").is_file():
@@ -591,7 +595,7 @@ class Sweep:
 def _weights(row: dict) -> str:
     """The weights cell: `ema`, `raw`, or `ema-scaled (x1.2)` with the calibrated latent scale."""
     scale = row.get("latent_scale", 1.0)
-    return row["weights"] + (f" (x{scale:g})" if row["weights"].endswith(SCALED) else "")
+    return row["weights"] + (f" (x{scale:g})" if row["weights"].endswith(tuple(SCALED)) else "")
 
 
 def row_key(name: str, step: int, weights: str) -> str:
