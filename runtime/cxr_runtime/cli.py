@@ -321,6 +321,7 @@ def info(model, as_json):
         "inputs": [{"name": i.name, "type": i.type, "shape": i.shape} for i in s.get_inputs()],
         "outputs": [{"name": o.name, "type": o.type, "shape": o.shape} for o in s.get_outputs()],
         "metadata": gen.metadata,
+        "latent_scale": gen.latent_scale,
         "available_providers": available_providers(),
         "engine_conflict": engine_conflict(),
     }
@@ -331,6 +332,8 @@ def info(model, as_json):
     for kind in ("inputs", "outputs"):
         for t in result[kind]:
             click.echo(f"{kind[:-1]:<9} {t['name']}: {t['type']} {t['shape']}")
+    click.echo(f"sampling  latents drawn at scale {gen.latent_scale:g}"
+               + ("" if "latent_scale" in gen.metadata else " (the model records none)"))
     for k, v in sorted(gen.metadata.items()):
         click.echo(f"meta      {k} = {v}")
     click.echo(f"providers {', '.join(result['available_providers'])}")
