@@ -88,6 +88,19 @@ def test_byte_identical_to_the_local_sampler(model, local_ray, tmp_path, fmt, wo
     assert again.written == 0  # a complete set is left as it is
 
 
+def test_the_latent_scale_reaches_the_workers(model, local_ray, tmp_path):
+    """Given by the caller or recorded in the model, Ray's files are the local sampler's at that scale."""
+    m, _ = model
+    local = tmp_path / "local"
+    sampling.sample_to_folder(Generator(m, device="cpu", latent_scale=1.3), local, N, seed=4, batch_size=4)
+    distributed.sample(m, tmp_path / "ray", N, seed=4, workers=2, shard_size=8, latent_scale=1.3)
+    assert _same_files(local, tmp_path / "ray") == N
+    assert json.loads((tmp_path / "ray" / "manifest.json").read_text())["latent_scale"] == 1.3
+    scaled = tiny_generator(tmp_path / "scaled.onnx", size=32, metadata={"latent_scale": "1.3"})
+    distributed.sample(scaled, tmp_path / "ray-meta", N, seed=4, workers=2, shard_size=8)
+    assert _same_files(local, tmp_path / "ray-meta") == N
+
+
 def test_parquet_rows_hold_the_png_files(model, local_ray, tmp_path):
     import pyarrow.parquet as pq
 
