@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
+from cxr_runtime.calibration import images_at_scale
 from cxr_runtime.generator import Generator, latents
-from cxr_runtime.images import load_folder, to_uint8
+from cxr_runtime.images import load_folder
 from cxr_runtime.onnx_metrics import OnnxScorer
 from cxr_runtime.quality import QUALITY_METRICS, RealSet
 
@@ -36,9 +35,7 @@ def main() -> None:
     print("| scale | against | " + " | ".join(labels) + " |")
     print("|---|---|" + "---|" * len(labels))
     for scale in (float(s) for s in args.scales.split(",")):
-        step = g.default_batch
-        images = np.concatenate([g.generate(z[i:i + step] * np.float32(scale)) for i in range(0, args.n, step)])
-        images = to_uint8(images).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+        images = images_at_scale(g, z, scale)
         for name, real in sets.items():
             m = real.score(images, scorer)
             cells = [f"{m[q.key]:{q.short}}" + (f" ({m[q.real_key]:{q.short}})" if q.real_key else "")

@@ -339,7 +339,8 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     if not calibrate and latent_scale != 1.0:
         meta[LATENT_SCALE_KEY] = repr(latent_scale)
     # batch_chunk is informational (the runtime reads the graph's `chunk` input, not this)
-    add_metadata(model, {**meta, **({"batch_chunk": str(chunk)} if optimize and chunk else {})})
+    graph_meta = {"batch_chunk": str(chunk)} if optimize and chunk else {}
+    add_metadata(model, {**meta, **graph_meta})
     onnx.checker.check_model(model)
     seconds = time.perf_counter() - t0
     blob = model.SerializeToString()
@@ -356,7 +357,7 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     if calibrate and report.passed:  # the graph is right; now the scale it is sampled at
         cal = _calibrate(blob, calibration_real, log, calibrate)
         meta.update({LATENT_SCALE_KEY: repr(cal.scale), "latent_scale_calibration": json.dumps(cal.to_dict())})
-        add_metadata(model, {**meta, **({"batch_chunk": str(chunk)} if optimize and chunk else {})})
+        add_metadata(model, {**meta, **graph_meta})
         blob = model.SerializeToString()  # metadata only: the graph the gate passed is unchanged
     _publish_or_refuse(out, blob, report.passed, lambda stale: ParityError(
         f"parity gate failed: max abs error {report.max_abs_err:.3g} > {atol:g} (per batch: {per_batch}); "

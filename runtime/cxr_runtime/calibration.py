@@ -56,6 +56,14 @@ class LatentScaleCalibration:
         return asdict(self)
 
 
+def images_at_scale(generator, z: np.ndarray, scale: float) -> np.ndarray:
+    """`generator`'s images for latents `z` times `scale`, in [-1, 1] after the 8-bit rounding
+    a written PNG set goes through (so they score as the sampled files would)."""
+    step = generator.default_batch
+    images = np.concatenate([generator.generate(z[i:i + step] * np.float32(scale)) for i in range(0, len(z), step)])
+    return to_uint8(images).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
 def calibrate_latent_scale(generator, real: np.ndarray, grid=LATENT_SCALE_GRID, n: int = CALIBRATION_IMAGES,
                            seed: int = CALIBRATION_SEED, progress=None, criterion: str = "kid",
                            scorer=None) -> LatentScaleCalibration:
@@ -76,9 +84,7 @@ def calibrate_latent_scale(generator, real: np.ndarray, grid=LATENT_SCALE_GRID, 
     kids, ses, divs = [], [], []
     div_real = diversity(real, scorer) if criterion == "diversity" else None
     for scale in grid:
-        step = generator.default_batch
-        images = np.concatenate([generator.generate(z[i:i + step] * np.float32(scale)) for i in range(0, n, step)])
-        images = to_uint8(images).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+        images = images_at_scale(generator, z, scale)
         real_f, fake_f = standardise(real_raw, features(images))
         mean, se = kid(real_f, fake_f)
         kids.append(mean)
