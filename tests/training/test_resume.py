@@ -9,6 +9,7 @@ import pytest
 
 from cxr_training import checkpoint
 from cxr_training.config import preset
+from cxr_training.errors import TrainingError
 from cxr_training.tfenv import import_tf
 from cxr_training.train import train
 
@@ -151,3 +152,25 @@ def test_a_recipe_runs_first_steps_do_not_depend_on_its_length(few_real, tmp_pat
     assert meta_a["step"] == 6 and a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_a_pause_then_resume_equals_uninterrupted(few_real, tmp_path):
+    """cxr-train --stop-at: a checkpoint at the pause, no final generator, and a resume that ends
+    where a run straight through ends."""
+    cfg = RECIPE_SMOKE
+    straight = train(cfg, few_real, out_root=tmp_path / "a", log=lambda m: None)
+    logs = []
+    paused = train(cfg, few_real, out_root=tmp_path / "b", log=logs.append, stop_at=6)
+    assert not (paused / "generator.keras").exists()
+    assert _state(paused)[0]["step"] == 6 and any("paused at step 6 of 12" in m for m in logs)
+    with pytest.raises(TrainingError, match="--stop-at 7 is not an epoch end"):
+        train(None, None, resume_dir=paused, stop_at=7, log=lambda m: None)
+    train(None, None, resume_dir=paused, stop_at=6, log=logs.append)  # already there: nothing to do
+    assert any("nothing to train" in m for m in logs) and _state(paused)[0]["step"] == 6
+    resumed = train(None, None, resume_dir=paused, stop_at=12, log=lambda m: None)  # at the end: no pause
+    assert (resumed / "generator.keras").is_file()
+    meta_a, a = _state(straight)
+    meta_b, b = _state(resumed)
+    assert meta_a["step"] == meta_b["step"] == 12 and a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=TOLERANCE, err_msg=k)

@@ -101,6 +101,15 @@ class FakeRunner(sweep.Runner):
                                                          "command": ["cxr-train", *argv[1:]]}))
         rows = [{"epoch": e, "step": e * cfg.steps_per_epoch, "seconds_per_step": 0.5, "train_seconds": 10.0,
                  "eval_seconds": 1.0, "q_kid": 2.0} for e in range(1, cfg.epochs + 1)]
+        if "--stop-at" in argv:  # cxr-train --stop-at: a checkpoint there, no final generator
+            stop = int(argv[argv.index("--stop-at") + 1])
+            assert stop % cfg.steps_per_epoch == 0 and stop < cfg.total_steps
+            epoch = stop // cfg.steps_per_epoch
+            (run / "checkpoints" / f"epoch-{epoch:04d}").mkdir(parents=True)
+            (run / "checkpoints" / f"epoch-{epoch:04d}" / "meta.json").write_text(json.dumps({"step": stop}))
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:epoch]))
+            self._snapshots(run, [s for s in cfg.snapshot_steps if s <= stop])
+            return
         if self.stop_training_once:
             self.stop_training_once = False
             (run / "checkpoints" / "epoch-0001").mkdir(parents=True)
@@ -108,20 +117,26 @@ class FakeRunner(sweep.Runner):
             (run / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")
             raise Stopped(signal.SIGTERM)
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        for step in cfg.snapshot_steps:
-            snap = run / "snapshots" / f"step-{step:09d}"
-            snap.mkdir(parents=True)
-            (snap / "generator.keras").write_bytes(b"k")
-            (snap / "generator-raw.keras").write_bytes(b"k")
+        self._snapshots(run, cfg.snapshot_steps)
         (run / "generator.keras").write_bytes(b"k")
         (run / "generator-raw.keras").write_bytes(b"k")
         (run / "generator.json").write_text(json.dumps({"step": cfg.total_steps, "config": cfg.to_dict()}))
 
 
+    @staticmethod
+    def _snapshots(run, steps):
+        for step in steps:
+            snap = run / "snapshots" / f"step-{step:09d}"
+            snap.mkdir(parents=True, exist_ok=True)
+            (snap / "generator.keras").write_bytes(b"k")
+            (snap / "generator-raw.keras").write_bytes(b"k")
+
+
 def _entry_from_argv(argv) -> Entry:
     flags, i, known = [], 1, {}
     while i < len(argv):
-        if argv[i] in ("--preset", "--seed", "--epochs", "--snapshot-steps", "--data", "--heldout", "--out"):
+        if argv[i] in ("--preset", "--seed", "--epochs", "--snapshot-steps", "--data", "--heldout", "--out",
+                       "--stop-at"):
             known[argv[i]] = argv[i + 1]
             i += 2
         else:
@@ -190,6 +205,68 @@ def test_an_interrupted_run_resumes_and_a_plan_grown_meanwhile_is_followed(tmp_p
     assert len({r["key"] for r in read_results(root)}) == len(read_results(root)) == 16
 
 
+def test_a_paused_run_lets_the_next_runs_go_first_and_is_finished_in_the_next_pass(tmp_path):
+    plan = _plan(tmp_path, _run("a").replace("steps = 6", "steps = 9").replace("score_steps = [3]",
+                                                                              "score_steps = [3]\npause_at = [6]")
+                 + _run("b", seed=1))
+    root = tmp_path / "runs"
+    runner = FakeRunner()
+    logs = []
+    assert Sweep(plan, root, runner=runner, log=logs.append).run() == 0
+    trains = [c for c in runner.calls if c[0] == "cxr-train"]
+    assert len(trains) == 3
+    assert trains[0][-2:] == ["--stop-at", "6"] and "--resume" not in trains[0]  # a, to its pause
+    assert "--stop-at" not in trains[1] and "--resume" not in trains[1] and _arg(trains[1], "--out").name == "b"
+    assert "--resume" in trains[2] and "--stop-at" not in trains[2]  # a, from its pause to its end
+    keys = [r["key"] for r in read_results(root)]
+    assert keys[:4] == ["a@3:ema", "a@3:raw", "a@3:ema-scaled", "a@3:ema-diverse"]  # a's step 3, before b
+    assert keys[4:12] == [k.replace("a@", "b@") for k in keys[:4]] + [
+        "b@6:ema", "b@6:raw", "b@6:ema-scaled", "b@6:ema-diverse"]
+    assert keys[12:] == ["a@9:ema", "a@9:raw", "a@9:ema-scaled", "a@9:ema-diverse"]
+    assert any("a: paused at step 6 of 9" in m for m in logs)
+    assert read_results(root)[-1]["entry"]["pause_at"] == [6]
+    again = FakeRunner()
+    assert _sweep(plan, root, again).run() == 0 and again.calls == []
+
+
+def test_a_new_sweep_finds_a_run_at_its_pause_and_trains_it_on(tmp_path):
+    plan = _plan(tmp_path, _run("a").replace("score_steps = [3]", "score_steps = [3]\npause_at = [3]"))
+    root = tmp_path / "runs"
+    calls = []
+
+    class StopAfterPause(FakeRunner):  # the sweep is killed once the pass has paused a
+        def run(self, argv, log_path, ok=(0,), stdout_path=None):
+            calls.append(sweep.display(argv))
+            if len([c for c in calls if c[0] == "cxr-train"]) == 2:
+                raise Stopped(signal.SIGTERM)
+            return super().run(argv, log_path, ok, stdout_path)
+
+    with pytest.raises(Stopped):
+        _sweep(plan, root, StopAfterPause()).run()
+    assert sweep.status(load_plan(plan), root) == [f"{'a':<28} training, step 3/6 (paused at a pause_at step)"]
+    assert len(read_results(root)) == 4  # step 3 scored in the first pass
+    runner = FakeRunner()
+    assert _sweep(plan, root, runner).run() == 0
+    trains = [c for c in runner.calls if c[0] == "cxr-train"]
+    assert len(trains) == 1 and "--resume" in trains[0] and "--stop-at" not in trains[0]
+    assert len(read_results(root)) == 8
+
+
+def test_a_pause_that_cxr_train_did_not_reach_fails_the_run(tmp_path):
+    plan = _plan(tmp_path, _run("a").replace("score_steps = [3]", "pause_at = [3]"))
+
+    class NoCheckpoint(FakeRunner):
+        def _train(self, argv):
+            run = _arg(argv, "--out") / "00001-smoke"  # a cxr-train that died before its pause
+            run.mkdir(parents=True)
+            cfg = resolve_config(Entry("a", "smoke", 0, 6))
+            (run / "config.json").write_text(json.dumps({"config": cfg.to_dict()}))
+
+    logs = []
+    assert Sweep(plan, tmp_path / "runs", runner=NoCheckpoint(), log=logs.append).run() == 1
+    assert any("without a checkpoint at step 3" in m for m in logs)
+
+
 @pytest.mark.parametrize("when", ["before the write", "after the write"])
 def test_a_row_is_written_exactly_once_when_killed_around_the_write(tmp_path, monkeypatch, when):
     plan = _plan(tmp_path, _run("a", flags="[]"))
@@ -232,6 +309,9 @@ def test_a_failed_run_does_not_stop_the_plan(tmp_path):
     (RUN.format(name="a", seed=0, flags="[]").replace("steps = 6", "steps = 7"), "not a multiple of the 3 steps"),
     (RUN.format(name="a", seed=0, flags="[]").replace("score_steps = [3]", "score_steps = [2]"), "must be epoch ends"),
     (RUN.format(name="a", seed=0, flags="[]").replace('name = "a"', 'name = "a/b"'), "name must be"),
+    (_run("a").replace("seed = 0", "seed = 0\npause_at = [4]"), "(a): pause_at [4] are not epoch ends"),
+    (_run("a").replace("seed = 0", "seed = 0\npause_at = [6]"), "(a): pause_at must be a list of steps between"),
+    (_run("a", flags='["--stop-at", "3"]'), "(a): flags may not set --stop-at"),
     (_run("a") + _run("a"), "run #2 reuses the name 'a'"),
     (_run("a").replace("seed = 0", "seed = 0\nlength = 3"), "unknown key(s) ['length']"),
     (_run("a").replace("seed = 0\n", ""), "(a): 'seed' is missing"),

@@ -133,9 +133,14 @@ def config_from_options(params: dict) -> Config:
               show_default=True, help="Folder that receives the numbered run folders.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False, path_type=str),
               help="Continue the run in this folder from its newest intact checkpoint.")
+@click.option("--stop-at", "stop_at", type=click.IntRange(min=1), metavar="STEP",
+              help="Pause at the end of the epoch that ends at STEP, with a checkpoint, and exit 0 without the "
+                   "final generator; --resume continues the run exactly as if it had not paused. Not part of "
+                   "the config: a budget for this invocation (cxr-sweep's pause_at uses it). At or past the "
+                   "run's last step it does nothing.")
 @click.option("--dry-run", is_flag=True, help="Check the data and config, print the plan, write nothing.")
 @click.version_option(__version__, prog_name="cxr-train")
-def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, resume_dir, dry_run, **fields):
+def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, resume_dir, stop_at, dry_run, **fields):
     """Train the study's DCGAN-style GAN (100-d noise -> 128x128 gray chest X-ray).
 
     Each run gets its own folder (runs/00001-quick/) with config.json, metrics.jsonl and
@@ -148,6 +153,7 @@ def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, res
       cxr-train --preset paper --data /data/xrays --seed 1
       cxr-train --preset paper --data /data/xrays --augment fixed --ema-halflife 300
       cxr-train --resume runs/00003-paper
+      cxr-train --resume runs/00003-paper --stop-at 2000
       cxr-train --preset paper --data /data/xrays --strategy mirrored --batch-size 128
     """
     overrides = sorted(k for k, v in fields.items() if v is not None)
@@ -186,7 +192,7 @@ def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, res
     with reported():  # TrainingError: exit 2, NonFiniteLoss: exit 1, one line each
         try:
             train(cfg, data_dir, out_root=out_root, resume_dir=resume_dir, strategy=strategy, input_mode=input_mode,
-                  heldout_dir=heldout_dir)
+                  heldout_dir=heldout_dir, stop_at=stop_at)
         except Interrupted as e:  # checkpoint written: say how to resume, exit 128 + signal at once
             click.echo(f"\n{e}", err=True)
             exit_now(e.exit_code)

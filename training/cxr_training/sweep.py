@@ -10,6 +10,7 @@ A plan is TOML: optional top-level `data`, `heldout`, `samples` and `sample_seed
     steps = 2000              # the run's total: a multiple of the preset's steps per epoch
     flags = ["--ema-halflife", "500"]   # extra cxr-train arguments (optional)
     score_steps = [1000]      # also score the sampling generator at these earlier steps (optional)
+    pause_at = [500]          # epoch ends where a pass over the plan leaves this run (optional)
 
 Each run goes through stages, each skipped when its output is already there, so the same
 command resumes the whole plan after a kill, a reboot or a new session on the same machine:
@@ -27,6 +28,13 @@ command resumes the whole plan after a kill, a reboot or a new session on the sa
    composed from files the stages left (score.json) and the whole results file is replaced
    atomically, so a sweep killed anywhere leaves either no row (written by the next sweep) or
    the row (kept, never duplicated).
+
+A run with `pause_at` is trained in stages: a pass over the plan trains it to its next pause
+(`cxr-train --stop-at`), scores what is there by then, and goes on to the next run; once the
+pass is over, the sweep comes back to the paused runs (the next pass) and trains each to its next
+pause or its end. A long run can so reach a milestone early without holding up the runs after it;
+pausing and resuming is bitwise the same as training straight through. A new sweep finds a run
+at a pause and trains it on to the next one.
 
 The plan file is read again after every run, so runs appended to it while a sweep trains are
 picked up. One sweep at a time works on a run root (a lock file); SIGTERM or SIGINT is passed on
@@ -68,10 +76,10 @@ DEFAULT_SAMPLES = 500
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 _RUN_RE = re.compile(r"^\d{5}-")
 # cxr-train options a plan entry sets itself (name, preset, seed, steps) or the sweep owns
-OWNED_FLAGS = ("--preset", "--seed", "--epochs", "--data", "--heldout", "--out", "--resume", "--dry-run",
+OWNED_FLAGS = ("--preset", "--seed", "--epochs", "--data", "--heldout", "--out", "--resume", "--dry-run", "--stop-at",
                "--snapshot-steps")
 PLAN_KEYS = {"data", "heldout", "samples", "sample_seed", "run"}
-RUN_KEYS = {"name", "preset", "seed", "steps", "flags", "score_steps", "note"}
+RUN_KEYS = {"name", "preset", "seed", "steps", "flags", "score_steps", "pause_at", "note"}
 
 
 def default_root() -> Path:
@@ -100,11 +108,17 @@ class Entry:
     flags: tuple[str, ...] = ()
     score_steps: tuple[int, ...] = ()
     note: str = ""
+    pause_at: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
         return {"name": self.name, "preset": self.preset, "seed": self.seed, "steps": self.steps,
                 "flags": list(self.flags), "score_steps": list(self.score_steps),
+                **({"pause_at": list(self.pause_at)} if self.pause_at else {}),
                 **({"note": self.note} if self.note else {})}
+
+    def target(self, done: int) -> int:
+        """The step a visit trains to from step `done`: the next pause after it, else the end."""
+        return next((p for p in self.pause_at if p > done), self.steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,12 +195,15 @@ def _entry(item, index: int, path: Path) -> Entry:
     if owned:
         raise SweepError(f"{label}: flags may not set {', '.join(owned)} (the entry's preset, seed, steps and "
                          "score_steps set them)")
-    score_steps = item.get("score_steps", [])
-    if not isinstance(score_steps, list) or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s < steps
-                                                    for s in score_steps):
-        raise SweepError(f"{label}: score_steps must be a list of steps between 0 and steps ({steps})")
-    entry = Entry(name, str(item["preset"]), seed, steps, tuple(flags), tuple(sorted(set(score_steps))),
-                  str(item.get("note", "")))
+    within = {}
+    for key in ("score_steps", "pause_at"):
+        values = item.get(key, [])
+        if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < steps
+                                                   for v in values):
+            raise SweepError(f"{label}: {key} must be a list of steps between 0 and steps ({steps})")
+        within[key] = tuple(sorted(set(values)))
+    entry = Entry(name, str(item["preset"]), seed, steps, tuple(flags), within["score_steps"],
+                  str(item.get("note", "")), within["pause_at"])
     try:
         resolve_config(entry)
     except SweepError as e:
@@ -228,9 +245,10 @@ def resolve_config(entry: Entry):
     if entry.steps % cfg.steps_per_epoch:
         raise SweepError(f"steps {entry.steps} is not a multiple of the {cfg.steps_per_epoch} steps per epoch of "
                          f"preset {entry.preset!r}")
-    bad = [s for s in entry.score_steps if s % cfg.steps_per_epoch]
-    if bad:
-        raise SweepError(f"score_steps {bad} are not epoch ends (multiples of {cfg.steps_per_epoch})")
+    for key in ("score_steps", "pause_at"):
+        bad = [s for s in getattr(entry, key) if s % cfg.steps_per_epoch]
+        if bad:
+            raise SweepError(f"{key} {bad} are not epoch ends (multiples of {cfg.steps_per_epoch})")
     return cfg.replace(epochs=entry.steps // cfg.steps_per_epoch, snapshot_steps=entry.score_steps)
 
 
@@ -421,22 +439,31 @@ class Sweep:
         self.runner = runner or Runner(self.log)
         self.failed: list[str] = []
 
-    # one pass over the plan, re-reading it after every run
+    # passes over the plan, re-reading it after every run, until no run is left paused
     def run(self) -> int:
-        done: set[str] = set()
+        settled: set[str] = set()  # finished and scored, or failed, in this sweep
         while True:
-            plan = load_plan(self.plan_path)
-            todo = [e for e in plan.runs if e.name not in done]
-            if not todo:
+            visited: set[str] = set()
+            while True:
+                plan = load_plan(self.plan_path)
+                todo = [e for e in plan.runs if e.name not in settled | visited]
+                if not todo:
+                    break
+                entry = todo[0]
+                visited.add(entry.name)
+                try:
+                    if self.run_entry(plan, entry):
+                        settled.add(entry.name)
+                except SweepError as e:
+                    settled.add(entry.name)
+                    self.failed.append(entry.name)
+                    self.log(f"cxr-sweep: run {entry.name} failed: {e}")
+                    self.log(f"cxr-sweep: going on with the next run; `cxr-sweep {self.plan_path}` retries "
+                             f"{entry.name}")
+            if visited <= settled:  # nothing paused in this pass
                 break
-            entry = todo[0]
-            done.add(entry.name)
-            try:
-                self.run_entry(plan, entry)
-            except SweepError as e:
-                self.failed.append(entry.name)
-                self.log(f"cxr-sweep: run {entry.name} failed: {e}")
-                self.log(f"cxr-sweep: going on with the next run; `cxr-sweep {self.plan_path}` retries {entry.name}")
+            self.log(f"cxr-sweep: pass over the plan done; back to the paused run(s) "
+                     f"{', '.join(sorted(visited - settled))}")
         if self.failed:
             self.log(f"cxr-sweep: {len(self.failed)} run(s) failed: {', '.join(self.failed)}")
             return 1
@@ -448,29 +475,39 @@ class Sweep:
         weights = (shipped, *(("raw",) if shipped == "ema" else ()), *(shipped + suffix for suffix in SCALED))
         return [(s, w) for s in (*entry.score_steps, entry.steps) for w in weights]
 
-    def run_entry(self, plan: Plan, entry: Entry) -> None:
+    def run_entry(self, plan: Plan, entry: Entry) -> bool:
+        """Train the entry to its next pause or its end and score what is there; True once it
+        is finished and every row is written."""
         cfg = resolve_config(entry)
         keys = self.keys(entry, cfg)
         have = {r["key"] for r in read_results(self.root)}
         if all(row_key(entry.name, s, w) in have for s, w in keys):
             self.log(f"cxr-sweep: {entry.name}: finished and scored, skipped")
-            return
+            return True
         base = self.root / entry.name
         base.mkdir(parents=True, exist_ok=True)
-        run = self.train(plan, entry, cfg, base)
+        run, reached = self.train(plan, entry, cfg, base)
         for step, weights in keys:
             key = row_key(entry.name, step, weights)
-            if key in have:
+            if key in have or step > reached:
                 continue
             score = self.score(plan, entry, run, step, weights)
             row = self.compose_row(plan, entry, run, score)
             if append_row(self.root, row):
                 self.log(f"cxr-sweep: {key}: row written to {self.root / RESULTS}: {summary(row)}")
+        if reached < entry.steps:
+            self.log(f"cxr-sweep: {entry.name}: paused at step {reached} of {entry.steps} (pause_at); the next "
+                     "pass continues it")
+            return False
+        return True
 
-    def train(self, plan: Plan, entry: Entry, cfg, base: Path) -> Path:
+    def train(self, plan: Plan, entry: Entry, cfg, base: Path) -> tuple[Path, int]:
+        """Train to the entry's next pause or its end: (the run folder, the step reached)."""
         run = run_folder(self.root, entry.name)
         if run is not None and _finished(run):
-            return run
+            return run, entry.steps
+        target = entry.target(_last_step(run) if run is not None else 0)
+        stop = ["--stop-at", str(target)] if target < entry.steps else []
         log_path = base / "sweep.log"
         segment = {"cpu": cpu_name(), "code": code_version(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if run is None:
@@ -479,8 +516,9 @@ class Sweep:
                     self.log(f"cxr-sweep: {entry.name}: removing {partial.name}, killed before its config was written")
                     _rmtree(partial)
             argv = command("cxr-train", *train_args(entry, cfg.steps_per_epoch), "--data", plan.data,
-                           "--heldout", plan.heldout, "--out", base)
-            self.log(f"cxr-sweep: {entry.name}: training {entry.steps} steps ({shlex.join(display(argv))}); "
+                           "--heldout", plan.heldout, "--out", base, *stop)
+            self.log(f"cxr-sweep: {entry.name}: training {entry.steps} steps"
+                     f"{f' (to step {target} in this pass)' if stop else ''} ({shlex.join(display(argv))}); "
                      f"log {log_path}")
             segment["from_step"] = 0
         else:
@@ -490,17 +528,21 @@ class Sweep:
             if saved != cfg.replace(precision=saved.precision):
                 self.log(f"cxr-sweep: {entry.name}: note: {run.name} was started with a config other than the "
                          "plan entry now gives (a preset changed since?); it is resumed with its own")
-            argv = command("cxr-train", "--resume", run, "--data", plan.data, "--heldout", plan.heldout)
+            argv = command("cxr-train", "--resume", run, "--data", plan.data, "--heldout", plan.heldout, *stop)
             segment["from_step"] = _last_step(run)
-            self.log(f"cxr-sweep: {entry.name}: resuming {run} after step {segment['from_step']}; log {log_path}")
+            self.log(f"cxr-sweep: {entry.name}: resuming {run} after step {segment['from_step']}"
+                     f"{f' to step {target}' if stop else ''}; log {log_path}")
         segment["command"] = shlex.join(display(argv))
         with open(base / "segments.jsonl", "a") as f:
             f.write(json.dumps(segment) + "\n")
         self.runner.run(argv, log_path)
         run = run_folder(self.root, entry.name)
-        if run is None or not _finished(run):
-            raise SweepError(f"cxr-train ended without a finished model under {base}")
-        return run
+        if run is not None and _finished(run):
+            return run, entry.steps
+        if run is not None and stop and _last_step(run) >= target:
+            return run, target
+        missing = f"checkpoint at step {target}" if stop else "finished model"
+        raise SweepError(f"cxr-train ended without a {missing} under {base}")
 
     def score(self, plan: Plan, entry: Entry, run: Path, step: int, weights: str) -> dict:
         """Export, sample, evaluate and audit one model; score.json holds the result and the
@@ -728,7 +770,8 @@ def status(plan: Plan, root: Path) -> list[str]:
         elif _finished(run):
             state = f"trained; {scored} row(s) written"
         else:
-            state = f"training, step {_last_step(run)}/{e.steps}"
+            step = _last_step(run)
+            state = f"training, step {step}/{e.steps}" + (" (paused at a pause_at step)" if step in e.pause_at else "")
         out.append(f"{e.name:<28} {state}")
     return out
 

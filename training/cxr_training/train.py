@@ -86,8 +86,9 @@ class Run:
 
 def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_root: str | Path = "runs",
           resume_dir: str | Path | None = None, log=log_stderr, extra_callbacks=(), strategy: str = "default",
-          input_mode: str = "auto", heldout_dir: str | Path | None = None) -> Path:
-    """Run (or resume) training; return the run folder. `strategy`: default, mirrored or
+          input_mode: str = "auto", heldout_dir: str | Path | None = None, stop_at: int | None = None) -> Path:
+    """Run (or resume) training; return the run folder. `stop_at`: pause at the end of the epoch
+    that ends at this step (fit). `strategy`: default, mirrored or
     multiworker (distribute.py); `input_mode`: auto, memory or stream (pipeline.py); neither
     changes what is computed, only where and how. `heldout_dir`: real images never trained on,
     scored at each epoch end; a resumed run uses the folder it started with. `extra_callbacks`:
@@ -100,7 +101,7 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
             raise TrainingError("a config and a data folder are needed")
         run = prepare_run(cfg, data_dir, out_root, heldout_dir, strategy, input_mode, log)
     try:
-        return fit(run, extra_callbacks)
+        return fit(run, extra_callbacks, stop_at=stop_at)
     finally:
         run.close()
 
@@ -180,16 +181,24 @@ def resume_run(run_dir, data_dir=None, heldout_dir=None, strategy: str = "defaul
     return run
 
 
-def fit(run: Run, hooks=()) -> Path:
+def fit(run: Run, hooks=(), stop_at: int | None = None) -> Path:
     """The loop: every step left, every epoch end, then the final generator. Returns the run
-    folder; raises Interrupted after a SIGINT/SIGTERM (checkpoint written) and NonFiniteLoss."""
+    folder; raises Interrupted after a SIGINT/SIGTERM (checkpoint written) and NonFiniteLoss.
+    `stop_at` (an epoch end before the last): pause there instead, with a checkpoint and without
+    the final generator; the run stays unfinished, and a resume continues it bitwise as if it
+    had never paused (a budget per session; cxr-sweep's pause_at)."""
     cfg, gan, log = run.cfg, run.gan, run.log
     spe = cfg.steps_per_epoch
+    stop_at = _checked_stop(cfg, stop_at)
     for hook in hooks:
         if hasattr(hook, "set_model"):
             hook.set_model(gan)
     if run.start_step >= cfg.total_steps:
         log(f"run {run.folder.name} had already finished all {cfg.epochs} epochs")
+    elif stop_at is not None and run.start_step >= stop_at:
+        log(f"run {run.folder.name} is at step {run.start_step}, not before --stop-at {stop_at}: nothing to train; "
+            f"continue it with: cxr-train --resume {run.folder}")
+        return run.folder
     else:
         _prepare_epoch_end(run)
         source = (pipeline.MemorySource if run.mode == "memory" else pipeline.DiskSource)(run.images.images, cfg)
@@ -223,10 +232,12 @@ def fit(run: Run, hooks=()) -> Path:
                         stop.checkpoint = checkpoint.save(run.folder, gan, epoch, gan.step, cfg.to_dict(),
                                                           cfg.keep_checkpoints).name
                         break
-                    written = epoch_end(run, epoch + 1, logs, step_times, time.time() - t_epoch, stop.signum is not None)
+                    pausing = stop_at is not None and gan.step >= stop_at
+                    written = epoch_end(run, epoch + 1, logs, step_times, time.time() - t_epoch,
+                                        stop.signum is not None or pausing)
                     stop.checkpoint = written or stop.checkpoint
                     _call(hooks, "on_epoch_end", epoch, logs)
-                    if stop.signum is not None:
+                    if stop.signum is not None or pausing:
                         break
         finally:
             # Release the input pipeline while the interpreter is whole, whatever ended the loop: a
@@ -238,12 +249,27 @@ def fit(run: Run, hooks=()) -> Path:
             raise Interrupted(f"stopped by {signal.Signals(stop.signum).name} at step {gan.step}; checkpoint "
                               f"{stop.checkpoint} written; continue with: cxr-train --resume {run.folder}",
                               stop.signum)
+        if stop_at is not None and gan.step >= stop_at:
+            log(f"paused at step {gan.step} of {cfg.total_steps} (--stop-at): checkpoint {stop.checkpoint} written; "
+                f"continue with: cxr-train --resume {run.folder}")
+            return run.folder
     path = save_generator(run.folder, gan, cfg, run.meta, cfg.epochs, gan.step)
     log(f"done: {path}")
     return run.folder
 
 
 # --------------------------------------------------------------------------- the pieces
+
+
+def _checked_stop(cfg: Config, stop_at: int | None) -> int | None:
+    """stop_at as fit uses it: None when absent or at/after the run's end; an epoch end, else
+    TrainingError."""
+    if stop_at is None or stop_at >= cfg.total_steps:
+        return None
+    if stop_at < 1 or stop_at % cfg.steps_per_epoch:
+        raise TrainingError(f"--stop-at {stop_at} is not an epoch end of this run (a multiple of its "
+                            f"{cfg.steps_per_epoch} steps per epoch, below its {cfg.total_steps} steps)")
+    return stop_at
 
 
 class _removed_on_failure:
