@@ -122,7 +122,6 @@ class FakeRunner(sweep.Runner):
         (run / "generator-raw.keras").write_bytes(b"k")
         (run / "generator.json").write_text(json.dumps({"step": cfg.total_steps, "config": cfg.to_dict()}))
 
-
     @staticmethod
     def _snapshots(run, steps):
         for step in steps:
