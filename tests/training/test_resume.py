@@ -174,3 +174,32 @@ def test_a_pause_then_resume_equals_uninterrupted(few_real, tmp_path):
     assert meta_a["step"] == meta_b["step"] == 12 and a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=0, atol=TOLERANCE, err_msg=k)
+
+
+def test_a_checkpoint_inside_an_epoch_once_the_minutes_have_passed(few_real, tmp_path):
+    """checkpoint_minutes: a machine taken away without a signal (SIGKILL, power) loses at most
+    that much. Here it is due after every step; a crash inside epoch 3 resumes from the step
+    before the crash, not from the epoch's start, and ends bitwise where a straight run ends."""
+    often = RECIPE_SMOKE.replace(checkpoint_minutes=1e-6, keep_checkpoints=20)
+    assert RECIPE_SMOKE.replace(checkpoint_minutes=1e-6).hash() == RECIPE_SMOKE.hash()  # not what is trained
+    straight = train(RECIPE_SMOKE, few_real, out_root=tmp_path / "a", log=lambda m: None)
+    assert [p.name for p in checkpoint.list_checkpoints(straight)][-2:] == ["epoch-0003", "epoch-0004"]
+
+    logs = []
+    with pytest.raises(Interrupt):
+        train(often, few_real, out_root=tmp_path / "b", log=logs.append, extra_callbacks=[InterruptAt(2, 2)])
+    broken = next((tmp_path / "b").iterdir())
+    names = [p.name for p in checkpoint.list_checkpoints(broken)]
+    # 3 steps an epoch: inside each epoch after its 1st and 2nd step, the epoch's end writes its own
+    assert names == ["epoch-0001-step-000000001", "epoch-0001-step-000000002", "epoch-0001",
+                     "epoch-0002-step-000000004", "epoch-0002-step-000000005", "epoch-0002",
+                     "epoch-0003-step-000000007", "epoch-0003-step-000000008"], names
+    assert any("checkpoint epoch-0003-step-000000008" in m for m in logs)
+    resume_logs = []
+    resumed = train(None, None, resume_dir=broken, log=resume_logs.append)
+    assert any("resuming from epoch-0003-step-000000008 (step 8)" in m for m in resume_logs), resume_logs
+    meta_a, a = _state(straight)
+    meta_b, b = _state(resumed)
+    assert meta_a["step"] == meta_b["step"] == 12 and a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=TOLERANCE, err_msg=k)

@@ -29,6 +29,10 @@ def opt(default, help: str, *, flag: str | None = None, choices=None, lo=None, h
     return field(default=default, metadata=meta)
 
 
+# Config fields that only say when to write what (not what is trained): outside Config.hash.
+UNHASHED = frozenset({"checkpoint_minutes"})
+
+
 @dataclass(frozen=True)
 class Config:
     # --- identity -------------------------------------------------------------------
@@ -122,6 +126,9 @@ class Config:
     eval_max_images: int = opt(512, "Real images (and as many generated) in the epoch-end metrics.", lo=2)
     grid_images: int = opt(16, "Generated images in each epoch's sample grid (fixed latents).", lo=1)
     checkpoint_every: int = opt(1, "Epochs between checkpoints (one is always written at the end).", lo=1)
+    checkpoint_minutes: float = opt(10.0, "Also checkpoint inside an epoch once this many minutes have passed "
+                                          "since the last checkpoint, so a machine that is taken away without a "
+                                          "signal loses at most that much; 0: only at epoch ends.", lo=0.0)
     keep_checkpoints: int = opt(2, "Newest checkpoints kept on disk (older ones are deleted).", lo=1)
     resize: str = opt("stretch", "How non-square images become square: stretch (the study) or centre-crop.",
                       choices=RESIZE_MODES)
@@ -169,6 +176,7 @@ class Config:
         need(self.grid_images >= 1, "grid_images must be >= 1")
         need(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
         need(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
+        need(self.checkpoint_minutes >= 0, "checkpoint_minutes must be >= 0")
         need(self.resize in RESIZE_MODES, f"resize must be one of {', '.join(RESIZE_MODES)}")
         need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
         need(self.augment in AUGMENT_MODES, f"augment must be one of {', '.join(AUGMENT_MODES)}")
@@ -214,8 +222,10 @@ class Config:
         return cls(**kw)
 
     def hash(self) -> str:
-        """Short content hash of the resolved config (provenance of exported models)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode("utf-8")
+        """Short content hash of the resolved config (provenance of exported models). Fields that
+        cannot change what is trained (UNHASHED) are left out, so a run started before one of
+        them existed keeps its hash."""
+        blob = json.dumps({k: v for k, v in self.to_dict().items() if k not in UNHASHED}, sort_keys=True).encode("utf-8")
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -206,6 +206,7 @@ def fit(run: Run, hooks=(), stop_at: int | None = None) -> Path:
         train_step = gan.step_function()
         progress = Progress(cfg, log)
         stop = StopState()
+        timer = _CheckpointTimer(cfg.checkpoint_minutes)
         try:
             with handled(stop):
                 for epoch in range(run.start_epoch, cfg.epochs):
@@ -227,6 +228,11 @@ def fit(run: Run, hooks=(), stop_at: int | None = None) -> Path:
                         _call(hooks, "on_train_batch_end", batch, logs)
                         if stop.signum is not None:
                             break
+                        if batch + 1 < spe and timer.due():  # the epoch's end writes its own
+                            name = checkpoint.save(run.folder, gan, epoch, gan.step, cfg.to_dict(),
+                                                   cfg.keep_checkpoints).name
+                            timer.reset()
+                            log(f"  checkpoint {name} ({cfg.checkpoint_minutes:g} min since the last one)")
                     progress.end()
                     if stop.signum is not None and gan.step % spe:  # stopped inside the epoch: its end never came
                         stop.checkpoint = checkpoint.save(run.folder, gan, epoch, gan.step, cfg.to_dict(),
@@ -236,6 +242,8 @@ def fit(run: Run, hooks=(), stop_at: int | None = None) -> Path:
                     written = epoch_end(run, epoch + 1, logs, step_times, time.time() - t_epoch,
                                         stop.signum is not None or pausing)
                     stop.checkpoint = written or stop.checkpoint
+                    if written:
+                        timer.reset()
                     _call(hooks, "on_epoch_end", epoch, logs)
                     if stop.signum is not None or pausing:
                         break
@@ -259,6 +267,20 @@ def fit(run: Run, hooks=(), stop_at: int | None = None) -> Path:
 
 
 # --------------------------------------------------------------------------- the pieces
+
+
+class _CheckpointTimer:
+    """When a checkpoint inside an epoch is due: `minutes` after the last one (or the start)."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60.0
+        self.reset()
+
+    def reset(self):
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return self.seconds > 0 and time.monotonic() - self.last >= self.seconds
 
 
 def _checked_stop(cfg: Config, stop_at: int | None) -> int | None:
