@@ -60,6 +60,20 @@ def cfg():
     return PAPER_SMOKE
 
 
+@pytest.fixture(scope="module")
+def recipe_straight(train_normal, tmp_path_factory):
+    """RECIPE_SMOKE trained straight through once for the module: what the interrupted, paused
+    and resumed runs below must end equal to."""
+    root = tmp_path_factory.mktemp("recipe-straight")
+    few = root / "few"
+    few.mkdir()
+    for p in sorted(train_normal.iterdir())[:8]:  # as the few_real fixture
+        (few / p.name).symlink_to(p)
+    with pytest.MonkeyPatch.context() as mp:  # the autouse cache isolation is per test
+        mp.setenv("CXR_CACHE_DIR", str(root / "cache"))
+        return train(RECIPE_SMOKE, few, out_root=root / "a", log=lambda m: None)
+
+
 @pytest.mark.parametrize("cfg", [PAPER_SMOKE, RECIPE_SMOKE], ids=["paper", "recipe"])
 def test_resume_equals_uninterrupted(cfg, few_real, tmp_path):
     straight = train(cfg, few_real, out_root=tmp_path / "a", log=lambda m: None)
@@ -154,11 +168,11 @@ def test_a_recipe_runs_first_steps_do_not_depend_on_its_length(few_real, tmp_pat
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_a_pause_then_resume_equals_uninterrupted(few_real, tmp_path):
+def test_a_pause_then_resume_equals_uninterrupted(recipe_straight, few_real, tmp_path):
     """cxr-train --stop-at: a checkpoint at the pause, no final generator, and a resume that ends
     where a run straight through ends."""
     cfg = RECIPE_SMOKE
-    straight = train(cfg, few_real, out_root=tmp_path / "a", log=lambda m: None)
+    straight = recipe_straight
     logs = []
     paused = train(cfg, few_real, out_root=tmp_path / "b", log=logs.append, stop_at=6)
     assert not (paused / "generator.keras").exists()
@@ -176,13 +190,13 @@ def test_a_pause_then_resume_equals_uninterrupted(few_real, tmp_path):
         np.testing.assert_allclose(a[k], b[k], rtol=0, atol=TOLERANCE, err_msg=k)
 
 
-def test_a_checkpoint_inside_an_epoch_once_the_minutes_have_passed(few_real, tmp_path):
+def test_a_checkpoint_inside_an_epoch_once_the_minutes_have_passed(recipe_straight, few_real, tmp_path):
     """checkpoint_minutes: a machine taken away without a signal (SIGKILL, power) loses at most
     that much. Here it is due after every step; a crash inside epoch 3 resumes from the step
     before the crash, not from the epoch's start, and ends bitwise where a straight run ends."""
     often = RECIPE_SMOKE.replace(checkpoint_minutes=1e-6, keep_checkpoints=20)
     assert RECIPE_SMOKE.replace(checkpoint_minutes=1e-6).hash() == RECIPE_SMOKE.hash()  # not what is trained
-    straight = train(RECIPE_SMOKE, few_real, out_root=tmp_path / "a", log=lambda m: None)
+    straight = recipe_straight
     assert [p.name for p in checkpoint.list_checkpoints(straight)][-2:] == ["epoch-0003", "epoch-0004"]
 
     logs = []
