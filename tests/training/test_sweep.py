@@ -395,3 +395,32 @@ def test_seeds_of_one_recipe_fold_into_one_line_with_mean_and_range():
     assert lines[2] == ("| long | - | 6 | ema | 0, 1, 2 | 0.30 (0.30-0.30) | 1.00 (1.00-1.00) | 0.40 (0.20-0.60) | "
                         "0.260 (0.250-0.270), real 0.190 | - | 2/1500 | 3.00 | x |")
     assert lines[3].startswith("| long | --mbstd | 6 | ema | 0 | 0.30 | 1.00 | 9.00 |")
+
+
+def test_seeds_are_grouped_by_what_their_runs_trained_not_by_how_the_plan_spells_it(tmp_path):
+    """A preset's default spelled out as a flag (`--augment fixed` while it was `long`'s default)
+    is the same recipe: rows group by the config minus its seed (recipe_hash, or the run's
+    config.json for older rows); a different config is another line, whatever its flags say."""
+    from cxr_training.config import preset
+
+    long_ = preset("long").replace(augment="fixed")
+    for seed in (0, 1):  # older rows: no recipe_hash, their run folders on disk
+        run = tmp_path / f"s{seed}" / "00001-long"
+        run.mkdir(parents=True)
+        config = long_.replace(seed=seed, snapshot_steps=(1000, 2000)).to_dict()
+        (run / "config.json").write_text(json.dumps({"config": config}))
+
+    def row(name, seed, flags, **extra):
+        return {"key": f"{name}@3000:ema", "run": name, "step": 3000, "weights": "ema",
+                "entry": {"name": name, "preset": "long", "seed": seed, "steps": 3000, "flags": flags},
+                "metrics": {"kid": 0.2 + seed / 10, "kid_se": 0.01, "coverage": 1.0, "recall": 0.3},
+                "audit": {"flagged": 0, "generated": 500}, "seconds_per_step": 2.0, "cpu": ["x"], **extra}
+
+    rows = [row("s0", 0, [], run_folder=str(tmp_path / "s0" / "00001-long")),
+            row("s1", 1, [], run_folder=str(tmp_path / "s1" / "00001-long")),
+            row("s2", 2, ["--augment", "fixed"], recipe_hash=sweep.recipe_hash(long_.replace(seed=2).to_dict())),
+            row("n0", 0, [], recipe_hash=sweep.recipe_hash(long_.replace(augment="off").to_dict()))]
+    lines = sweep.seed_table(rows).splitlines()
+    assert len(lines) == 4, lines
+    assert lines[2].startswith("| long | - | 3000 | ema | 0, 1, 2 | 0.30 (0.30-0.30) | 1.00 (1.00-1.00) | 0.30 (0.20-0.40)")
+    assert lines[3].startswith("| long | - | 3000 | ema | 0 | 0.30 | 1.00 | 0.20 |")

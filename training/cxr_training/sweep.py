@@ -618,6 +618,7 @@ class Sweep:
             "final": score["step"] == entry.steps,
             "plan": str(plan.path), "entry": entry.to_dict(), "command": first,
             "run_folder": str(run), "config_hash": meta.get("config_hash"),
+            "recipe_hash": recipe_hash(meta["config"]),
             "precision": meta["config"].get("precision"),
             "cpu": sorted({s["cpu"] for s in segments}) or [cpu_name()],
             "code": sorted({s["code"] for s in segments}),
@@ -718,8 +719,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def recipe_hash(config: dict) -> str:
+    """What a run trains apart from its seed: the hash of its config with the seed (and the steps
+    it keeps snapshots at) set aside. Runs that share it are seeds of one recipe, however their
+    plan entries spell it (`--augment fixed` or a preset whose default it is)."""
+    from cxr_training.config import Config
+
+    return Config.from_dict(config).replace(seed=0, snapshot_steps=()).hash()
+
+
 def _recipe(row: dict) -> tuple:
-    """What a row's run trained, apart from its seed and name: rows that share it are seeds of one recipe."""
+    """What a row's run trained, apart from its seed and name: rows that share it are seeds of one
+    recipe. Rows written before rows carried `recipe_hash` get it from their run's config.json
+    while that is on disk, else from their plan entry (preset, flags, length)."""
+    key = row.get("recipe_hash")
+    if key is None and row.get("run_folder"):
+        try:
+            key = recipe_hash(json.loads((Path(row["run_folder"]) / "config.json").read_text())["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            key = None
+    if key is not None:
+        return (key, row["step"], row["weights"])
     e = row.get("entry", {})
     return (e.get("preset"), tuple(e.get("flags", ())), e.get("steps"), row["step"], row["weights"])
 
@@ -736,8 +756,9 @@ def seed_table(rows: list[dict]) -> str:
     head = ["preset", "flags", "step", "weights", "seeds", *[m.label for m in QUALITY_METRICS],
             "audit flags", "s/step", "CPU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (preset, flags, _, step, weights), group in groups.items():
-        cells = [str(preset), " ".join(flags) or "-", str(step), weights,
+    for group in groups.values():
+        e, step, weights = group[0].get("entry", {}), group[0]["step"], group[0]["weights"]
+        cells = [str(e.get("preset")), " ".join(e.get("flags", ())) or "-", str(step), weights,
                  ", ".join(str(r["entry"].get("seed", "?")) for r in group)]
         for m in QUALITY_METRICS:
             values = [r["metrics"][m.key] for r in group if m.key in r["metrics"]]
