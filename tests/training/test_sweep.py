@@ -228,8 +228,9 @@ def test_a_paused_run_lets_the_next_runs_go_first_and_is_finished_in_the_next_pa
     assert _sweep(plan, root, again).run() == 0 and again.calls == []
 
 
-def test_a_new_sweep_finds_a_run_at_its_pause_and_trains_it_on(tmp_path):
-    plan = _plan(tmp_path, _run("a").replace("score_steps = [3]", "score_steps = [3]\npause_at = [3]"))
+def test_a_new_sweep_lets_the_rest_of_the_plan_go_before_a_run_past_its_pause(tmp_path):
+    plan = _plan(tmp_path, _run("a").replace("score_steps = [3]", "score_steps = [3]\npause_at = [3]")
+                 + _run("b", seed=1))
     root = tmp_path / "runs"
     calls = []
 
@@ -242,13 +243,19 @@ def test_a_new_sweep_finds_a_run_at_its_pause_and_trains_it_on(tmp_path):
 
     with pytest.raises(Stopped):
         _sweep(plan, root, StopAfterPause()).run()
-    assert sweep.status(load_plan(plan), root) == [f"{'a':<28} training, step 3/6 (paused at a pause_at step)"]
+    assert sweep.status(load_plan(plan), root)[0] == f"{'a':<28} training, step 3/6 (paused at a pause_at step)"
     assert len(read_results(root)) == 4  # step 3 scored in the first pass
     runner = FakeRunner()
-    assert _sweep(plan, root, runner).run() == 0
+    logs = []
+    assert Sweep(plan, root, runner=runner, log=logs.append).run() == 0
     trains = [c for c in runner.calls if c[0] == "cxr-train"]
-    assert len(trains) == 1 and "--resume" in trains[0] and "--stop-at" not in trains[0]
-    assert len(read_results(root)) == 8
+    assert len(trains) == 2
+    assert "--resume" not in trains[0] and _arg(trains[0], "--out").name == "b"  # b first, then a
+    assert "--resume" in trains[1] and "--stop-at" not in trains[1] and "/a/" in str(_arg(trains[1], "--resume"))
+    assert any("a: at step 3, past its pause at step 3; it waits for the next pass" in m for m in logs)
+    keys = [r["key"] for r in read_results(root)]
+    assert len(keys) == len(set(keys)) == 16 and keys[-4:] == ["a@6:ema", "a@6:raw", "a@6:ema-scaled",
+                                                               "a@6:ema-diverse"]
 
 
 def test_a_pause_that_cxr_train_did_not_reach_fails_the_run(tmp_path):

@@ -33,8 +33,9 @@ A run with `pause_at` is trained in stages: a pass over the plan trains it to it
 (`cxr-train --stop-at`), scores what is there by then, and goes on to the next run; once the
 pass is over, the sweep comes back to the paused runs (the next pass) and trains each to its next
 pause or its end. A long run can so reach a milestone early without holding up the runs after it;
-pausing and resuming is bitwise the same as training straight through. A new sweep finds a run
-at a pause and trains it on to the next one.
+pausing and resuming is bitwise the same as training straight through. A new sweep (the next
+session's) keeps that order: a run already past one of its pauses waits in the first pass, which
+scores what it has, and goes on in the next pass, once every other run has had its turn.
 
 The plan file is read again after every run, so runs appended to it while a sweep trains are
 picked up. One sweep at a time works on a run root (a lock file); SIGTERM or SIGINT is passed on
@@ -438,6 +439,7 @@ class Sweep:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.runner = runner or Runner(self.log)
         self.failed: list[str] = []
+        self.first_pass = True  # a run past one of its pauses waits while this is true
 
     # passes over the plan, re-reading it after every run, until no run is left paused
     def run(self) -> int:
@@ -462,6 +464,7 @@ class Sweep:
                              f"{entry.name}")
             if visited <= settled:  # nothing paused in this pass
                 break
+            self.first_pass = False
             self.log(f"cxr-sweep: pass over the plan done; back to the paused run(s) "
                      f"{', '.join(sorted(visited - settled))}")
         if self.failed:
@@ -506,7 +509,13 @@ class Sweep:
         run = run_folder(self.root, entry.name)
         if run is not None and _finished(run):
             return run, entry.steps
-        target = entry.target(_last_step(run) if run is not None else 0)
+        last = _last_step(run) if run is not None else 0
+        passed = [p for p in entry.pause_at if p <= last]
+        if self.first_pass and passed:  # past a pause: the rest of the plan goes first, as in its sweep
+            self.log(f"cxr-sweep: {entry.name}: at step {last}, past its pause at step {max(passed)}; it waits "
+                     "for the next pass")
+            return run, max(passed)
+        target = entry.target(last)
         stop = ["--stop-at", str(target)] if target < entry.steps else []
         log_path = base / "sweep.log"
         segment = {"cpu": cpu_name(), "code": code_version(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
