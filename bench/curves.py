@@ -39,12 +39,15 @@ def rows_of(root: Path, name: str) -> list[dict]:
     return rows
 
 
+MAX_HOURS = float("inf")  # --max-hours: rows and curves up to this time only (an equal-time comparison)
+
+
 def table(root: Path, names: list[str], every: int) -> str:
     head = "| run | step | hours | " + " | ".join(label for _, label, _ in COLUMNS) + " | s/step |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name in names:
         for r in rows_of(root, name):
-            if r["step"] % every:
+            if r["step"] % every or r["hours"] > MAX_HOURS + 1e-9:
                 continue
             cells = [f"{r[k]:{fmt}}" if k in r else "-" for k, _, fmt in COLUMNS]
             lines.append(f"| {name} | {r['step']} | {r['hours']:.2f} | " + " | ".join(cells)
@@ -60,7 +63,7 @@ def plot(root: Path, names: list[str], out: Path, real_diversity: float | None =
 
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.1))
     for name in names:
-        rows = [r for r in rows_of(root, name) if "q_kid" in r]
+        rows = [r for r in rows_of(root, name) if "q_kid" in r and r["hours"] <= MAX_HOURS + 1e-9]
         t = [r["hours"] for r in rows]
         axes[0].plot(t, [max(r["q_kid"], 1e-3) for r in rows], "o-", ms=3, label=name)
         axes[1].plot(t, [r["q_coverage"] for r in rows], "o-", ms=3, label=name)
@@ -91,7 +94,12 @@ def main() -> None:
     ap.add_argument("--plot", default=None, help="also draw the curves into this PNG")
     ap.add_argument("--cost", action="append", default=[], metavar="NAME=SECONDS",
                     help="time axis of run NAME: steps x SECONDS (its step cost measured alone)")
+    ap.add_argument("--max-hours", type=float, default=None,
+                    help="only the steps up to this many hours (every run over the same time)")
     args = ap.parse_args()
+    global MAX_HOURS
+    if args.max_hours is not None:
+        MAX_HOURS = args.max_hours
     for item in args.cost:
         name, _, seconds = item.partition("=")
         COSTS[name] = float(seconds)
