@@ -15,8 +15,8 @@ from cxr_training.train import train
 
 tf, keras = import_tf()
 
-# Same seed, same data, same machine and thread settings: TensorFlow's CPU kernels are
-# run-to-run deterministic here, so we demand bitwise equality of every variable
+# Same seed, same data, same machine and thread settings: at these tests' small sizes TensorFlow's
+# CPU kernels are run-to-run deterministic, so we demand bitwise equality of every variable
 # (G, D, dropout seed state, Adam moments and counters). A looser tolerance would hide
 # a resume that skips or repeats a batch: one extra step moves weights by ~lr = 2e-4.
 TOLERANCE = 0.0
@@ -217,3 +217,57 @@ def test_a_checkpoint_inside_an_epoch_once_the_minutes_have_passed(recipe_straig
     assert meta_a["step"] == meta_b["step"] == 12 and a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=0, atol=TOLERANCE, err_msg=k)
+
+
+_DETERMINISM_PROBE = """
+import sys
+from cxr_training.config import preset
+from cxr_training.tfenv import import_tf
+from cxr_training.train import train
+from tensorflow.python.framework import config as tf_config
+
+tf, _ = import_tf()
+mode, data, out = sys.argv[1:4]
+if mode == "resume":
+    train(resume_dir=next(p for p in __import__("pathlib").Path(out).iterdir() if p.is_dir()), log=print)
+else:
+    train(preset("smoke").replace(epochs=1, deterministic=mode == "on"), data, out_root=out, log=print)
+print("INTER", tf.config.threading.get_inter_op_parallelism_threads(), "OPDET", tf_config.is_op_determinism_enabled())
+"""
+
+
+def test_deterministic_runs_one_op_at_a_time_with_op_determinism_and_a_resume_keeps_it(few_real, tmp_path):
+    """--deterministic takes effect in a new run and in its resume (read from config.json);
+    without it TensorFlow keeps its own thread pools. The bitwise effect at the real size is
+    measured by bench/determinism.py (docs/training.md, "Reproducibility")."""
+    import subprocess
+    import sys
+
+    def probe(mode, out):
+        done = subprocess.run([sys.executable, "-c", _DETERMINISM_PROBE, mode, str(few_real), str(out)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    on = probe("on", tmp_path / "on")
+    assert "deterministic: one inter-op thread" in on and "INTER 1 OPDET True" in on
+    config = json.loads(next((tmp_path / "on").glob("*/config.json")).read_text())["config"]
+    assert config["deterministic"] is True
+    resumed = probe("resume", tmp_path / "on")
+    assert "deterministic: one inter-op thread" in resumed and "INTER 1 OPDET True" in resumed
+    off = probe("off", tmp_path / "off")
+    assert "deterministic: one inter-op thread" not in off and "INTER 0 OPDET False" in off
+
+
+def test_deterministic_refuses_a_process_whose_thread_pools_already_run(few_real, tmp_path):
+    """In a process that has already run TensorFlow with its default pools the thread count can
+    no longer change: a clear TrainingError before anything is written, not a silent
+    non-deterministic run."""
+    tf.constant(1.0) + 1.0  # TensorFlow's context is up (it is in any test process by now)
+    if tf.config.threading.get_inter_op_parallelism_threads() == 1:
+        pytest.skip("this process already runs one inter-op thread")
+    with pytest.raises(TrainingError, match="before TensorFlow starts its thread pools"):
+        train(preset("smoke").replace(epochs=1, deterministic=True), few_real, out_root=tmp_path / "runs",
+              log=lambda m: None)
+    assert not (tmp_path / "runs").exists()
+

@@ -29,8 +29,9 @@ def opt(default, help: str, *, flag: str | None = None, choices=None, lo=None, h
     return field(default=default, metadata=meta)
 
 
-# Config fields that only say when to write what (not what is trained): outside Config.hash.
-UNHASHED = frozenset({"checkpoint_minutes"})
+# Config fields that only say when to write what, or how exactly to compute it (not what is
+# trained): outside Config.hash.
+UNHASHED = frozenset({"checkpoint_minutes", "deterministic"})
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,11 @@ class Config:
                                           "since the last checkpoint, so a machine that is taken away without a "
                                           "signal loses at most that much; 0: only at epoch ends.", lo=0.0)
     keep_checkpoints: int = opt(2, "Newest checkpoints kept on disk (older ones are deleted).", lo=1)
+    deterministic: bool = opt(False, "Bitwise the same run again on the same machine (and a resumed run bitwise "
+                                     "an uninterrupted one) at the real size: TensorFlow runs one op at a time "
+                                     "(one inter-op thread; each op still uses every core) with op determinism "
+                                     "on. Without it, runs of one seed agree to rounding at first and then drift "
+                                     "apart (docs/training.md, \"Reproducibility\").")
     resize: str = opt("stretch", "How non-square images become square: stretch (the study) or centre-crop.",
                       choices=RESIZE_MODES)
     quality_images: int = opt(256, "Generated images scored against --heldout at each epoch end (recall, "

@@ -110,7 +110,8 @@ def prepare_run(cfg: Config, data_dir, out_root="runs", heldout_dir=None, strate
                 input_mode: str = "auto", log=log_stderr) -> Run:
     """A new run: the data read and fingerprinted, `out_root/NNNNN-<preset>/config.json`
     written before step 0, G and D built from the seed."""
-    placement = _placement(strategy)  # first: MultiWorkerMirroredStrategy must exist before other TF work
+    _deterministic(cfg, log)  # before TensorFlow starts its thread pools
+    placement = _placement(strategy)  # first TF work: MultiWorkerMirroredStrategy must exist before other TF work
     cfg = _resolved(cfg, placement, log)
     heldout = _load_heldout(heldout_dir, cfg, log)
     images, mode, store = load_images_or_fail(data_dir, cfg, log, input_mode)
@@ -144,13 +145,14 @@ def resume_run(run_dir, data_dir=None, heldout_dir=None, strategy: str = "defaul
                log=log_stderr) -> Run:
     """An unfinished run, from its newest intact checkpoint: the same data (checked by content),
     the same held-out folder, metric rows after the checkpoint dropped."""
-    placement = _placement(strategy)
     folder = Path(run_dir)
     try:
         meta = json.loads((folder / "config.json").read_text())
         cfg = Config.from_dict(meta["config"])
     except (OSError, ValueError, KeyError) as e:
         raise TrainingError(f"cannot resume {folder}: no readable config.json ({e})") from None
+    _deterministic(cfg, log)  # as the run started: before TensorFlow starts its thread pools
+    placement = _placement(strategy)
     recorded = meta.get("heldout")
     if heldout_dir is not None and not recorded:
         raise TrainingError(f"run {folder.name} was started without --heldout: its epochs are not scored, and a "
@@ -323,6 +325,28 @@ def _call(hooks, name: str, *args) -> None:
         method = getattr(hook, name, None)
         if method is not None:
             method(*args)
+
+
+def _deterministic(cfg: Config, log) -> None:
+    """cfg.deterministic: one inter-op thread and TensorFlow's op determinism, process-wide. With
+    several inter-op threads, ops that do not depend on each other run at once and share the
+    cores, and at the real size that changes their float results by rounding from run to run
+    (measured: docs/training.md, "Reproducibility"); one at a time, on the same machine and
+    library versions, a run is bitwise the same every time. The thread count can only be set
+    before TensorFlow starts its thread pools: a process that has already run TensorFlow with
+    another count gets a TrainingError (cxr-train always starts fresh)."""
+    if not cfg.deterministic:
+        return
+    tf, _ = import_tf()
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        if tf.config.threading.get_inter_op_parallelism_threads() != 1:
+            raise TrainingError("--deterministic must be set before TensorFlow starts its thread pools, and this "
+                                "process has already run TensorFlow with several inter-op threads: train in a new "
+                                "process (as cxr-train does)") from None
+    tf.config.experimental.enable_op_determinism()
+    log("deterministic: one inter-op thread, op determinism on (bitwise the same run on this machine)")
 
 
 def _placement(strategy: str) -> distribute.Placement:
