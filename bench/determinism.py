@@ -1,11 +1,13 @@
 """Is a run of one seed bitwise the same run again, at the real size? And what does
 `--deterministic` (one inter-op thread, op determinism) cost a step?
 
-For each mode (TensorFlow's default thread pools, then --deterministic) a fresh process trains
-the same config twice from scratch (`--steps` steps of the `long` preset, the real 128x128
-networks, seed 0, no held-out monitor) and reports the largest difference between the two runs'
-variables (G, D and the optimizers' state, from the final checkpoint) and the median step time
-of each run. Modes alternate for `--rounds` rounds, so drift on the machine hits both alike;
+For each mode (TensorFlow's default thread pools, then --deterministic) a fresh process, set up
+as cxr-train sets TensorFlow up, trains the same config three times from scratch (`--steps`
+steps in two epochs of the `long` preset, the real 128x128 networks, seed 0, no held-out
+monitor): twice straight through, once paused after the first epoch and resumed. It reports
+the largest difference of any variable (G, D and the optimizers' state, from the final
+checkpoint) between the two straight runs, and between a straight run and the resumed one, and
+the median step time of the straight runs. Modes alternate for `--rounds` rounds, so drift on the machine hits both alike;
 compare the step times only within one run of this script, on a machine that does nothing else.
 
     python bench/determinism.py [--steps 20] [--rounds 2] [--out bench/determinism.json]
@@ -25,26 +27,35 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "kermany-cxr" / "train" / "NORMAL"
 
 CHILD = """
-import json, sys, tempfile
-from pathlib import Path
+from cxr_training.tfenv import configure
+
+configure()  # TensorFlow's settings as cxr-train runs it (oneDNN on, quiet start-up)
+import json, statistics, sys, tempfile
 import numpy as np
 from cxr_training.config import preset
 from cxr_training.train import train
 
 deterministic, steps, data, preset_name = sys.argv[1] == "1", int(sys.argv[2]), sys.argv[3], sys.argv[4]
-cfg = preset(preset_name).replace(epochs=1, steps_per_epoch=steps, checkpoint_minutes=0.0, deterministic=deterministic,
+half = steps // 2
+cfg = preset(preset_name).replace(epochs=2, steps_per_epoch=half, checkpoint_minutes=0.0, deterministic=deterministic,
                                   quality_images=0)
-weights, per_step = [], []
-for _ in range(2):
-    run = train(cfg, data, out_root=tempfile.mkdtemp(prefix="cxr-determinism-"), log=lambda m: None)
+
+def final(run):
     ckpt = max((run / "checkpoints").iterdir())  # every variable: G, D, optimizer state
     with np.load(ckpt / "state.npz") as z:
-        weights.append({k: z[k] for k in z.files})
-    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
-    per_step.append(row["seconds_per_step"])
-a, b = weights
-diff = max(float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) for k in a)
-print(json.dumps({"max_abs_diff": diff, "variables": len(a), "seconds_per_step": per_step}))
+        return {k: z[k] for k in z.files}
+
+def diff(a, b):
+    return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) for k in a)
+
+runs = [train(cfg, data, out_root=tempfile.mkdtemp(prefix="cxr-determinism-"), log=lambda m: None) for _ in range(2)]
+paused = train(cfg, data, out_root=tempfile.mkdtemp(prefix="cxr-determinism-"), log=lambda m: None, stop_at=half)
+resumed = train(resume_dir=paused, log=lambda m: None)
+per_step = [statistics.median(json.loads(line)["seconds_per_step"] for line in (r / "metrics.jsonl").read_text().splitlines())
+            for r in runs]
+a, b, c = final(runs[0]), final(runs[1]), final(resumed)
+print(json.dumps({"max_abs_diff": diff(a, b), "resume_max_abs_diff": diff(a, c), "variables": len(a),
+                  "seconds_per_step": per_step}))
 """
 
 
@@ -66,24 +77,29 @@ def main() -> None:
                 raise SystemExit(f"{mode}: child failed:\n{done.stderr[-3000:]}")
             res = json.loads(done.stdout.strip().splitlines()[-1])
             results[mode].append(res)
-            print(f"round {r + 1} {mode:>13}: max |w1 - w2| {res['max_abs_diff']:.3g} over {res['variables']} "
-                  f"arrays; s/step {', '.join(f'{s:.2f}' for s in res['seconds_per_step'])}", flush=True)
+            print(f"round {r + 1} {mode:>13}: max |w1 - w2| {res['max_abs_diff']:.3g}, straight vs resumed "
+                  f"{res['resume_max_abs_diff']:.3g}, over {res['variables']} arrays; s/step "
+                  f"{', '.join(f'{s:.2f}' for s in res['seconds_per_step'])}", flush=True)
     from cxr_training.sweep import cpu_name
 
     model = cpu_name()
     summary = {mode: {"bitwise": all(x["max_abs_diff"] == 0 for x in rs),
                       "max_abs_diff": max(x["max_abs_diff"] for x in rs),
+                      "resume_bitwise": all(x["resume_max_abs_diff"] == 0 for x in rs),
+                      "resume_max_abs_diff": max(x["resume_max_abs_diff"] for x in rs),
                       "median_seconds_per_step": statistics.median(s for x in rs for s in x["seconds_per_step"])}
                for mode, rs in results.items()}
     ratio = summary["deterministic"]["median_seconds_per_step"] / summary["default"]["median_seconds_per_step"]
     out = {"cpu": model, "preset": args.preset, "steps": args.steps, "rounds": args.rounds, "runs": results,
            "summary": summary, "deterministic_over_default": ratio}
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(f"\n| mode | two runs of one seed | largest weight difference | median s/step |\n|---|---|---|---|")
+    print("\n| mode | two straight runs | largest difference | straight vs paused and resumed | largest difference "
+          "| median s/step |\n|---|---|---|---|---|---|")
     for mode, s in summary.items():
         print(f"| {mode} | {'bitwise equal' if s['bitwise'] else 'differ'} | {s['max_abs_diff']:.3g} | "
+              f"{'bitwise equal' if s['resume_bitwise'] else 'differ'} | {s['resume_max_abs_diff']:.3g} | "
               f"{s['median_seconds_per_step']:.2f} |")
-    print(f"\n--deterministic / default step time: {ratio:.2f} ({model}; {args.steps} steps x 2 runs x "
+    print(f"\n--deterministic / default step time: {ratio:.2f} ({model}; {args.steps} steps x 3 runs x "
           f"{args.rounds} rounds per mode)")
 
 

@@ -228,10 +228,10 @@ from tensorflow.python.framework import config as tf_config
 
 tf, _ = import_tf()
 mode, data, out = sys.argv[1:4]
-if mode == "resume":
+if mode == "resume":  # the rest of the paused run below: it trains
     train(resume_dir=next(p for p in __import__("pathlib").Path(out).iterdir() if p.is_dir()), log=print)
-else:
-    train(preset("smoke").replace(epochs=1, deterministic=mode == "on"), data, out_root=out, log=print)
+else:  # smoke: 2 epochs x 3 steps; paused after the first
+    train(preset("smoke").replace(deterministic=mode == "on"), data, out_root=out, log=print, stop_at=3)
 print("INTER", tf.config.threading.get_inter_op_parallelism_threads(), "OPDET", tf_config.is_op_determinism_enabled())
 """
 
@@ -253,8 +253,10 @@ def test_deterministic_runs_one_op_at_a_time_with_op_determinism_and_a_resume_ke
     assert "deterministic: one inter-op thread" in on and "INTER 1 OPDET True" in on
     config = json.loads(next((tmp_path / "on").glob("*/config.json")).read_text())["config"]
     assert config["deterministic"] is True
+    assert not list((tmp_path / "on").glob("*/generator.keras"))  # paused after epoch 1
     resumed = probe("resume", tmp_path / "on")
     assert "deterministic: one inter-op thread" in resumed and "INTER 1 OPDET True" in resumed
+    assert "epoch 2/2" in resumed and list((tmp_path / "on").glob("*/generator.keras"))  # it trained on
     off = probe("off", tmp_path / "off")
     assert "deterministic: one inter-op thread" not in off and "INTER 0 OPDET False" in off
 

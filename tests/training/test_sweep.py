@@ -252,7 +252,7 @@ def test_a_new_sweep_lets_the_rest_of_the_plan_go_before_a_run_past_its_pause(tm
     assert len(trains) == 2
     assert "--resume" not in trains[0] and _arg(trains[0], "--out").name == "b"  # b first, then a
     assert "--resume" in trains[1] and "--stop-at" not in trains[1] and "/a/" in str(_arg(trains[1], "--resume"))
-    assert any("a: at step 3, past its pause at step 3; it waits for the next pass" in m for m in logs)
+    assert any("a: at step 3, past its pause at step 3; it waits for the next pass (scored here up to step 3)" in m for m in logs)
     keys = [r["key"] for r in read_results(root)]
     assert len(keys) == len(set(keys)) == 16 and keys[-4:] == ["a@6:ema", "a@6:raw", "a@6:ema-scaled",
                                                                "a@6:ema-diverse"]

@@ -16,7 +16,7 @@ Each run goes through stages, each skipped when its output is already there, so 
 command resumes the whole plan after a kill, a reboot or a new session on the same machine:
 
 1. train: `cxr-train` (a new run) or `cxr-train --resume` (an unfinished one, from its newest
-   checkpoint: bitwise the same as an uninterrupted run);
+   checkpoint: the run an uninterrupted one would have been, bitwise with --deterministic);
 2. for the finished model and each of `score_steps` (snapshots), for the EMA and the raw
    weights when the recipe keeps an EMA, and for the shipped weights exported at the latent
    scales `--latent-scale auto` and `diversity` choose (`ema-scaled`, `ema-diverse`): export to
@@ -33,9 +33,9 @@ A run with `pause_at` is trained in stages: a pass over the plan trains it to it
 (`cxr-train --stop-at`), scores what is there by then, and goes on to the next run; once the
 pass is over, the sweep comes back to the paused runs (the next pass) and trains each to its next
 pause or its end. A long run can so reach a milestone early without holding up the runs after it;
-pausing and resuming is bitwise the same as training straight through. A new sweep (the next
+pausing and resuming is training straight through (bitwise with --deterministic). A new sweep (the next
 session's) keeps that order: a run already past one of its pauses waits in the first pass, which
-scores what it has, and goes on in the next pass, once every other run has had its turn.
+scores its score_steps up to that pause, and goes on in the next pass, once every other run has had its turn.
 
 The plan file is read again after every run, so runs appended to it while a sweep trains are
 picked up. One sweep at a time works on a run root (a lock file); SIGTERM or SIGINT is passed on
@@ -444,6 +444,7 @@ class Sweep:
     # passes over the plan, re-reading it after every run, until no run is left paused
     def run(self) -> int:
         settled: set[str] = set()  # finished and scored, or failed, in this sweep
+        self.first_pass = True
         while True:
             visited: set[str] = set()
             while True:
@@ -513,7 +514,7 @@ class Sweep:
         passed = [p for p in entry.pause_at if p <= last]
         if self.first_pass and passed:  # past a pause: the rest of the plan goes first, as in its sweep
             self.log(f"cxr-sweep: {entry.name}: at step {last}, past its pause at step {max(passed)}; it waits "
-                     "for the next pass")
+                     f"for the next pass (scored here up to step {max(passed)})")
             return run, max(passed)
         target = entry.target(last)
         stop = ["--stop-at", str(target)] if target < entry.steps else []
@@ -801,7 +802,10 @@ def status(plan: Plan, root: Path) -> list[str]:
             state = f"trained; {scored} row(s) written"
         else:
             step = _last_step(run)
-            state = f"training, step {step}/{e.steps}" + (" (paused at a pause_at step)" if step in e.pause_at else "")
+            passed = [p for p in e.pause_at if p <= step]
+            state = f"training, step {step}/{e.steps}" + (
+                " (paused at a pause_at step)" if step in e.pause_at else
+                f" (past its pause at {max(passed)}: a new sweep trains it after the rest of the plan)" if passed else "")
         out.append(f"{e.name:<28} {state}")
     return out
 

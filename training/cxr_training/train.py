@@ -187,8 +187,8 @@ def fit(run: Run, hooks=(), stop_at: int | None = None) -> Path:
     """The loop: every step left, every epoch end, then the final generator. Returns the run
     folder; raises Interrupted after a SIGINT/SIGTERM (checkpoint written) and NonFiniteLoss.
     `stop_at` (an epoch end before the last): pause there instead, with a checkpoint and without
-    the final generator; the run stays unfinished, and a resume continues it bitwise as if it
-    had never paused (a budget per session; cxr-sweep's pause_at)."""
+    the final generator; the run stays unfinished, and a resume continues it as if it had never
+    paused (bitwise with cfg.deterministic, or at small sizes) (a budget per session; cxr-sweep's pause_at)."""
     cfg, gan, log = run.cfg, run.gan, run.log
     spe = cfg.steps_per_epoch
     stop_at = _checked_stop(cfg, stop_at)
