@@ -39,15 +39,13 @@ def rows_of(root: Path, name: str) -> list[dict]:
     return rows
 
 
-MAX_HOURS = float("inf")  # --max-hours: rows and curves up to this time only (an equal-time comparison)
-
-
-def table(root: Path, names: list[str], every: int) -> str:
+def table(root: Path, names: list[str], every: int, max_hours: float = float("inf")) -> str:
+    """Rows every `every` steps up to `max_hours` (an equal-time comparison)."""
     head = "| run | step | hours | " + " | ".join(label for _, label, _ in COLUMNS) + " | s/step |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name in names:
         for r in rows_of(root, name):
-            if r["step"] % every or r["hours"] > MAX_HOURS + 1e-9:
+            if r["step"] % every or r["hours"] > max_hours + 1e-9:
                 continue
             cells = [f"{r[k]:{fmt}}" if k in r else "-" for k, _, fmt in COLUMNS]
             lines.append(f"| {name} | {r['step']} | {r['hours']:.2f} | " + " | ".join(cells)
@@ -55,7 +53,8 @@ def table(root: Path, names: list[str], every: int) -> str:
     return "\n".join(lines)
 
 
-def plot(root: Path, names: list[str], out: Path, real_diversity: float | None = None) -> None:
+def plot(root: Path, names: list[str], out: Path, real_diversity: float | None = None,
+         max_hours: float = float("inf")) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,7 +62,7 @@ def plot(root: Path, names: list[str], out: Path, real_diversity: float | None =
 
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.1))
     for name in names:
-        rows = [r for r in rows_of(root, name) if "q_kid" in r and r["hours"] <= MAX_HOURS + 1e-9]
+        rows = [r for r in rows_of(root, name) if "q_kid" in r and r["hours"] <= max_hours + 1e-9]
         t = [r["hours"] for r in rows]
         axes[0].plot(t, [max(r["q_kid"], 1e-3) for r in rows], "o-", ms=3, label=name)
         axes[1].plot(t, [r["q_coverage"] for r in rows], "o-", ms=3, label=name)
@@ -97,16 +96,14 @@ def main() -> None:
     ap.add_argument("--max-hours", type=float, default=None,
                     help="only the steps up to this many hours (every run over the same time)")
     args = ap.parse_args()
-    global MAX_HOURS
-    if args.max_hours is not None:
-        MAX_HOURS = args.max_hours
+    max_hours = float("inf") if args.max_hours is None else args.max_hours
     for item in args.cost:
         name, _, seconds = item.partition("=")
         COSTS[name] = float(seconds)
     root = Path(args.runs).expanduser()
-    print(table(root, args.names, args.every))
+    print(table(root, args.names, args.every, max_hours))
     if args.plot:
-        plot(root, args.names, Path(args.plot))
+        plot(root, args.names, Path(args.plot), max_hours=max_hours)
 
 
 if __name__ == "__main__":

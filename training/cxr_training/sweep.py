@@ -121,6 +121,10 @@ class Entry:
         """The step a visit trains to from step `done`: the next pause after it, else the end."""
         return next((p for p in self.pause_at if p > done), self.steps)
 
+    def passed_pause(self, done: int) -> int | None:
+        """The last pause at or before step `done` (a run a new sweep holds back), else None."""
+        return max((p for p in self.pause_at if p <= done), default=None)
+
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
@@ -511,11 +515,11 @@ class Sweep:
         if run is not None and _finished(run):
             return run, entry.steps
         last = _last_step(run) if run is not None else 0
-        passed = [p for p in entry.pause_at if p <= last]
-        if self.first_pass and passed:  # past a pause: the rest of the plan goes first, as in its sweep
-            self.log(f"cxr-sweep: {entry.name}: at step {last}, past its pause at step {max(passed)}; it waits "
-                     f"for the next pass (scored here up to step {max(passed)})")
-            return run, max(passed)
+        passed = entry.passed_pause(last)
+        if self.first_pass and passed is not None:  # past a pause: the rest of the plan goes first, as in its sweep
+            self.log(f"cxr-sweep: {entry.name}: at step {last}, past its pause at step {passed}; it waits "
+                     f"for the next pass (scored here up to step {passed})")
+            return run, passed
         target = entry.target(last)
         stop = ["--stop-at", str(target)] if target < entry.steps else []
         log_path = base / "sweep.log"
@@ -802,10 +806,11 @@ def status(plan: Plan, root: Path) -> list[str]:
             state = f"trained; {scored} row(s) written"
         else:
             step = _last_step(run)
-            passed = [p for p in e.pause_at if p <= step]
+            passed = e.passed_pause(step)
             state = f"training, step {step}/{e.steps}" + (
                 " (paused at a pause_at step)" if step in e.pause_at else
-                f" (past its pause at {max(passed)}: a new sweep trains it after the rest of the plan)" if passed else "")
+                f" (past its pause at {passed}: a new sweep trains it after the rest of the plan)"
+                if passed is not None else "")
         out.append(f"{e.name:<28} {state}")
     return out
 

@@ -188,7 +188,8 @@ def fit(run: Run, hooks=(), stop_at: int | None = None) -> Path:
     folder; raises Interrupted after a SIGINT/SIGTERM (checkpoint written) and NonFiniteLoss.
     `stop_at` (an epoch end before the last): pause there instead, with a checkpoint and without
     the final generator; the run stays unfinished, and a resume continues it as if it had never
-    paused (bitwise with cfg.deterministic, or at small sizes) (a budget per session; cxr-sweep's pause_at)."""
+    paused, bitwise with cfg.deterministic or at small sizes (a budget per session; cxr-sweep's
+    pause_at)."""
     cfg, gan, log = run.cfg, run.gan, run.log
     spe = cfg.steps_per_epoch
     stop_at = _checked_stop(cfg, stop_at)
@@ -338,13 +339,12 @@ def _deterministic(cfg: Config, log) -> None:
     if not cfg.deterministic:
         return
     tf, _ = import_tf()
-    try:
+    try:  # a no-op when already 1; RuntimeError once the pools run with another count
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
-        if tf.config.threading.get_inter_op_parallelism_threads() != 1:
-            raise TrainingError("--deterministic must be set before TensorFlow starts its thread pools, and this "
-                                "process has already run TensorFlow with several inter-op threads: train in a new "
-                                "process (as cxr-train does)") from None
+        raise TrainingError("--deterministic must be set before TensorFlow starts its thread pools, and this "
+                            "process has already run TensorFlow with several inter-op threads: train in a new "
+                            "process (as cxr-train does)") from None
     tf.config.experimental.enable_op_determinism()
     log("deterministic: one inter-op thread, op determinism on (bitwise the same run on this machine)")
 
