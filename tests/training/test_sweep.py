@@ -396,12 +396,16 @@ def test_seeds_of_one_recipe_fold_into_one_line_with_mean_and_range():
                             "diversity_ssim": 0.25 + seed / 100, "diversity_ssim_real": 0.19},
                 "audit": {"flagged": flagged, "generated": 500}, "seconds_per_step": 2.0 + seed, "cpu": ["x"]}
 
-    rows = [row("s0", 0, 0.2, 0), row("s1", 1, 0.4, 2), row("s2", 2, 0.6, 0), row("other", 0, 9.0, 0, ["--mbstd"])]
+    rows = [row("s2", 2, 0.6, 0), row("s0", 0, 0.2, 0), row("other", 0, 9.0, 0, ["--mbstd"]), row("s1", 1, 0.4, 2)]
+    rows[1].update(heldout="/data/heldout/NORMAL", reference={"kid": 0.02, "coverage": 1.0, "recall": 0.89})
     lines = sweep.seed_table(rows).splitlines()
-    assert len(lines) == 4  # header, rule, the three seeds of `long`, the other recipe
-    assert lines[2] == ("| long | - | 6 | ema | 0, 1, 2 | 0.30 (0.30-0.30) | 1.00 (1.00-1.00) | 0.40 (0.20-0.60) | "
-                        "0.260 (0.250-0.270), real 0.190 | - | 2/1500 | 3.00 | x |")
-    assert lines[3].startswith("| long | --mbstd | 6 | ema | 0 | 0.30 | 1.00 | 9.00 |")
+    assert len(lines) == 5  # header, rule, the three seeds of `long` (in seed order), the other recipe, reference
+    assert lines[2] == ("| s0, s1, s2 | long | - | 6 | ema | 0, 1, 2 | 0.30 (0.30-0.30) | 1.00 (1.00-1.00) | "
+                        "0.40 (0.20-0.60) | 0.260 (0.250-0.270), real 0.190 | - | 2/1500 | 3.00 | x |")
+    assert lines[3].startswith("| other | long | --mbstd | 6 | ema | 0 | 0.30 | 1.00 | 9.00 |")
+    assert lines[4] == ("| *the training images vs heldout/NORMAL (reference)* |  |  |  |  |  | 0.89 | 1.00 | 0.02 "
+                        "| - | - |  |  |  |")
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
 
 
 def test_seeds_are_grouped_by_what_their_runs_trained_not_by_how_the_plan_spells_it(tmp_path):
@@ -429,5 +433,6 @@ def test_seeds_are_grouped_by_what_their_runs_trained_not_by_how_the_plan_spells
             row("n0", 0, [], recipe_hash=sweep.recipe_hash(long_.replace(augment="off").to_dict()))]
     lines = sweep.seed_table(rows).splitlines()
     assert len(lines) == 4, lines
-    assert lines[2].startswith("| long | - | 3000 | ema | 0, 1, 2 | 0.30 (0.30-0.30) | 1.00 (1.00-1.00) | 0.30 (0.20-0.40)")
-    assert lines[3].startswith("| long | - | 3000 | ema | 0 | 0.30 | 1.00 | 0.20 |")
+    assert lines[2].startswith("| s0, s1, s2 | long | --augment fixed | 3000 | ema | 0, 1, 2 | 0.30 (0.30-0.30) | "
+                               "1.00 (1.00-1.00) | 0.30 (0.20-0.40)")
+    assert lines[3].startswith("| n0 | long | - | 3000 | ema | 0 | 0.30 | 1.00 | 0.20 |")

@@ -717,19 +717,13 @@ def table(rows: list[dict]) -> str:
     labels = [m.label + (" (real)" if m.real_key else "") for m in QUALITY_METRICS]
     head = ["run", "step", "weights", *labels, "audit flags", "s/step", "train h", "CPU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    refs = {}
     for r in rows:
         sps = f"{r['seconds_per_step']:.2f}" if r.get("seconds_per_step") else "-"
         cells = [r["run"], str(r["step"]), _weights(r), *(_cell(m, r["metrics"]) for m in QUALITY_METRICS),
                  f"{r['audit']['flagged']}/{r['audit']['generated']}", sps, f"{r['train_seconds'] / 3600:.2f}",
                  ", ".join(r["cpu"])]
         lines.append("| " + " | ".join(cells) + " |")
-        if r.get("reference"):
-            refs[r["heldout"]] = r["reference"]
-    for held, ref in refs.items():
-        cells = [f"*the training images vs {'/'.join(Path(held).parts[-2:])} (reference)*", "", "",
-                 *(_cell(m, ref) for m in QUALITY_METRICS), "", "", "", ""]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += _reference_lines(rows, lead=3, trail=4)
     return "\n".join(lines)
 
 
@@ -758,22 +752,42 @@ def _recipe(row: dict) -> tuple:
     return (e.get("preset"), tuple(e.get("flags", ())), e.get("steps"), row["step"], row["weights"])
 
 
+def _reference_lines(rows: list[dict], lead: int, trail: int) -> list[str]:
+    """One line per held-out folder: the training images scored against it as if generated (what
+    a generator reproducing real X-rays of this population would reach), in a table whose metric
+    columns come after `lead` cells and before `trail` ones."""
+    from cxr_runtime.quality import QUALITY_METRICS
+
+    refs = {r["heldout"]: r["reference"] for r in rows if r.get("reference") and r.get("heldout")}
+    lines = []
+    for held, ref in refs.items():
+        cells = [f"*the training images vs {'/'.join(Path(held).parts[-2:])} (reference)*", *[""] * (lead - 1),
+                 *(_cell(m, ref) for m in QUALITY_METRICS), *[""] * trail]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def seed_table(rows: list[dict]) -> str:
-    """Rows of the same recipe (preset, flags, length, step, weights) on different seeds, as one
-    markdown line each: the mean of every metric with its range over the seeds (min-max), the
-    audit flags summed over the seeds, and the median s/step per seed, averaged."""
+    """Rows of the same recipe (the run's config apart from its seed, at one step and weights) on
+    different seeds, as one markdown line each, seeds in order: the runs, the preset and flags
+    (the most explicit spelling among the runs' plan entries), the mean of every metric with its
+    range over the seeds (min-max), the audit flags summed over the seeds, the median s/step per
+    seed, averaged; then the reference line of each held-out folder."""
     from cxr_runtime.quality import QUALITY_METRICS
 
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(_recipe(r), []).append(r)
-    head = ["preset", "flags", "step", "weights", "seeds", *[m.label for m in QUALITY_METRICS],
+    head = ["runs", "preset", "flags", "step", "weights", "seeds", *[m.label for m in QUALITY_METRICS],
             "audit flags", "s/step", "CPU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for group in groups.values():
-        e, step, weights = group[0].get("entry", {}), group[0]["step"], group[0]["weights"]
-        cells = [str(e.get("preset")), " ".join(e.get("flags", ())) or "-", str(step), weights,
-                 ", ".join(str(r["entry"].get("seed", "?")) for r in group)]
+        group = sorted(group, key=lambda r: (r.get("entry", {}).get("seed", -1), r["run"]))
+        flags = max((r.get("entry", {}).get("flags", ()) for r in group), key=len)
+        step, weights = group[0]["step"], group[0]["weights"]
+        cells = [", ".join(r["run"] for r in group), str(group[0].get("entry", {}).get("preset")),
+                 " ".join(flags) or "-", str(step), weights,
+                 ", ".join(str(r.get("entry", {}).get("seed", "?")) for r in group)]
         for m in QUALITY_METRICS:
             values = [r["metrics"][m.key] for r in group if m.key in r["metrics"]]
             if not values:
@@ -791,6 +805,7 @@ def seed_table(rows: list[dict]) -> str:
         cells.append(f"{statistics.fmean(sps):.2f}" if sps else "-")
         cells.append(", ".join(sorted({c for r in group for c in r["cpu"]})))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _reference_lines(rows, lead=6, trail=3)
     return "\n".join(lines)
 
 
@@ -851,7 +866,8 @@ def main(argv=None) -> None:
                   help="Run root [default: $CXR_RUNS, else ~/cxr-runs]; keep it outside the checkout.")
     @click.option("--table", "as_table", is_flag=True, help="Print the rows of results.jsonl as a markdown table.")
     @click.option("--seeds", "by_seed", is_flag=True,
-                  help="Print results.jsonl with the seeds of each recipe folded into one line: mean and range.")
+                  help="Print results.jsonl with the seeds of each recipe (same config apart from the seed) "
+                       "folded into one line: mean and range, then the held-out reference line.")
     @click.option("--status", "show_status", is_flag=True, help="Show where each run of PLAN stands; run nothing.")
     @click.option("--check", is_flag=True, help="Check PLAN (every entry's flags and values); run nothing.")
     def cli(plan, root, as_table, by_seed, show_status, check):
