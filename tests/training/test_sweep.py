@@ -388,6 +388,20 @@ def test_rows_of_the_first_sweep_version_read_under_todays_metric_names(tmp_path
     assert "| 0.270 (0.190) |" in sweep.table(rows)
 
 
+def test_the_table_ends_with_one_reference_line_per_heldout_folder_in_its_columns():
+    def row(name, held):
+        return {"key": f"{name}@6:ema", "run": name, "step": 6, "weights": "ema", "heldout": held,
+                "reference": {"kid": 0.02, "coverage": 1.0, "recall": 0.89},
+                "metrics": {"kid": 0.5, "coverage": 0.9, "recall": 0.3},
+                "audit": {"flagged": 0, "generated": 500}, "seconds_per_step": 2.0, "train_seconds": 3600, "cpu": ["x"]}
+
+    lines = sweep.table([row("a", "/d/heldout/NORMAL"), row("b", "/d/heldout/NORMAL"), row("c", "/e/other")]).splitlines()
+    assert len(lines) == 2 + 3 + 2
+    assert lines[5].startswith("| *the training images vs heldout/NORMAL (reference)* |  |  | 0.89 | 1.00 | 0.02 |")
+    assert lines[6].startswith("| *the training images vs e/other (reference)* |")
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+
+
 def test_seeds_of_one_recipe_fold_into_one_line_with_mean_and_range():
     def row(name, seed, kid, flagged, flags=(), step=6):
         return {"key": f"{name}@{step}:ema", "run": name, "step": step, "weights": "ema",
