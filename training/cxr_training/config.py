@@ -263,7 +263,8 @@ PRESETS: dict[str, Config] = {
                     **{**RECIPE, **CHOSEN}, **LIGHT),
     # The same recipe for 3,000 steps (30 x 100). Without augmentation the held-out metrics had not
     # turned by step 3,000 on seeds 0 and 1 (long-noaug-s0/s1: recall, KID, diversity and the
-    # classifier AUC better than with DiffAugment, no image memorised; docs/results.md), although
+    # classifier AUC better than with DiffAugment, no image memorised; docs/results.md), nor on
+    # seed 2 (long-noaug-s2: every `long` target met on all three seeds), although
     # D's loss keeps falling (D pulls ahead of G on 138 images). DiffAugment: --augment fixed.
     "long": Config(preset="long", epochs=30, steps_per_epoch=100, batch_size=32, keep_checkpoints=1,
                    **{**RECIPE, **CHOSEN}, **LIGHT),
