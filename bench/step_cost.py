@@ -5,15 +5,19 @@ In one process, interleaved round-robin so drift hits every variant alike, the m
 the study's step, the recipe on the study's networks (DiffAugment + EMA: the `long` preset of
 2026-12-02), and the recipe with each lever of the cheaper step added in turn (one generator
 pass, the lighter generator, resize-convolution upsampling, the lighter discriminator,
-batch 16). Then the parts of the recipe's step on their own: G forward, G forward+backward,
+batch 16); then today's recipe (the cheaper step without augmentation: `quick` and `long`)
+alone and with each lever of its ablation (R1, minibatch stddev, the study's G, the precision
+pinned either way). Then the parts of the recipe's step on their own: G forward, G forward+backward,
 D forward+backward on 2B images, the augmentation of 3B images, the EMA update.
 
     python bench/step_cost.py [--steps 6] [--rounds 3]   -> bench/step_cost.json
+    python bench/step_cost.py --only "today (quick, long);today + R1"   (names separated by ;)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -30,19 +34,37 @@ LIGHT_D = dict(d_channels=(32, 64, 128, 256))
 
 
 def variants() -> dict[str, dict]:
-    from cxr_training.config import LIGHT, RECIPE
+    from cxr_training.config import CHOSEN, LIGHT, RECIPE, preset
+
+    run_length = {"preset", "epochs", "steps_per_epoch", "keep_checkpoints"}
+
+    def step_of(changes: dict) -> dict:  # the fields of the step a variant trains, not its length
+        cfg = preset("paper").replace(**changes)
+        return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in run_length}
 
     recipe = dict(RECIPE)
     light = {**recipe, "shared_fake": True, **LIGHT_G, "g_upsample": "resize", **LIGHT_D}
-    assert light == {**recipe, **LIGHT}, "the last lever set is the presets' cheaper step"
+    assert step_of(light) == step_of({**recipe, **LIGHT}), "the last lever set is the cheaper step"
+    today = {**light, **CHOSEN}
+    quick = preset("quick")
+    assert step_of(today) == {k: v for k, v in dataclasses.asdict(quick).items() if k not in run_length}, \
+        "today's recipe is quick's step"
     return {
         "paper step": {},
         "recipe, study's networks": recipe,
         "+ one G pass": {**recipe, "shared_fake": True},
         "+ lighter G (transpose)": {**recipe, "shared_fake": True, **LIGHT_G},
         "+ lighter G (resize)": {**recipe, "shared_fake": True, **LIGHT_G, "g_upsample": "resize"},
-        "+ lighter D (quick, long)": light,
+        "+ lighter D": light,
         "+ batch 16": {**light, "batch_size": 16},
+        # the presets' recipe today (augmentation off) and the levers of its 1,000-step ablation
+        # (docs/results.md, "One lever at a time from the chosen recipe"), each alone
+        "today (quick, long)": today,
+        "today + R1": {**today, "r1_gamma": 0.5},
+        "today + minibatch stddev": {**today, "d_mbstd": True},
+        "today + the study's G": {**today, "g_channels": (128, 128), "g_upsample": "transpose"},
+        "today in bfloat16": {**today, "precision": "bfloat16"},
+        "today in float32": {**today, "precision": "float32"},
     }
 
 
@@ -76,7 +98,7 @@ def main() -> None:
         chosen = {k: v for k, v in chosen.items() if k in args.only.split(";")}
 
     def setup(changes):
-        cfg = preset("paper").replace(precision=precision, epochs=1, steps_per_epoch=10_000, **changes)
+        cfg = preset("paper").replace(**{"precision": precision, "epochs": 1, "steps_per_epoch": 10_000, **changes})
         keras.utils.set_random_seed(0)
         gan = GAN(build_generator(cfg), build_discriminator(cfg), cfg)
         gan.compile(*make_optimizers(cfg))
