@@ -372,3 +372,24 @@ def test_shared_fake_is_one_generator_pass_with_g_trained_through_the_updated_d(
     for a, b in zip(gan.discriminator.get_weights() + gan.generator.get_weights(),
                     twin.discriminator.get_weights() + twin.generator.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_the_step_cost_bench_times_the_presets_step_and_each_ablation_lever_alone():
+    """bench/step_cost.py's variants are what docs/benchmarks.md says: "today" is quick's step (its
+    own assert, run by variants()), and each ablation variant changes exactly its one lever."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "step_cost.py"
+    spec = importlib.util.spec_from_file_location("step_cost_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    variants = bench.variants()
+    today = variants["today (quick, long)"]
+    levers = {"today + R1": {"r1_gamma"}, "today + minibatch stddev": {"d_mbstd"},
+              "today + the study's G": {"g_channels", "g_upsample"}, "today in bfloat16": {"precision"},
+              "today in float32": {"precision"}}
+    for name, lever in levers.items():
+        changed = {k for k in set(variants[name]) | set(today) if variants[name].get(k) != today.get(k)}
+        assert changed == lever, name
+    assert today["augment"] == preset("quick").augment == "off"
