@@ -450,3 +450,17 @@ def test_seeds_are_grouped_by_what_their_runs_trained_not_by_how_the_plan_spells
     assert lines[2].startswith("| s0, s1, s2 | long | --augment fixed | 3000 | ema | 0, 1, 2 | 0.30 (0.30-0.30) | "
                                "1.00 (1.00-1.00) | 0.30 (0.20-0.40)")
     assert lines[3].startswith("| n0 | long | - | 3000 | ema | 0 | 0.30 | 1.00 | 0.20 |")
+
+
+def test_every_committed_plan_loads_and_every_entry_resolves_to_a_config():
+    """What `cxr-sweep PLAN --check` does, for the plans under bench/plans/: a bad entry there would
+    otherwise only show when a background sweep reaches it, hours into a session."""
+    plans = sorted((Path(__file__).resolve().parents[2] / "bench" / "plans").glob("*.toml"))
+    assert plans
+    for path in plans:
+        plan = load_plan(path)
+        names = [e.name for e in plan.runs]
+        assert len(names) == len(set(names)), path
+        for entry in plan.runs:
+            cfg = resolve_config(entry)
+            assert cfg.total_steps == entry.steps, (path, entry.name)
