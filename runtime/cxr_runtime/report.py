@@ -14,18 +14,15 @@ from cxr_runtime import __version__
 MAX_PAIRS = 24
 
 
-def _png_data_uri(image_u8: np.ndarray) -> str:
-    import cv2
+def encode_data_uri(image_u8: np.ndarray) -> str:
+    from cxr_runtime.images import encode_png
 
-    ok, buf = cv2.imencode(".png", image_u8)
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(encode_png(image_u8)).decode("ascii")
 
 
-def _histogram_svg(series: dict[str, np.ndarray], threshold: float, width=520, height=180) -> str:
-    """Overlaid histograms of nearest-neighbour NCC in [0, 1], with the flag threshold."""
-    bins = np.linspace(0.0, 1.0, 41)
+def _histogram_svg(series: dict[str, np.ndarray], threshold: float, width=520, height=180, hi: float = 1.0) -> str:
+    """Overlaid histograms of nearest-neighbour scores in [0, hi], with the flag threshold."""
+    bins = np.linspace(0.0, hi, 41)
     colours = ["#1f77b4", "#ff7f0e", "#2ca02c"]
     hists = {k: np.histogram(v, bins)[0] / max(len(v), 1) for k, v in series.items()}
     top = max((h.max() for h in hists.values()), default=1.0) or 1.0
@@ -40,11 +37,11 @@ def _histogram_svg(series: dict[str, np.ndarray], threshold: float, width=520, h
                          f'width="{bw / len(hists):.1f}" height="{bh:.1f}" fill="{colours[c % 3]}" opacity="0.8"/>')
         parts.append(f'<text x="{pad + 8}" y="{26 + 14 * c}" font-size="12" fill="{colours[c % 3]}">'
                      f'{html.escape(name)}</text>')
-    tx = pad + w * threshold
+    tx = pad + w * threshold / hi
     parts.append(f'<line x1="{tx:.1f}" y1="10" x2="{tx:.1f}" y2="{10 + h}" stroke="red" stroke-dasharray="4"/>')
     parts.append(f'<text x="{tx - 60:.1f}" y="{height - 14}" font-size="11" fill="red">flag at {threshold}</text>')
-    for x in (0.0, 0.5, 1.0):
-        parts.append(f'<text x="{pad + w * x - 8:.1f}" y="{height - 2}" font-size="11">{x:.1f}</text>')
+    for x in (0.0, hi / 2, hi):
+        parts.append(f'<text x="{pad + w * x / hi - 8:.1f}" y="{height - 2}" font-size="11">{x:.1f}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -53,7 +50,7 @@ def build_report(fake, real, train) -> str:
     """`fake`, `real`, `train`: cxr_runtime.images.ImageSet. Returns the HTML page."""
     from cxr_runtime import audit as au
     from cxr_runtime import quality as q
-    from cxr_runtime.images import make_grid, side_by_side
+    from cxr_runtime.images import make_grid, side_by_side, to_uint8
     from cxr_runtime.onnx_metrics import OnnxScorer
 
     scorer = OnnxScorer(device="auto")
@@ -65,24 +62,30 @@ def build_report(fake, real, train) -> str:
     result = au.audit(fake.images, train.images, real.images)
     s = result["summary"]
     rows = [
-        ("SSIM vs real (paired)", ssim, ref_ssim, "study's metric; rewards average images"),
-        ("MSE vs real (paired)", mse, ref_mse, "study's metric; rewards average images"),
-        *((m.label, qual[m.key], qual[m.real_key] if m.real_key else qref[m.key],
-           f"{m.better} is better" + (f" (standard error {qual[m.error_key]:.4f})" if m.error_key else "")
-           + (f"; {m.reference}" if m.reference else ""))
+        ("SSIM vs real (paired)", f"{ssim:.4f}", f"{ref_ssim:.4f}", "study's metric; rewards average images"),
+        ("MSE vs real (paired)", f"{mse:.4f}", f"{ref_mse:.4f}", "study's metric; rewards average images"),
+        *((m.label, m.text(qual) + (f" (real {qual[m.real_key]:{m.fmt}})" if m.real_key else ""), m.text(qref),
+           f"{m.better} is better" + (f"; {m.reference}" if m.reference else ""))
           for m in q.QUALITY_METRICS),
     ]
-    table = "".join(f"<tr><td>{html.escape(n)}</td><td>{v:.4f}</td><td>{r:.4f}</td><td>{html.escape(c)}</td></tr>"
-                    for n, v, r, c in rows)
-    grid = _png_data_uri(make_grid(fake.images[:16]))
+    table = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(v)}</td><td>{html.escape(r)}</td>"
+                    f"<td>{html.escape(c)}</td></tr>" for n, v, r, c in rows)
+    grid = encode_data_uri(make_grid(fake.images[:16]))
+    nn = result["nn"]
     pairs = []
     for i in result["flagged"][:MAX_PAIRS]:
-        j = int(result["nn"]["index"][i])
-        pic = _png_data_uri(side_by_side(fake.images[i], train.images[j]))
+        j = int(nn["index"][i])
+        registered = au.registered_pair(fake.images[i], train.images[j], nn, i)
+        pic = encode_data_uri(np.concatenate([side_by_side(fake.images[i], train.images[j]),
+                                              np.zeros((fake.images.shape[1], 4), np.uint8),
+                                              to_uint8(registered)], axis=1))
         pairs.append(f'<figure><img src="{pic}" alt="flagged pair"><figcaption>{html.escape(fake.files[i])} vs '
-                     f'{html.escape(train.files[j])}: NCC {result["nn"]["ncc"][i]:.3f}</figcaption></figure>')
-    hist = _histogram_svg({"generated vs training": result["nn"]["ncc"],
-                           "real (not trained on) vs training": result["heldout_nn"]["ncc"]}, s["threshold"])
+                     f'{html.escape(train.files[j])}{" (mirrored)" if nn["mirrored"][i] else ""}: NCC '
+                     f'{nn["ncc"][i]:.3f}, detail {nn["detail"][i]:.3f}</figcaption></figure>')
+    hist = _histogram_svg({"generated vs training": au.copy_score(nn["ncc"], nn["detail"]),
+                           "real (not trained on) vs training": au.copy_score(result["heldout_nn"]["ncc"],
+                                                                             result["heldout_nn"]["detail"])}, 1.0,
+                          hi=1.2)
     verdict = (f'<p class="bad">{s["flagged"]} of {s["generated"]} generated images flagged as copies of training '
                f"images.</p>" if s["flagged"] else
                f'<p class="good">No generated image flagged (0 of {s["generated"]}).</p>')
@@ -102,13 +105,21 @@ img{{image-rendering:pixelated}}</style></head><body>
 <h2>Metrics</h2>
 <table id="metrics"><tr><th>metric</th><th>generated vs real</th><th>training vs real (reference)</th><th>reading</th></tr>
 {table}</table>
-<p>Definitions: docs/metrics.md. The reference row scores real training images against the same real images:
-the value a generator as faithful and varied as real data would reach.</p>
+<p>Definitions: docs/metrics.md. ±: the 95 % interval, resampling both image sets (jackknife). The reference
+column scores the real training images against the same real images: the value a generator as faithful and
+varied as real data would reach; a metric is as good as real data when its interval overlaps the
+reference's.</p>
 <h2>Memorisation audit</h2>
 {verdict}
-<p>Nearest training image by {html.escape(s["similarity"])}. Generated: median {s["nn_ncc"]["p50"]:.3f}, max
-{s["nn_ncc"]["max"]:.3f}. Real images not trained on: median {s["heldout"]["nn_ncc"]["p50"]:.3f}, max
-{s["heldout"]["nn_ncc"]["max"]:.3f}.</p>
+<p>What this proves: {html.escape(s["proves"])}. It does not prove that no patient can be recognised in a
+generated image by other means.</p>
+<p>Nearest training image by {html.escape(s["similarity"])}; {html.escape(s["rule"])}. Generated: NCC median
+{s["nn_ncc"]["p50"]:.3f}, max {s["nn_ncc"]["max"]:.3f}; detail median {s["nn_detail"]["p50"]:.3f}, max
+{s["nn_detail"]["max"]:.3f}. Real images not trained on: NCC median {s["heldout"]["nn_ncc"]["p50"]:.3f}, max
+{s["heldout"]["nn_ncc"]["max"]:.3f}; detail median {s["heldout"]["nn_detail"]["p50"]:.3f}, max
+{s["heldout"]["nn_detail"]["max"]:.3f}. Histogram: the copy score max(NCC / {s["threshold"]:g},
+detail / {s["detail_threshold"]:g}), flagged at 1. Pairs: generated | nearest training image | that image
+registered onto the generated one.</p>
 <div id="histogram">{hist}</div>
 <div id="pairs">{"".join(pairs)}</div>
 </body></html>

@@ -24,10 +24,49 @@ def _write_set(folder, images):
     return folder
 
 
+def _warp(im, zoom=1.0, angle=0.0, dx=0, dy=0, border=cv2.BORDER_REFLECT):
+    m = cv2.getRotationMatrix2D((63.5, 63.5), angle, zoom)
+    m[:, 2] += (dx, dy)
+    return cv2.warpAffine(im, m, (128, 128), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=-1.0)
+
+
+def _copies(train, kind, rng, idx):
+    """Copies of training images `idx` by one kind of change, as a generator that memorised them
+    might return them (through 8 bits, as a PNG)."""
+    borders = (cv2.BORDER_REFLECT, cv2.BORDER_CONSTANT, cv2.BORDER_REPLICATE)
+    out = []
+    for n, i in enumerate(idx):
+        x = train[i]
+        if kind == "mirror":
+            x = x[:, ::-1]
+        elif kind == "zoom":
+            x = _warp(x, zoom=rng.uniform(0.9, 1.15), border=borders[n % 3])
+        elif kind == "rotation":
+            x = _warp(x, angle=rng.uniform(-8, 8), border=borders[n % 3])
+        elif kind == "mirror+zoom+rotation+shift":
+            x = _warp(np.ascontiguousarray(x[:, ::-1]), zoom=rng.uniform(0.9, 1.15), angle=rng.uniform(-8, 8),
+                      dx=int(rng.integers(-8, 9)), dy=int(rng.integers(-8, 9)))
+        elif kind == "brightness+contrast":
+            x = np.clip(x * rng.uniform(0.75, 1.25) + rng.uniform(-0.15, 0.15), -1, 1)
+        elif kind == "blend 70/30":
+            x = 0.7 * x + 0.3 * train[(i + 1 + n) % len(train)]
+        out.append(to_uint8(x).astype(np.float32) / 127.5 - 1.0)
+    return np.stack(out)
+
+
+COPY_KINDS = ("mirror", "zoom", "rotation", "mirror+zoom+rotation+shift", "brightness+contrast", "blend 70/30")
+
+
 @pytest.fixture(scope="module")
-def sets(kermany, tmp_path_factory):
+def real(kermany):
+    return {"train": load_folder(kermany / "train" / "NORMAL").images,
+            "heldout": load_folder(kermany / "heldout" / "NORMAL").images}
+
+
+@pytest.fixture(scope="module")
+def sets(kermany, real, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("audit")
-    train = load_folder(kermany / "train" / "NORMAL").images
+    train = real["train"]
     rng = np.random.default_rng(0)
     copies = np.concatenate([
         train[:8],  # a "generator" that returns training images
@@ -35,8 +74,10 @@ def sets(kermany, tmp_path_factory):
         np.clip(train[16:24] + rng.normal(0, 0.05, (8, 128, 128)).astype(np.float32), -1, 1),  # ... noised
         np.stack([cv2.GaussianBlur(i, (0, 0), 1.0) for i in train[24:32]]),  # ... blurred
     ])
+    warped = np.stack([_warp(train[i], zoom=rng.uniform(1.08, 1.12), angle=rng.uniform(-5, 5))
+                       for i in rng.choice(len(train), 40, replace=False)])
     return {"copies": _write_set(tmp / "copies", copies), "train": kermany / "train" / "NORMAL",
-            "heldout": kermany / "heldout" / "NORMAL", "tmp": tmp}
+            "heldout": kermany / "heldout" / "NORMAL", "warped": _write_set(tmp / "warped", warped), "tmp": tmp}
 
 
 def test_copies_are_all_flagged(sets, tmp_path):
@@ -44,15 +85,29 @@ def test_copies_are_all_flagged(sets, tmp_path):
     r = CliRunner().invoke(main, ["audit", "--fake", str(sets["copies"]), "--train", str(sets["train"]),
                                   "--heldout", str(sets["heldout"]), "--out", str(out)])
     assert r.exit_code == 1, r.output  # a release gate
+    assert "a clean audit means" in r.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["flagged"] == 32 and summary["flagged_share"] == 1.0
     assert summary["heldout"]["flagged_share"] == 0.0
     assert len(list((out / "flagged").glob("pair-*.png"))) == 32
     pair = cv2.imread(str(out / "flagged" / "pair-000000.png"), cv2.IMREAD_UNCHANGED)
-    assert pair.shape == (128, 260)
+    assert pair.shape == (128, 3 * 128 + 2 * 4)  # generated | training | training registered
     # the nearest training image found is the right one
     first = summary["nearest"][0]
-    assert first["ncc"] > 0.99 and first["training"] == sorted(p.name for p in sets["train"].iterdir())[0]
+    assert first["ncc"] > 0.99 and first["detail"] > 0.99 and not first["mirrored"]
+    assert first["training"] == sorted(p.name for p in sets["train"].iterdir())[0]
+
+
+@pytest.mark.parametrize("kind", COPY_KINDS)
+def test_every_kind_of_copy_is_flagged_with_its_source(real, kind):
+    """The audit's targets: >= 95 % of each kind flagged (here: all of 24), each with its source."""
+    train = real["train"]
+    rng = np.random.default_rng(COPY_KINDS.index(kind))
+    idx = rng.choice(len(train), 24, replace=False)
+    nn = au.nearest(_copies(train, kind, rng, idx), train)
+    assert au.flagged(nn).all(), (nn["ncc"].min(), nn["detail"].min())
+    assert np.all(nn["index"] == idx)
+    assert nn["mirrored"].all() == kind.startswith("mirror")
 
 
 def test_held_out_patients_are_not_flagged(sets, tmp_path):
@@ -61,13 +116,37 @@ def test_held_out_patients_are_not_flagged(sets, tmp_path):
     assert r.exit_code == 0, r.output
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["flagged"] == 0 and summary["nn_ncc"]["max"] < au.THRESHOLD
+    assert summary["nn_detail"]["max"] < au.DETAIL_THRESHOLD
 
 
-def test_ssim_alone_would_miss_the_shifted_copies(sets):
-    """Why the audit uses shift-tolerant NCC: nearest-neighbour SSIM of shifted copies stays
+def test_the_thresholds_fire(real):
+    """Lowering a threshold below the held-out patients' similarity flags them: the verdict
+    reads the thresholds it is given (a rule that ignored them would pass the tests above)."""
+    nn = au.nearest(real["heldout"], real["train"])
+    assert not au.flagged(nn).any()
+    assert au.flagged(nn, threshold=float(np.median(nn["ncc"]))).sum() >= len(nn["ncc"]) // 2
+    assert au.flagged(nn, detail_threshold=float(np.median(nn["detail"]))).sum() >= len(nn["ncc"]) // 2
+
+
+def test_a_generator_of_warped_training_images_is_caught_everywhere(sets, tmp_path):
+    """The issue's "generator" that returns training images zoomed 8-12 % and rotated by up to
+    5 degrees: flagged by `audit` (every image), and by `report`."""
+    out = tmp_path / "audit"
+    r = CliRunner().invoke(main, ["audit", "--fake", str(sets["warped"]), "--train", str(sets["train"]),
+                                  "--out", str(out)])
+    assert r.exit_code == 1, r.output
+    assert json.loads((out / "summary.json").read_text())["flagged"] == 40
+    page = tmp_path / "report.html"
+    r = CliRunner().invoke(main, ["report", "--fake", str(sets["warped"]), "--real", str(sets["heldout"]),
+                                  "--train", str(sets["train"]), "--out", str(page)])
+    assert r.exit_code == 0, r.output
+    assert "40 of 40 generated images flagged" in page.read_text()
+
+
+def test_ssim_alone_would_miss_the_shifted_copies(real):
+    """Why the audit registers before it compares: nearest-neighbour SSIM of shifted copies stays
     at the level of unseen patients."""
-    train = load_folder(sets["train"]).images
-    held = load_folder(sets["heldout"]).images
+    train, held = real["train"], real["heldout"]
     shifted = np.roll(train[8:16], (3, -2), axis=(1, 2))
     nn_shift = au.nearest(shifted, train)
     nn_held = au.nearest(held, train)
@@ -117,8 +196,8 @@ def test_report_is_self_contained_and_complete(sets, tmp_path):
 def test_every_training_image_shifted_up_to_10px_and_damaged_is_flagged(kermany, damage):
     """The candidate stage's recall on copies of all 138 training images: each shifted by up
     to +-10 px in both axes and noised (sigma 6 of 255) or blurred (sigma 1 px) must come
-    back with its own source and be flagged. (The earlier thumbnail pre-filter flagged 65 and
-    72 of 138 of these, and 130 of 138 with shifts of at most 4 px.)"""
+    back with its own source and be flagged. (An early thumbnail pre-filter flagged 65 and
+    72 of 138 of these.)"""
     train = load_folder(kermany / "train" / "NORMAL").images
     rng = np.random.default_rng(7)
     copies = []
@@ -130,7 +209,8 @@ def test_every_training_image_shifted_up_to_10px_and_damaged_is_flagged(kermany,
         copies.append(np.clip(x, -1, 1))
     copies = np.stack(copies).astype(np.float32)
     scores = au.candidate_scores(copies, train)
-    assert np.all(scores.argmax(axis=1) == np.arange(len(train)))  # the source is the best candidate
+    rank = (scores > scores[np.arange(len(train)), np.arange(len(train))][:, None]).sum(axis=1)
+    assert rank.max() < au.TOP_K  # the source is among the candidates verified
     nn = au.nearest(copies, train)
     assert np.all(nn["index"] == np.arange(len(train)))
-    assert np.all(nn["ncc"] >= au.THRESHOLD), nn["ncc"].min()
+    assert au.flagged(nn).all(), (nn["ncc"].min(), nn["detail"].min())

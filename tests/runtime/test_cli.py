@@ -171,8 +171,15 @@ def test_evaluate_quality(model, tmp_path, kermany):
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert "precision" not in res["quality"] and "density" not in res["quality"]  # they fail the ladder
-    for key in ("recall", "coverage", "kid", "kid_se", "diversity_ssim", "diversity_ssim_real"):
-        assert np.isfinite(res["quality"][key]) and np.isfinite(res["quality_reference"][key])
+    from cxr_runtime.quality import QUALITY_METRICS, metric_keys
+
+    for key in metric_keys():  # every metric, its standard error over both sets, the real companions
+        assert np.isfinite(res["quality"][key]) and np.isfinite(res["quality_reference"][key]), key
+    for m in QUALITY_METRICS:  # and its 95 % interval, around the value
+        lo, hi = res["quality_interval"][m.key]
+        assert lo <= res["quality"][m.key] <= hi
+        assert res["quality_reference_interval"][m.key][1] > res["quality_reference_interval"][m.key][0] or \
+            res["quality_reference"][m.se_key] == 0.0
     # a tiny random generator is nothing like X-rays; held-out real images are
     assert res["quality"]["kid"] > 10 * res["quality_reference"]["kid"]
     assert res["quality_reference"]["coverage"] > res["quality"]["coverage"]

@@ -28,7 +28,8 @@ def test_epoch_rows_carry_the_held_out_scores(few_real, few_heldout, tmp_path):
     run = train(cfg, few_real, out_root=tmp_path, log=lambda m: None, heldout_dir=few_heldout)
     rows = _rows(run)
     for row in rows:
-        for key in ("q_recall", "q_coverage", "q_kid", "q_kid_se", "q_diversity", "q_diversity_real"):
+        for key in ("q_recall", "q_coverage", "q_kid", "q_kid_se", "q_diversity", "q_diversity_real", "q_texture_auc",
+                    "q_texture_auc_se", "q_hf_power_ratio", "q_detail_kurtosis", "q_detail_kurtosis_real"):
             assert np.isfinite(row[key]), key
         assert 0.0 <= row["q_recall"] <= 1.0 and 0.0 <= row["q_coverage"] <= 1.0
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")

@@ -169,7 +169,8 @@ def test_plan_trains_scores_and_writes_one_row_per_scored_model(tmp_path):
     assert rows[0]["wall_seconds"] == 11.0  # step 3: the first epoch's time only
     trains = [c for c in runner.calls if c[0] == "cxr-train"]
     assert len(trains) == 2 and all("--resume" not in c for c in trains)
-    assert "| a | 6 | ema | 0.20 | 0.40 | 1.50 ± 0.10 | 0.250 (0.190) | - | 0/20 |" in sweep.table(rows)
+    # the KID cell: its 95 % interval (1.96 standard errors); the texture columns are empty in this row
+    assert "| a | 6 | ema | 0.20 | 0.40 | 1.50 ± 0.20 | 0.250 (0.190) | - | - | - | - | 0/20 |" in sweep.table(rows)
     assert row["latent_scale"] == 1.0 and rows[6]["latent_scale"] == 1.2 and rows[7]["latent_scale"] == 1.4
     assert "| a | 6 | ema-scaled (x1.2) | 0.20 |" in sweep.table(rows)
     assert "| a | 6 | ema-diverse (x1.4) | 0.20 |" in sweep.table(rows)
@@ -415,10 +416,10 @@ def test_seeds_of_one_recipe_fold_into_one_line_with_mean_and_range():
     lines = sweep.seed_table(rows).splitlines()
     assert len(lines) == 5  # header, rule, the three seeds of `long` (in seed order), the other recipe, reference
     assert lines[2] == ("| s0, s1, s2 | long | - | 6 | ema | 0, 1, 2 | 0.30 (0.30-0.30) | 1.00 (1.00-1.00) | "
-                        "0.40 (0.20-0.60) | 0.260 (0.250-0.270), real 0.190 | - | 2/1500 | 3.00 | x |")
+                        "0.40 (0.20-0.60) | 0.260 (0.250-0.270), real 0.190 | - | - | - | - | 2/1500 | 3.00 | x |")
     assert lines[3].startswith("| other | long | --mbstd | 6 | ema | 0 | 0.30 | 1.00 | 9.00 |")
     assert lines[4] == ("| *the training images vs heldout/NORMAL (reference)* |  |  |  |  |  | 0.89 | 1.00 | 0.02 "
-                        "| - | - |  |  |  |")
+                        "| - | - | - | - | - |  |  |  |")
     assert all(line.count("|") == lines[0].count("|") for line in lines)
 
 

@@ -89,8 +89,8 @@ class QualityMonitor:
     checked by the memorisation audit against the training images. With n smaller than the
     500 images docs/results.md scores, recall and coverage are not comparable with those
     numbers one to one (fewer generated images cover fewer real neighbourhoods): compare
-    epochs of a run, or runs with the same n. The audit needs images larger than its
-    108x108 crop; smaller configurations (tests) log the distribution metrics only.
+    epochs of a run, or runs with the same n. The audit needs square images of at least
+    64x64 (audit.MIN_SIZE); smaller configurations (tests) log the distribution metrics only.
     """
 
     def __init__(self, heldout: np.ndarray, train: np.ndarray, n: int, latent_dim: int, seed: int,
@@ -101,6 +101,7 @@ class QualityMonitor:
         self.scorer = OnnxScorer(device="cpu")
         self.reference = quality.RealSet(np.asarray(heldout, np.float32), self.scorer, QUALITY_DIVERSITY_IMAGES)
         self.train = np.asarray(train, np.float32)
+        self._bank = None  # the audit's candidate bank of the training images, built on first use
         self.z = fixed_latents(n, latent_dim, seed, PURPOSE_QUALITY, latents)
 
     def baseline(self) -> dict[str, float]:
@@ -116,9 +117,12 @@ class QualityMonitor:
         from cxr_runtime import audit, quality
 
         q = self.reference.score(images, self.scorer)
-        scores = {m.column(k): q[k] for m in quality.QUALITY_METRICS for k in m.keys()}
-        if images.shape[-1] > audit.CROP:  # the audit's shift-tolerant crop needs images larger than it
-            nn = audit.nearest(images, self.train)
-            scores["audit_flagged"] = int((nn["ncc"] >= audit.THRESHOLD).sum())
+        scores = {m.column(k): q[k] for m in quality.QUALITY_METRICS for k in m.keys() if k in q}
+        if images.shape[-1] >= audit.MIN_SIZE and images.shape[-1] == images.shape[-2]:
+            if self._bank is None:
+                self._bank = audit.training_bank(self.train)
+            nn = audit.nearest(images, self.train, bank=self._bank)
+            scores["audit_flagged"] = int(audit.flagged(nn).sum())
             scores["audit_nn_max"] = float(nn["ncc"].max())
+            scores["audit_nn_detail_max"] = float(nn["detail"].max())
         return scores

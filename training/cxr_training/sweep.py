@@ -677,10 +677,15 @@ def _last_step(run: Path) -> int:
 def _audit_summary(s: dict) -> dict:
     out = {"flagged": s["flagged"], "generated": s["generated"], "threshold": s["threshold"],
            "nn_ncc_p50": s["nn_ncc"]["p50"], "nn_ncc_max": s["nn_ncc"]["max"]}
+    if "nn_detail" in s:  # the registered audit (summaries before it had the shift-tolerant NCC only)
+        out["detail_threshold"] = s["detail_threshold"]
+        out["nn_detail_p50"], out["nn_detail_max"] = s["nn_detail"]["p50"], s["nn_detail"]["max"]
     if "heldout" in s:
         out["heldout_nn_ncc_p50"] = s["heldout"]["nn_ncc"]["p50"]
         out["heldout_nn_ncc_max"] = s["heldout"]["nn_ncc"]["max"]
         out["heldout_flagged_share"] = s["heldout"]["flagged_share"]
+        if "nn_detail" in s["heldout"]:
+            out["heldout_nn_detail_max"] = s["heldout"]["nn_detail"]["max"]
     return out
 
 
@@ -693,9 +698,7 @@ def _rmtree(path: Path) -> None:
 def _cell(m, values: dict) -> str:
     if m.key not in values:
         return "-"
-    text = f"{values[m.key]:{m.short}}"
-    if m.error_key and m.error_key in values:
-        text += f" ± {values[m.error_key]:{m.short}}"
+    text = m.text(values, m.short)  # the value and its 95 % interval's half-width (both sets resampled)
     if m.real_key and m.real_key in values:
         text += f" ({values[m.real_key]:{m.short}})"
     return text
