@@ -342,6 +342,11 @@ def auc_of(pos: np.ndarray, neg: np.ndarray) -> float:
 
 JACKKNIFE_GROUPS = 10
 Z95 = 1.959964
+# The judges' version: bumped whenever a metric of the table, its interval or the memorisation
+# audit changes what it measures, so that stored scores made by older judges are recognised (the
+# sweep scores them again). 1: the 32x32 bank, KID's error over generated subsets, the shift-tolerant
+# audit; 2: the texture judges, intervals over both sets, the registered audit.
+JUDGES_VERSION = 2
 
 
 class Scoring:

@@ -465,3 +465,31 @@ def test_every_committed_plan_loads_and_every_entry_resolves_to_a_config():
         for entry in plan.runs:
             cfg = resolve_config(entry)
             assert cfg.total_steps == entry.steps, (path, entry.name)
+
+
+def test_rows_of_older_judges_are_scored_again_from_their_samples(tmp_path, monkeypatch):
+    """When the judges change (quality.JUDGES_VERSION), a sweep scores every model again, from the
+    samples it has (no training, export or sampling again), replaces the rows and keeps the old
+    ones in results.superseded.jsonl; a second sweep then has nothing to do."""
+    from cxr_runtime import quality
+
+    plan = _plan(tmp_path, _run("a"))
+    root = tmp_path / "runs"
+    monkeypatch.setattr(quality, "JUDGES_VERSION", 1)
+    assert _sweep(plan, root, FakeRunner()).run() == 0
+    old = read_results(root)
+    assert len(old) == 8 and all(r["judges"] == 1 for r in old)
+
+    monkeypatch.setattr(quality, "JUDGES_VERSION", 2)
+    runner = FakeRunner()
+    assert _sweep(plan, root, runner).run() == 0
+    progs = [c[0] if c[0] != "cxr-runtime" else f"cxr-runtime {c[1]}" for c in runner.calls]
+    assert progs.count("cxr-runtime evaluate") == 8 and progs.count("cxr-runtime audit") == 8
+    assert {"cxr-train", "cxr-export", "cxr-runtime sample"}.isdisjoint(progs)
+    new = read_results(root)
+    assert [r["key"] for r in new] == [r["key"] for r in old] and all(r["judges"] == 2 for r in new)
+    superseded = [json.loads(x) for x in (root / sweep.SUPERSEDED).read_text().splitlines()]
+    assert [r["key"] for r in superseded] == [r["key"] for r in old]
+
+    runner = FakeRunner()
+    assert _sweep(plan, root, runner).run() == 0 and runner.calls == []

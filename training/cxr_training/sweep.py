@@ -69,6 +69,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 RESULTS = "results.jsonl"
+SUPERSEDED = "results.superseded.jsonl"  # rows replaced because their judges changed (append-only)
 # weights variants of the shipped weights, exported at a latent scale calibrated on the training
 # images: suffix -> cxr-export --latent-scale criterion
 SCALED = {"-scaled": "auto", "-diverse": "diversity"}
@@ -425,13 +426,25 @@ def read_results(root: Path) -> list[dict]:
     return rows
 
 
+def current(row: dict) -> bool:
+    """Whether a row was scored by today's judges (metrics, intervals, audit)."""
+    from cxr_runtime.quality import JUDGES_VERSION
+
+    return row.get("judges", 1) == JUDGES_VERSION
+
+
 def append_row(root: Path, row: dict) -> bool:
     """Add `row` to results.jsonl unless a row with its key is there; the whole file is
-    replaced atomically, so it is never torn and never holds a key twice. True if written."""
+    replaced atomically, so it is never torn and never holds a key twice. True if written.
+    A row of the same key scored by older judges is replaced, and kept in SUPERSEDED."""
     rows = read_results(root)
-    if any(r.get("key") == row["key"] for r in rows):
+    old = [r for r in rows if r.get("key") == row["key"]]
+    if any(current(r) for r in old) or (old and not current(row)):
         return False
-    text = "".join(json.dumps(r) + "\n" for r in [*rows, row])
+    if old:
+        with open(root / SUPERSEDED, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in old)
+    text = "".join(json.dumps(r) + "\n" for r in [*(r for r in rows if r.get("key") != row["key"]), row])
     atomic_write_text(root / RESULTS, text)
     return True
 
@@ -488,7 +501,7 @@ class Sweep:
         is finished and every row is written."""
         cfg = resolve_config(entry)
         keys = self.keys(entry, cfg)
-        have = {r["key"] for r in read_results(self.root)}
+        have = {r["key"] for r in read_results(self.root) if current(r)}  # rows of older judges: scored again
         if all(row_key(entry.name, s, w) in have for s, w in keys):
             self.log(f"cxr-sweep: {entry.name}: finished and scored, skipped")
             return True
@@ -560,7 +573,10 @@ class Sweep:
 
     def score(self, plan: Plan, entry: Entry, run: Path, step: int, weights: str) -> dict:
         """Export, sample, evaluate and audit one model; score.json holds the result and the
-        stages are skipped when their outputs are there."""
+        stages are skipped when their outputs are there. A score.json of older judges
+        (quality.JUDGES_VERSION) is made again from the same samples."""
+        from cxr_runtime.quality import JUDGES_VERSION
+
         folder = run / "snapshots" / f"step-{step:09d}" if step != entry.steps else run
         suffix = next((x for x in SCALED if weights.endswith(x)), "")
         base = weights.removesuffix(suffix) if suffix else weights
@@ -571,7 +587,13 @@ class Sweep:
         out = self.root / entry.name / "scores" / f"step-{step:09d}-{weights}"
         done = out / "score.json"
         if done.is_file():
-            return json.loads(done.read_text())
+            stored = json.loads(done.read_text())
+            if stored.get("judges", 1) == JUDGES_VERSION:
+                return stored
+            self.log(f"cxr-sweep: {row_key(entry.name, step, weights)}: scored by older judges "
+                     f"(version {stored.get('judges', 1)}); scoring its samples again")
+            for stale in (done, out / "quality.json", out / "audit" / "summary.json"):
+                stale.unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         log_path = out / "stages.log"
         key = row_key(entry.name, step, weights)
@@ -610,7 +632,7 @@ class Sweep:
             "quality": json.loads(quality.read_text()),
             "audit": _audit_summary(json.loads((audit_dir / "summary.json").read_text())),
             "scored": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "scoring_seconds": round(time.time() - t0, 1),
-            "scoring_cpu": cpu_name(),
+            "scoring_cpu": cpu_name(), "judges": JUDGES_VERSION,
         }
         atomic_write_json(done, result)
         return result
@@ -646,6 +668,7 @@ class Sweep:
             "samples": score["samples"], "sample_seed": score["sample_seed"],
             "heldout": str(plan.heldout), "data": str(plan.data),
             "scored": score["scored"], "scoring_seconds": score["scoring_seconds"],
+            "judges": score.get("judges", 1),
         }
 
 
@@ -813,7 +836,7 @@ def seed_table(rows: list[dict]) -> str:
 
 
 def status(plan: Plan, root: Path) -> list[str]:
-    have = {r["key"] for r in read_results(root)}
+    have = {r["key"] for r in read_results(root) if current(r)}  # rows of older judges count as not written
     out = []
     for e in plan.runs:
         run = run_folder(root, e.name)
