@@ -61,6 +61,10 @@ class Config:
                              lo=0.0)
     d_mbstd: bool = opt(False, "Minibatch standard-deviation channel in D before Flatten (Karras et al. 2018).",
                         flag="mbstd")
+    d_highpass: int = opt(0, "A second head in D that sees only fine detail: the image minus its sigma-1 blur, "
+                             "through 3x3 convolutions of this many channels (two stride-2) to a 1x1 convolution "
+                             "whose patch logits are averaged and added to D's logit (a PatchGAN-style texture "
+                             "judge); 0: off.", lo=0)
 
     # --- optimisation -----------------------------------------------------------------
     epochs: int = opt(15, "Epochs (the paper: 15).", lo=1)
@@ -114,6 +118,9 @@ class Config:
                            lo=0.0, lo_open=True)
     r1_gamma: float = opt(0.0, "R1 gradient penalty gamma/2 E|grad_x D_logit(x_real)|^2 on D (Mescheder et al. "
                                "2018); 0: off.", lo=0.0)
+    g_spectral: float = opt(0.0, "Weight of a spectrum term in G's loss: the mean squared difference between the "
+                                 "log radially averaged power spectra of the generated and the real batch (Hann "
+                                 "window, 32 radial bands); 0: off.", lo=0.0)
     label_smoothing: float = opt(0.0, "One-sided label smoothing: D's target for real images is 1 minus this "
                                       "(Salimans et al. 2016); 0: off.", lo=0.0, hi=0.5, hi_open=True)
     # The half-life in steps grows as ema_rampup * step up to ema_halflife (StyleGAN2-ADA's
@@ -197,6 +204,8 @@ class Config:
         need(0.0 <= self.label_smoothing < 0.5, "label_smoothing must be in [0, 0.5)")
         need(self.ema_halflife >= 0.0, "ema_halflife must be >= 0")
         need(self.ema_rampup >= 0.0, "ema_rampup must be >= 0")
+        need(self.d_highpass >= 0, "d_highpass must be >= 0")
+        need(self.g_spectral >= 0.0, "g_spectral must be >= 0")
         need(self.quality_images == 0 or self.quality_images > 5, "quality_images must be 0 (off) or more than 5")
         need(all(s > 0 and s % self.steps_per_epoch == 0 and s <= self.total_steps for s in self.snapshot_steps),
              f"snapshot_steps must be epoch ends (multiples of steps_per_epoch {self.steps_per_epoch}) "

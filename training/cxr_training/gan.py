@@ -92,6 +92,29 @@ def make_optimizers(cfg: Config):
     return d_opt, g_opt
 
 
+SPECTRUM_BANDS = 32
+
+
+def log_spectrum(images):
+    """(B, S, S, 1) -> (SPECTRUM_BANDS,): log10 of the batch's mean power in radial frequency bands
+    (Hann window, mean removed; DC left out; the corners beyond Nyquist in the last band)."""
+    import numpy as np
+
+    size = int(images.shape[1])
+    f = np.fft.fftfreq(size)
+    r = np.hypot(f[:, None], f[None, :])
+    band = np.minimum((r / 0.5 * (SPECTRUM_BANDS - 1)).astype(np.int64), SPECTRUM_BANDS - 1)
+    onehot = (band.ravel()[:, None] == np.arange(SPECTRUM_BANDS)[None, :]).astype(np.float32)
+    onehot[0] = 0.0  # DC
+    onehot /= np.maximum(onehot.sum(axis=0, keepdims=True), 1.0)
+    window = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
+    x = images[..., 0]
+    x = (x - tf.reduce_mean(x, axis=[1, 2], keepdims=True)) * window
+    power = tf.math.square(tf.abs(tf.signal.fft2d(tf.cast(x, tf.complex64))))
+    mean = tf.reduce_mean(tf.reshape(power, (-1, size * size)), axis=0)
+    return tf.math.log(tf.linalg.matvec(tf.constant(onehot.T), mean) + 1e-8) / np.log(10.0)
+
+
 class GAN(keras.Model):
     """Owns G, D, their optimizers, the global step and the alternating train_step, plus the
     data-efficient recipe's state: the augmentation probability (and ADA's running sums)
@@ -256,7 +279,7 @@ class GAN(keras.Model):
                 self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))
                 g_loss = self.bce(tf.ones((rows, 1)), self.d_logit(
                     self._augmented(fake, step, augment.SLOT_G_FAKE, start), training=True))
-                g_scaled = for_gradients(g_loss, self.g_optimizer)
+                g_scaled = for_gradients(g_loss + self._spectral(fake, real), self.g_optimizer)
             self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_scaled, g_vars), g_vars))
         else:
             with tf.GradientTape() as tape:
@@ -267,9 +290,10 @@ class GAN(keras.Model):
 
             # G's phase: the non-saturating loss -log D(G(z)), through the same augmentation
             with tf.GradientTape() as tape:
-                fake = self._augmented(self.generator(z_g, training=True), step, augment.SLOT_G_FAKE, start)
+                generated = self.generator(z_g, training=True)
+                fake = self._augmented(generated, step, augment.SLOT_G_FAKE, start)
                 g_loss = self.bce(tf.ones((rows, 1)), self.d_logit(fake, training=True))
-                g_scaled = for_gradients(g_loss, self.g_optimizer)
+                g_scaled = for_gradients(g_loss + self._spectral(generated, real), self.g_optimizer)
             self.g_optimizer.apply_gradients(zip(tape.gradient(g_scaled, g_vars), g_vars))
 
         if self.ema_weights:
@@ -284,6 +308,15 @@ class GAN(keras.Model):
             self.r1_tracker.update_state(r1)
             logs["r1"] = self.r1_tracker.result()
         return logs
+
+    def _spectral(self, fake, real):
+        """g_spectral * mean over radial bands of (log mean power of the generated batch - that of
+        the real batch)^2: G is pulled toward the real images' distribution of energy over
+        spatial frequencies (fine detail included). 0 when off."""
+        if not self.cfg.g_spectral:
+            return tf.constant(0.0)
+        return self.cfg.g_spectral * tf.reduce_mean(tf.square(
+            log_spectrum(tf.cast(fake, tf.float32)) - tf.stop_gradient(log_spectrum(tf.cast(real, tf.float32)))))
 
     def _update_ema(self, step):
         """ema <- beta * ema + (1 - beta) * weights, beta = 0.5 ** (1 / half-life); the half-life

@@ -130,6 +130,26 @@ class MinibatchStdDev(layers.Layer):
         return (*input_shape[:-1], input_shape[-1] + 1)
 
 
+@keras.saving.register_keras_serializable(package="cxr")
+class HighPass(layers.Layer):
+    """The fine detail of an image: the image minus its Gaussian blur (sigma 1 px, a fixed 7x7
+    kernel, reflected borders). No weights."""
+
+    SIGMA = 1.0
+
+    def call(self, x):
+        import numpy as np
+
+        r = np.arange(-3, 4, dtype=np.float32)
+        g = np.exp(-0.5 * (r / self.SIGMA) ** 2)
+        g /= g.sum()
+        kernel = keras.ops.convert_to_tensor(np.outer(g, g)[:, :, None, None], dtype=x.dtype)
+        import tensorflow as tf
+
+        padded = tf.pad(x, [[0, 0], [3, 3], [3, 3], [0, 0]], mode="REFLECT")
+        return x - keras.ops.conv(padded, kernel, strides=1, padding="valid")
+
+
 def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Model:
     """image (size, size, 1) -> probability that it is real (sigmoid); the output layers
     always compute in float32 (see build_generator for `precision`).
@@ -146,7 +166,17 @@ def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Mode
         x = MinibatchStdDev(name="d_mbstd", dtype=dt)(x)
     x = layers.Flatten(name="d_flatten", dtype=dt)(x)
     x = layers.Dropout(cfg.d_dropout, seed=cfg.seed, name="d_dropout", dtype=dt)(x)
-    logit = layers.Dense(1, name=LOGIT_LAYER, dtype="float32")(x)
+    if not cfg.d_highpass:
+        logit = layers.Dense(1, name=LOGIT_LAYER, dtype="float32")(x)
+    else:  # the texture head: patch logits on the fine detail, averaged, added to the global logit
+        main = layers.Dense(1, name="d_main", dtype="float32")(x)
+        h = HighPass(name="d_hp_input", dtype=dt)(image)
+        for i, stride in enumerate((1, 2, 2), start=1):
+            h = layers.Conv2D(cfg.d_highpass, 3, strides=stride, padding="same", name=f"d_hp_conv{i}", dtype=dt)(h)
+            h = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name=f"d_hp_conv{i}_lrelu", dtype=dt)(h)
+        h = layers.Conv2D(1, 1, name="d_hp_patch", dtype="float32")(h)
+        h = layers.GlobalAveragePooling2D(name="d_hp_mean", dtype="float32")(h)
+        logit = layers.Add(name=LOGIT_LAYER, dtype="float32")([main, h])
     p = layers.Activation("sigmoid", name="d_prob", dtype="float32")(logit)
     return keras.Model(image, p, name="discriminator")
 
