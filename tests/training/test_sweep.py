@@ -479,6 +479,9 @@ def test_rows_of_older_judges_are_scored_again_from_their_samples(tmp_path, monk
     assert _sweep(plan, root, FakeRunner()).run() == 0
     old = read_results(root)
     assert len(old) == 8 and all(r["judges"] == 1 for r in old)
+    # version 1's KID error resampled the generated images only: not printed as today's interval
+    assert old[4]["metrics"]["kid_se_generated_only"] == 0.1 and "kid_se" not in old[4]["metrics"]
+    assert "| 1.50 |" in sweep.table(old)
 
     monkeypatch.setattr(quality, "JUDGES_VERSION", 2)
     runner = FakeRunner()

@@ -422,6 +422,10 @@ def read_results(root: Path) -> list[dict]:
             row = json.loads(line)
             if isinstance(row.get("metrics"), dict):
                 row["metrics"] = {_LEGACY_METRIC_KEYS.get(k, k): v for k, v in row["metrics"].items()}
+            if row.get("judges", 1) == 1:  # before version 2, kid_se resampled the generated images only
+                for part in ("metrics", "reference"):
+                    if isinstance(row.get(part), dict) and "kid_se" in row[part]:
+                        row[part]["kid_se_generated_only"] = row[part].pop("kid_se")
             rows.append(row)
     return rows
 
