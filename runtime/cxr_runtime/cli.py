@@ -221,8 +221,11 @@ def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, worker
                    "diversity (mean SSIM among the generated images).")
 @click.option("--heldout", "heldout_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Held-out real images: with --quality, their scores against --real are the reference scale.")
+@click.option("--train", "train_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="The generator's training images: also the memorisation audit's verdict against them "
+                   "(as `cxr-runtime audit`, without writing pictures).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_dir, as_json):
+def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_dir, train_dir, as_json):
     """SSIM and MSE of generated vs real images with the training's protocol and code.
 
     Each generated image is paired with a real image by a fixed-seed permutation; the
@@ -276,6 +279,13 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
                 result["quality_reference"]["images"] = len(held.files)
         except CxrError as e:
             _fail(f"--quality: {e}")
+    if train_dir is not None:
+        from cxr_runtime import audit as au
+
+        train = _load_or_fail(train_dir, "--train", size, resize)
+        if size < au.MIN_SIZE:
+            _fail(f"--train: the audit needs images of at least {au.MIN_SIZE}x{au.MIN_SIZE} (--size {size})")
+        result["audit"] = au.audit(fake.images, train.images)["summary"]
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -298,6 +308,10 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
             if refq and m.key in refq:
                 line += f"   (reference {m.text(refq)})"
             click.echo(f"{line}   [{m.better}]")
+    if "audit" in result:
+        a = result["audit"]
+        click.echo(f"audit          {a['flagged']} of {a['generated']} generated images are copies of a training image "
+                   f"({a['rule']}); nearest: ncc max {a['nn_ncc']['max']:.3f}, detail max {a['nn_detail']['max']:.3f}")
 
 
 @main.command()

@@ -129,8 +129,15 @@ def test_the_thresholds_fire(real):
 
 
 def test_a_generator_of_warped_training_images_is_caught_everywhere(sets, tmp_path):
-    """The issue's "generator" that returns training images zoomed 8-12 % and rotated by up to
-    5 degrees: flagged by `audit` (every image), and by `report`."""
+    """The "generator" that returns training images zoomed 8-12 % and rotated by up to 5 degrees:
+    flagged by `evaluate --train`, by `audit` (every image), and by `report`."""
+    r = CliRunner().invoke(main, ["evaluate", "--fake", str(sets["warped"]), "--real", str(sets["heldout"]),
+                                  "--train", str(sets["train"]), "--json", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["audit"]["flagged"] == 40
+    r = CliRunner().invoke(main, ["evaluate", "--fake", str(sets["warped"]), "--real", str(sets["heldout"]),
+                                  "--train", str(sets["train"]), "--device", "cpu"])
+    assert "audit          40 of 40 generated images are copies" in r.output
     out = tmp_path / "audit"
     r = CliRunner().invoke(main, ["audit", "--fake", str(sets["warped"]), "--train", str(sets["train"]),
                                   "--out", str(out)])
