@@ -77,6 +77,16 @@ def _layers(generator):
     return dense[0], ups, final, slopes.pop()
 
 
+def _noise_layers(generator, ups) -> list:
+    """The PixelNoise layer after each upsampling layer (--g-noise), in order, or []."""
+    from cxr_training.models import PixelNoise
+
+    noises = [layer for layer in generator.layers if isinstance(layer, PixelNoise)]
+    if noises and [n.index for n in noises] != list(range(1, len(ups) + 1)):
+        raise UnsupportedGenerator("noise layers must follow every upsampling layer, one each")
+    return noises
+
+
 def _transposed_weights(layer) -> tuple[np.ndarray, np.ndarray]:
     """(kernel (4, 4, Cout, Cin), bias) of a 4x4 stride-2 transposed convolution; a resize
     convolution (models.ResizeConv2x) gives the transposed kernel it is computed as."""
@@ -157,6 +167,8 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
     `chunk` is also an optional graph input (an initializer listed as input): a runtime may
     pass another value, e.g. the whole batch on a GPU. chunk = 0: no loop.
     """
+    from cxr_training.models import noise_projection
+
     dense, ups, final, slope = _layers(generator)
     latent_dim = int(generator.input_shape[-1])
     size = int(generator.output_shape[1])
@@ -198,7 +210,25 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
         ]
         x = "x0_chunk"
 
-    # 2. each transposed convolution as four phase convolutions (+ fused LeakyReLU)
+    # 1b. --g-noise: each upsampling layer's noise, from z, one tensor per output phase (the
+    #     projection's columns of that phase's pixels), computed on the whole batch
+    noises = _noise_layers(generator, ups)
+    if noises:
+        head_const("sqrt2", np.array(np.sqrt(2.0), np.float32))
+    for li, layer in enumerate(noises, start=1):
+        side = base * 2**li
+        projection, phase = noise_projection(layer.index, latent_dim, side * side)
+        for a in (0, 1):
+            for bb in (0, 1):
+                cols = ((2 * np.arange(side // 2)[:, None] + a) * side + 2 * np.arange(side // 2)[None, :] + bb).ravel()
+                name = f"noise{li}_p{a}{bb}"
+                head.append(helper.make_node("Gemm", [z, head_const(f"{name}_w", projection[:, cols]),
+                                                      head_const(f"{name}_b", phase[cols])], [f"{name}_arg"],
+                                             name=f"{name}_proj"))
+                head.append(helper.make_node("Sin", [f"{name}_arg"], [f"{name}_sin"], name=f"{name}_sin"))
+                head.append(helper.make_node("Mul", [f"{name}_sin", "sqrt2"], [name], name=f"{name}_scale"))
+
+    # 2. each transposed convolution as four phase convolutions (+ fused LeakyReLU, + noise)
     for li, up in enumerate(ups, start=1):
         kernel, b = _transposed_weights(up)
         phases = []
@@ -209,7 +239,24 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
                 body.append(helper.make_node(
                     "Conv", [x, body_const(f"{name}_w", _phase_weight(kernel, a, bb)), body_const(f"{name}_b", b)],
                     [f"{name}_conv"], kernel_shape=[2, 2], pads=[pt, pl, pb, pr], name=f"{name}_conv"))
-                body.append(helper.make_node("LeakyRelu", [f"{name}_conv"], [name], alpha=slope, name=f"{name}_lrelu"))
+                act = f"{name}_act" if noises else name
+                body.append(helper.make_node("LeakyRelu", [f"{name}_conv"], [act], alpha=slope, name=f"{name}_lrelu"))
+                if noises:
+                    half = base * 2 ** (li - 1)
+                    noise = f"noise{li}_p{a}{bb}"
+                    if chunk:
+                        body.append(helper.make_node("Slice", [noise, "chunk_start", "chunk_stop", "chunk_axis"],
+                                                     [f"{noise}_chunk"], name=f"{noise}_chunk"))
+                        noise = f"{noise}_chunk"
+                    strength = np.asarray(noises[li - 1].strength.numpy(), np.float32).reshape(1, -1, 1, 1)
+                    body += [
+                        helper.make_node("Reshape", [noise, body_const(f"{name}_nshape",
+                                                                       np.array([-1, 1, half, half], np.int64))],
+                                         [f"{name}_noise"], name=f"{name}_noise"),
+                        helper.make_node("Mul", [f"{name}_noise", body_const(f"{name}_strength", strength)],
+                                         [f"{name}_scaled"], name=f"{name}_scaled"),
+                        helper.make_node("Add", [act, f"{name}_scaled"], [name], name=f"{name}_add_noise"),
+                    ]
                 phases.append(name)
         if li < len(ups):
             body.append(helper.make_node("Concat", phases, [f"up{li}_phases"], axis=1, name=f"up{li}_concat"))

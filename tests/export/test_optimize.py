@@ -264,3 +264,29 @@ def test_int8_needs_the_optimized_graph_and_data(tiny_run, tmp_path):
     assert r.exit_code == 2 and "needs the optimised graph" in r.output
     r = _invoke(tiny_run, "--out", tmp_path / "g.onnx", "--quantize", "int8")
     assert r.exit_code == 2 and "--data" in r.output
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_noise_inputs_export_and_stay_a_function_of_z(chunk):
+    """--g-noise: the noise is computed from z in both graphs, so the optimised graph (flat or
+    chunked) and the plain conversion equal Keras, and an image does not depend on the batch it
+    is drawn in."""
+    cfg = preset("smoke").replace(g_channels=(8, 4, 2), image_size=64, g_dense_channels=16, g_upsample="resize",
+                                  g_noise=True)
+    keras.utils.set_random_seed(3)
+    g = build_generator(cfg)
+    _random_weights(g, 4)  # the noise strengths too: the noise must matter
+    z = np.random.default_rng(5).standard_normal((5, cfg.latent_dim)).astype(np.float32)
+    want = _keras_nchw(g, z)
+    silent = build_generator(cfg)
+    silent.set_weights([np.zeros_like(w) if "strength" in v.path else w for v, w in zip(g.weights, g.get_weights())])
+    assert np.abs(_keras_nchw(silent, z) - want).max() > 1e-3
+    model = optimize.build_optimized(g, chunk=chunk)
+    onnx.checker.check_model(model)
+    assert "Sin" in {n.op_type for n in model.graph.node}
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(["image"], {"z": z})[0], want, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(sess.run(["image"], {"z": z[2:3]})[0], want[2:3], atol=1e-4, rtol=0)
+    plain = ort.InferenceSession(ex.convert(g, ex.OPSET).SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(plain.run(None, {plain.get_inputs()[0].name: z})[0].reshape(want.shape), want,
+                               atol=1e-4, rtol=0)

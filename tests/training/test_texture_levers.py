@@ -1,5 +1,5 @@
-"""The texture levers (docs/training.md, "Texture levers"): D's high-pass head and the spectrum
-term in G's loss. Off in every preset; each one does what it says when on."""
+"""The texture levers (docs/training.md, "Texture levers"): D's high-pass head, the spectrum
+term in G's loss, and G's per-pixel noise. Off in every preset; each one does what it says when on."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ tf, keras = import_tf()
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_off_in_every_preset(name):
-    assert preset(name).d_highpass == 0 and preset(name).g_spectral == 0.0
+    assert preset(name).d_highpass == 0 and preset(name).g_spectral == 0.0 and not preset(name).g_noise
 
 
 def test_high_pass_keeps_fine_detail_only():
@@ -56,9 +56,24 @@ def test_log_spectrum_sees_blur_and_is_differentiable():
     assert float(tf.reduce_max(tf.abs(tape.gradient(loss, blurred)))) > 0
 
 
-def test_a_run_trains_with_both_levers(tmp_path, few_real):
+def test_pixel_noise_is_a_function_of_z_learned_from_zero():
+    from cxr_training.models import build_generator
+
+    g = build_generator(preset("smoke").replace(g_noise=True))
+    noise = [layer for layer in g.layers if layer.name.endswith("_noise")]
+    assert len(noise) == 2 and all(float(np.abs(n.strength.numpy()).max()) == 0.0 for n in noise)  # off at first
+    for n in noise:
+        n.strength.assign(np.ones(n.strength.shape, np.float32))
+    z = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)
+    a = g(z).numpy()
+    np.testing.assert_array_equal(a, g(z).numpy())  # no random state
+    np.testing.assert_allclose(g(z[1:2]).numpy(), a[1:2], atol=1e-6)  # nor a dependence on the batch
+    assert np.abs(a[0] - a[1]).mean() > 0.01
+
+
+def test_a_run_trains_with_every_lever(tmp_path, few_real):
     from cxr_training.train import train
 
-    cfg = preset("smoke").replace(d_highpass=8, g_spectral=1.0)
+    cfg = preset("smoke").replace(d_highpass=8, g_spectral=1.0, g_noise=True)
     run = train(cfg, few_real, out_root=tmp_path, log=lambda m: None)
     assert (run / "generator.keras").is_file()

@@ -51,6 +51,9 @@ class Config:
                                        "convolution, the paper's) or 'resize' (nearest-neighbour resize then a 3x3 "
                                        "convolution, free of checkerboard artefacts; computed as the equivalent "
                                        "transposed convolution, so at the same cost).", choices=("transpose", "resize"))
+    g_noise: bool = opt(False, "Per-pixel noise after each of G's upsampling layers, scaled by a learned strength per "
+                               "channel (Karras et al. 2019), the noise derived from z by a fixed random projection "
+                               "and a sine, so that the same latent gives the same image on every engine.")
     d_channels: tuple[int, ...] = opt((64, 128, 128, 256), "Filters of each 3x3 Conv2D in D, comma-separated.",
                                       item=int)
     d_strides: tuple[int, ...] = opt((1, 2, 2, 2), "Stride of each D convolution (the paper omits the first: 1).",

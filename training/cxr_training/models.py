@@ -7,6 +7,8 @@ lighter generator, toy widths for tests), optionally with resize-convolution ups
 
 from __future__ import annotations
 
+import numpy as np
+
 from cxr_training.config import Config
 from cxr_training.precision import policy_name
 from cxr_training.tfenv import import_tf
@@ -72,6 +74,55 @@ class ResizeConv2x(layers.Layer):
         return {**super().get_config(), "filters": self.filters}
 
 
+NOISE_SEED = 20261205  # the fixed projections of --g-noise (stored in the model's weights too)
+NOISE_GAIN = 1.0  # projection weights ~ N(0, gain): with z ~ N(0, I_100) the sine's argument has sd 10
+
+
+def noise_projection(index: int, latent_dim: int, pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed (projection (latent_dim, pixels), phase (pixels,)) of PixelNoise number `index`:
+    a function of the index and the shapes only (NOISE_SEED), so a saved model needs no copy."""
+    rng = np.random.default_rng(NOISE_SEED + index)
+    return (rng.normal(0.0, NOISE_GAIN, (latent_dim, pixels)).astype(np.float32),
+            rng.uniform(0.0, 2 * np.pi, pixels).astype(np.float32))
+
+
+@keras.saving.register_keras_serializable(package="cxr")
+class PixelNoise(layers.Layer):
+    """x + strength[c] * n(z): per-pixel noise (Karras et al. 2019, "A Style-Based Generator
+    Architecture") whose values are a fixed function of the latent z, n = sqrt(2) sin(z W + b)
+    with a fixed random projection W (latent_dim, H * W) and phase b (not trained), so the
+    same latent gives the same image everywhere (no extra input, no random state; W and b are
+    rebuilt from NOISE_SEED, `noise_projection`). The sine of
+    an argument of standard deviation 10 decorrelates the noise of different latents and of
+    neighbouring pixels; sqrt(2) gives it unit variance. `strength` (one per channel) is learned
+    from 0. Computed in float32 whatever the layer's policy."""
+
+    def __init__(self, index: int = 0, **kwargs):
+        kwargs.setdefault("autocast", False)  # its variables stay float32 under a mixed policy
+        super().__init__(**kwargs)
+        self.index = int(index)
+
+    def build(self, input_shape):
+        x_shape, z_shape = input_shape
+        h, w, c = (int(v) for v in x_shape[1:])
+        self.projection, self.phase = noise_projection(self.index, int(z_shape[-1]), h * w)
+        self.strength = self.add_weight(name="strength", shape=(c,), initializer="zeros", dtype="float32")
+
+    def call(self, inputs):
+        x, z = inputs
+        h, w = int(x.shape[1]), int(x.shape[2])
+        arg = keras.ops.matmul(keras.ops.cast(z, "float32"), keras.ops.convert_to_tensor(self.projection)) + \
+            keras.ops.convert_to_tensor(self.phase)
+        noise = keras.ops.reshape(keras.ops.sin(arg) * np.float32(np.sqrt(2.0)), (-1, h, w, 1))
+        return x + keras.ops.cast(noise, x.dtype) * keras.ops.cast(self.strength, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "index": self.index}
+
+
 def build_generator(cfg: Config, precision: str | None = None) -> keras.Model:
     """z (latent_dim,) -> image (size, size, 1) in [-1, 1] (tanh).
 
@@ -91,6 +142,8 @@ def build_generator(cfg: Config, precision: str | None = None) -> keras.Model:
         else:
             x = layers.Conv2DTranspose(ch, cfg.g_kernel, strides=2, padding="same", name=f"g_up{i}", dtype=dt)(x)
         x = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name=f"g_up{i}_lrelu", dtype=dt)(x)
+        if cfg.g_noise:
+            x = PixelNoise(i, name=f"g_up{i}_noise", dtype=dt)([x, z])
     if dt is None:
         image = layers.Conv2D(1, cfg.g_kernel, padding="same", activation="tanh", name="g_out")(x)
     else:
@@ -184,7 +237,8 @@ def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Mode
 
 def load_generator(path) -> keras.Model:
     """A saved generator.keras, its custom layers (ResizeConv2x) known to Keras."""
-    return keras.models.load_model(path, compile=False, custom_objects={"ResizeConv2x": ResizeConv2x})
+    return keras.models.load_model(path, compile=False,
+                                   custom_objects={"ResizeConv2x": ResizeConv2x, "PixelNoise": PixelNoise})
 
 
 def logit_model(discriminator: keras.Model) -> keras.Model:
