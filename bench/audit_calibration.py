@@ -164,7 +164,7 @@ def main() -> None:
     ap.add_argument("--skip-calibration", action="store_true", help="Time the audit only (keeps the table in --out).")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "audit_calibration.json")
     args = ap.parse_args()
-    from cxr_training.sweep import cpu_name
+    from cxr_runtime.machine import cpu_name
 
     if args.skip_calibration:
         result = json.loads(args.out.read_text()) if args.out.is_file() else {"rows": []}

@@ -80,7 +80,7 @@ def main() -> None:
             print(f"round {r + 1} {mode:>13}: max |w1 - w2| {res['max_abs_diff']:.3g}, straight vs resumed "
                   f"{res['resume_max_abs_diff']:.3g}, over {res['variables']} arrays; s/step "
                   f"{', '.join(f'{s:.2f}' for s in res['seconds_per_step'])}", flush=True)
-    from cxr_training.sweep import cpu_name
+    from cxr_runtime.machine import cpu_name
 
     model = cpu_name()
     summary = {mode: {"bitwise": all(x["max_abs_diff"] == 0 for x in rs),

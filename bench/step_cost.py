@@ -80,12 +80,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from cxr_runtime.images import load_folder
+    from cxr_runtime.machine import cpu_name
     from cxr_training import augment, pipeline
     from cxr_training.config import preset
     from cxr_training.gan import GAN, make_optimizers
     from cxr_training.models import build_discriminator, build_generator
     from cxr_training.precision import resolve_here
-    from cxr_training.sweep import cpu_name
     from cxr_training.tfenv import import_tf
 
     tf, keras = import_tf()

@@ -106,8 +106,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from cxr_runtime.images import load_folder
+    from cxr_runtime.machine import cpu_name
     from cxr_training.precision import cpu_flags
-    from cxr_training.sweep import cpu_name
 
     real = load_folder(args.data).images
     ref1 = reference_seconds_per_step(real, args.batch, args.steps)

@@ -13,7 +13,7 @@ import pytest
 
 from cxr_runtime.errors import EXIT_USER_ERROR, CxrError, reported
 
-PACKAGES = ("cxr_runtime", "cxr_training", "cxr_export")
+PACKAGES = ("cxr_runtime", "cxr_training", "cxr_export", "cxr_utility", "cxr_sweep")
 OPTIONAL = ("ray", "pydicom")  # extras a module may need; without them it is not walked
 
 

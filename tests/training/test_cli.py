@@ -144,7 +144,7 @@ def test_global_batch_must_split_across_replicas(few_real, tmp_path):
 
 
 @pytest.mark.parametrize("module, prog", [("cxr_training.cli", "cxr-train"), ("cxr_export.cli", "cxr-export"),
-                                          ("cxr_training.sweep", "cxr-sweep")])
+                                          ("cxr_sweep.cli", "cxr-sweep")])
 def test_base_install_says_which_extra(module, prog, few_real, tmp_path):
     """Without TensorFlow (a runtime-only install) the training and export commands answer in
     one line naming the extra, not with a ModuleNotFoundError."""
@@ -179,7 +179,7 @@ def test_importing_the_packages_sets_no_environment_variable():
                                                            "TF_ENABLE_ONEDNN_OPTS")}
     libraries = environment_after("cv2, keras, matplotlib, onnx, onnxruntime, skimage, tensorflow, tf2onnx")
     ours = environment_after("cxr_training.train, cxr_training.gan, cxr_training.models, cxr_training.evaluate, "
-                             "cxr_training.sweep, cxr_export.export, cxr_export.optimize, cxr_export.quantize")
+                             "cxr_sweep.sweep, cxr_export.export, cxr_export.optimize, cxr_export.quantize")
     assert {k: v for k, v in ours.items() if libraries.get(k) != v} == {}
     configured = environment_after("cxr_training.tfenv; cxr_training.tfenv.configure()")
     assert (configured["KERAS_BACKEND"], configured["TF_ENABLE_ONEDNN_OPTS"]) == ("tensorflow", "1")

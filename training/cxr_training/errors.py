@@ -7,8 +7,9 @@ for the user of cxr-train or cxr-sweep.
     |-- CheckpointError     a checkpoint that cannot be read or restored
     |   `-- NonFiniteState      refusal to write a checkpoint holding NaN or infinite values
     |-- NonFiniteLoss       a loss became NaN or infinite (exit code 1)
-    |-- Interrupted         SIGINT or SIGTERM, checkpoint written (exit code 128 + signal)
-    `-- SweepError          a bad plan or run root, a failed stage of cxr-sweep
+    `-- Interrupted         SIGINT or SIGTERM, checkpoint written (exit code 128 + signal)
+
+(cxr-sweep's SweepError lives in cxr_sweep.errors.)
 """
 
 from __future__ import annotations
@@ -45,7 +46,3 @@ class Interrupted(CxrError):
         super().__init__(message)
         self.signum = signum
         self.exit_code = 128 + signum
-
-
-class SweepError(CxrError):
-    """A bad plan, run root or stage failure of cxr-sweep."""

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cxr_training import sweep
-from cxr_training.sweep import Entry, Stopped, Sweep, SweepError, load_plan, read_results, resolve_config
+import cxr_sweep as sweep
+from cxr_sweep import Entry, Stopped, Sweep, SweepError, load_plan, read_results, resolve_config
+from cxr_sweep import results as results_module
 
 
 def _plan(tmp_path, body: str, data=None, heldout=None) -> Path:
@@ -278,14 +279,14 @@ def test_a_pause_that_cxr_train_did_not_reach_fails_the_run(tmp_path):
 def test_a_row_is_written_exactly_once_when_killed_around_the_write(tmp_path, monkeypatch, when):
     plan = _plan(tmp_path, _run("a", flags="[]"))
     root = tmp_path / "runs"
-    real_write = sweep.atomic_write_text
+    real_write = results_module.atomic_write_text
 
     def killed(path, text):
         if when == "after the write":
             real_write(path, text)
         raise Stopped(signal.SIGTERM)  # the sweep dies here
 
-    monkeypatch.setattr(sweep, "atomic_write_text", killed)
+    monkeypatch.setattr(results_module, "atomic_write_text", killed)
     with pytest.raises(Stopped):
         _sweep(plan, root, FakeRunner()).run()
     monkeypatch.undo()
@@ -335,7 +336,7 @@ def test_bad_plans_name_the_entry(tmp_path, body, message):
 
 def test_cli_bad_plan_is_one_line_exit_2(tmp_path):
     plan = _plan(tmp_path, _run("a", flags='["--no-such-flag"]'))
-    r = subprocess.run([sys.executable, "-m", "cxr_training.sweep", str(plan), "--runs", str(tmp_path / "runs")],
+    r = subprocess.run([sys.executable, "-m", "cxr_sweep.cli", str(plan), "--runs", str(tmp_path / "runs")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("error: plan") and "(a)" in r.stderr and "--no-such-flag" in r.stderr
@@ -356,7 +357,7 @@ def test_sigterm_leaves_the_run_resumable_and_the_rows_whole(tmp_path, few_real,
         .replace("score_steps = [3]", "score_steps = []")
     plan = _plan(tmp_path, body, data=few_heldout, heldout=few_real)  # 10 training images: enough to calibrate
     root = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "cxr_training.sweep", str(plan), "--runs", str(root)]
+    cmd = [sys.executable, "-m", "cxr_sweep.cli", str(plan), "--runs", str(root)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = root / "a" / "sweep.log"
     deadline = time.time() + 240

@@ -1,0 +1,357 @@
+"""`cxr-sweep PLAN.toml`: a plan of training runs that outlives the session that started it.
+
+A plan is TOML: optional top-level `data`, `heldout`, `samples` and `sample_seed`, and one
+`[[run]]` table per run:
+
+    [[run]]
+    name = "long-s0"          # unique under the run root; the run's folder is $CXR_RUNS/<name>/
+    preset = "long"
+    seed = 0
+    steps = 2000              # the run's total: a multiple of the preset's steps per epoch
+    flags = ["--ema-halflife", "500"]   # extra cxr-train arguments (optional)
+    score_steps = [1000]      # also score the sampling generator at these earlier steps (optional)
+    pause_at = [500]          # epoch ends where a pass over the plan leaves this run (optional)
+
+Each run goes through stages, each skipped when its output is already there, so the same
+command resumes the whole plan after a kill, a reboot or a new session on the same machine:
+
+1. train: `cxr-train` (a new run) or `cxr-train --resume` (an unfinished one, from its newest
+   checkpoint: the run an uninterrupted one would have been, bitwise with --deterministic);
+2. for the finished model and each of `score_steps` (snapshots), for the EMA and the raw
+   weights when the recipe keeps an EMA, and for the shipped weights exported at the latent
+   scales `--latent-scale auto` and `diversity` choose (`ema-scaled`, `ema-diverse`): export to
+   ONNX (parity gate), sample
+   `samples` images, `cxr-runtime evaluate --quality` against the held-out folder (with the
+   training images scored the same way as the reference row) and `cxr-runtime audit` against
+   the training folder;
+3. one JSON row per scored model appended to $CXR_RUNS/results.jsonl, exactly once: the row is
+   composed from files the stages left (score.json) and the whole results file is replaced
+   atomically, so a sweep killed anywhere leaves either no row (written by the next sweep) or
+   the row (kept, never duplicated).
+
+A run with `pause_at` is trained in stages: a pass over the plan trains it to its next pause
+(`cxr-train --stop-at`), scores what is there by then, and goes on to the next run; once the
+pass is over, the sweep comes back to the paused runs (the next pass) and trains each to its next
+pause or its end. A long run can so reach a milestone early without holding up the runs after it;
+pausing and resuming is training straight through (bitwise with --deterministic). A new sweep (the next
+session's) keeps that order: a run already past one of its pauses waits in the first pass, which
+scores its score_steps up to that pause, and goes on in the next pass, once every other run has had its turn.
+
+The plan file is read again after every run, so runs appended to it while a sweep trains are
+picked up. One sweep at a time works on a run root (a lock file); SIGTERM or SIGINT is passed on
+to the running stage (cxr-train checkpoints and exits) and the sweep then exits with 128 + the
+signal number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from cxr_runtime.io import atomic_write_json
+from cxr_sweep.errors import SweepError
+from cxr_sweep.machine import code_version, cpu_name
+from cxr_sweep.plan import Entry, Plan, load_plan, resolve_config, train_args
+from cxr_sweep.results import (
+    RESULTS,
+    SCALED,
+    _audit_summary,
+    append_row,
+    current,
+    read_results,
+    recipe_hash,
+    row_key,
+    summary,
+)
+from cxr_sweep.stages import (
+    _RUN_RE,
+    Runner,
+    _finished,
+    _history,
+    _last_step,
+    _rmtree,
+    command,
+    display,
+    run_folder,
+)
+
+LOCK = ".sweep.lock"
+
+
+class Sweep:
+    def __init__(self, plan_path: Path, root: Path, runner: Runner | None = None, log=None):
+        self.plan_path = Path(plan_path)
+        self.root = Path(root)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.runner = runner or Runner(self.log)
+        self.failed: list[str] = []
+        self.first_pass = True  # a run past one of its pauses waits while this is true
+
+    # passes over the plan, re-reading it after every run, until no run is left paused
+    def run(self) -> int:
+        settled: set[str] = set()  # finished and scored, or failed, in this sweep
+        self.first_pass = True
+        while True:
+            visited: set[str] = set()
+            while True:
+                plan = load_plan(self.plan_path)
+                todo = [e for e in plan.runs if e.name not in settled | visited]
+                if not todo:
+                    break
+                entry = todo[0]
+                visited.add(entry.name)
+                try:
+                    if self.run_entry(plan, entry):
+                        settled.add(entry.name)
+                except SweepError as e:
+                    settled.add(entry.name)
+                    self.failed.append(entry.name)
+                    self.log(f"cxr-sweep: run {entry.name} failed: {e}")
+                    self.log(f"cxr-sweep: going on with the next run; `cxr-sweep {self.plan_path}` retries "
+                             f"{entry.name}")
+            if visited <= settled:  # nothing paused in this pass
+                break
+            self.first_pass = False
+            self.log(f"cxr-sweep: pass over the plan done; back to the paused run(s) "
+                     f"{', '.join(sorted(visited - settled))}")
+        if self.failed:
+            self.log(f"cxr-sweep: {len(self.failed)} run(s) failed: {', '.join(self.failed)}")
+            return 1
+        self.log(f"cxr-sweep: plan {self.plan_path} complete; rows in {self.root / RESULTS}")
+        return 0
+
+    def keys(self, entry: Entry, cfg) -> list[tuple[int, str]]:
+        shipped = "ema" if cfg.ema_halflife > 0 else "raw"
+        weights = (shipped, *(("raw",) if shipped == "ema" else ()), *(shipped + suffix for suffix in SCALED))
+        return [(s, w) for s in (*entry.score_steps, entry.steps) for w in weights]
+
+    def run_entry(self, plan: Plan, entry: Entry) -> bool:
+        """Train the entry to its next pause or its end and score what is there; True once it
+        is finished and every row is written."""
+        cfg = resolve_config(entry)
+        keys = self.keys(entry, cfg)
+        have = {r["key"] for r in read_results(self.root) if current(r)}  # rows of older judges: scored again
+        if all(row_key(entry.name, s, w) in have for s, w in keys):
+            self.log(f"cxr-sweep: {entry.name}: finished and scored, skipped")
+            return True
+        base = self.root / entry.name
+        base.mkdir(parents=True, exist_ok=True)
+        run, reached = self.train(plan, entry, cfg, base)
+        for step, weights in keys:
+            key = row_key(entry.name, step, weights)
+            if key in have or step > reached:
+                continue
+            score = self.score(plan, entry, run, step, weights)
+            row = self.compose_row(plan, entry, run, score)
+            if append_row(self.root, row):
+                self.log(f"cxr-sweep: {key}: row written to {self.root / RESULTS}: {summary(row)}")
+        if reached < entry.steps:
+            self.log(f"cxr-sweep: {entry.name}: paused at step {reached} of {entry.steps} (pause_at); the next "
+                     "pass continues it")
+            return False
+        return True
+
+    def train(self, plan: Plan, entry: Entry, cfg, base: Path) -> tuple[Path, int]:
+        """Train to the entry's next pause or its end: (the run folder, the step reached)."""
+        run = run_folder(self.root, entry.name)
+        if run is not None and _finished(run):
+            return run, entry.steps
+        last = _last_step(run) if run is not None else 0
+        passed = entry.passed_pause(last)
+        if self.first_pass and passed is not None:  # past a pause: the rest of the plan goes first, as in its sweep
+            self.log(f"cxr-sweep: {entry.name}: at step {last}, past its pause at step {passed}; it waits "
+                     f"for the next pass (scored here up to step {passed})")
+            return run, passed
+        target = entry.target(last)
+        stop = ["--stop-at", str(target)] if target < entry.steps else []
+        log_path = base / "sweep.log"
+        segment = {"cpu": cpu_name(), "code": code_version(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if run is None:
+            for partial in base.iterdir():  # a folder whose config.json was never written: nothing to keep
+                if partial.is_dir() and _RUN_RE.match(partial.name):
+                    self.log(f"cxr-sweep: {entry.name}: removing {partial.name}, killed before its config was written")
+                    _rmtree(partial)
+            argv = command("cxr-train", *train_args(entry, cfg.steps_per_epoch), "--data", plan.data,
+                           "--heldout", plan.heldout, "--out", base, *stop)
+            self.log(f"cxr-sweep: {entry.name}: training {entry.steps} steps"
+                     f"{f' (to step {target} in this pass)' if stop else ''} ({shlex.join(display(argv))}); "
+                     f"log {log_path}")
+            segment["from_step"] = 0
+        else:
+            from cxr_training.config import Config
+
+            saved = Config.from_dict(json.loads((run / "config.json").read_text())["config"])
+            if saved != cfg.replace(precision=saved.precision):
+                self.log(f"cxr-sweep: {entry.name}: note: {run.name} was started with a config other than the "
+                         "plan entry now gives (a preset changed since?); it is resumed with its own")
+            argv = command("cxr-train", "--resume", run, "--data", plan.data, "--heldout", plan.heldout, *stop)
+            segment["from_step"] = _last_step(run)
+            self.log(f"cxr-sweep: {entry.name}: resuming {run} after step {segment['from_step']}"
+                     f"{f' to step {target}' if stop else ''}; log {log_path}")
+        segment["command"] = shlex.join(display(argv))
+        with open(base / "segments.jsonl", "a") as f:
+            f.write(json.dumps(segment) + "\n")
+        self.runner.run(argv, log_path)
+        run = run_folder(self.root, entry.name)
+        if run is not None and _finished(run):
+            return run, entry.steps
+        if run is not None and stop and _last_step(run) >= target:
+            return run, target
+        missing = f"checkpoint at step {target}" if stop else "finished model"
+        raise SweepError(f"cxr-train ended without a {missing} under {base}")
+
+    def score(self, plan: Plan, entry: Entry, run: Path, step: int, weights: str) -> dict:
+        """Export, sample, evaluate and audit one model; score.json holds the result and the
+        stages are skipped when their outputs are there. A score.json of older judges
+        (quality.JUDGES_VERSION) is made again from the same samples."""
+        from cxr_runtime.quality import JUDGES_VERSION
+
+        folder = run / "snapshots" / f"step-{step:09d}" if step != entry.steps else run
+        suffix = next((x for x in SCALED if weights.endswith(x)), "")
+        base = weights.removesuffix(suffix) if suffix else weights
+        model = folder / ("generator-raw.keras" if base == "raw" and (folder / "generator-raw.keras").is_file()
+                          else "generator.keras")
+        if not model.is_file():
+            raise SweepError(f"no {model.name} for step {step} under {folder} (was --snapshot-steps set?)")
+        out = self.root / entry.name / "scores" / f"step-{step:09d}-{weights}"
+        done = out / "score.json"
+        if done.is_file():
+            stored = json.loads(done.read_text())
+            if stored.get("judges", 1) == JUDGES_VERSION:
+                return stored
+            self.log(f"cxr-sweep: {row_key(entry.name, step, weights)}: scored by older judges "
+                     f"(version {stored.get('judges', 1)}); scoring its samples again")
+            for stale in (done, out / "quality.json", out / "audit" / "summary.json"):
+                stale.unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        log_path = out / "stages.log"
+        key = row_key(entry.name, step, weights)
+        onnx = out / "generator.onnx"
+        t0 = time.time()
+        if not onnx.is_file():
+            self.log(f"cxr-sweep: {key}: export")
+            scale = ("--latent-scale", SCALED[suffix], "--data", plan.data) if suffix else ()
+            self.runner.run(command("cxr-export", model, "--out", onnx, *scale), log_path)
+        samples = out / "samples"
+        if not (samples / "manifest.json").is_file():
+            self.log(f"cxr-sweep: {key}: sampling {plan.samples} images")
+            self.runner.run(command("cxr-runtime", "sample", "--n", plan.samples, "--seed", plan.sample_seed,
+                                    "--model", onnx, "--out", samples, "--device", "cpu"), log_path)
+        quality = out / "quality.json"
+        if not quality.is_file():
+            self.log(f"cxr-sweep: {key}: evaluate --quality against {plan.heldout}")
+            argv = command("cxr-runtime", "evaluate", "--fake", samples, "--real", plan.heldout, "--heldout",
+                           plan.data, "--quality", "--json", "--device", "cpu")
+            self.runner.run(argv, log_path, stdout_path=quality)  # --json on stdout, notes in the log
+            try:
+                json.loads(quality.read_text())
+            except ValueError:
+                quality.unlink()
+                raise SweepError(f"cxr-runtime evaluate wrote no JSON; see {log_path}") from None
+        audit_dir = out / "audit"
+        if not (audit_dir / "summary.json").is_file():
+            self.log(f"cxr-sweep: {key}: memorisation audit against {plan.data}")
+            self.runner.run(command("cxr-runtime", "audit", "--fake", samples, "--train", plan.data, "--heldout",
+                                    plan.heldout, "--out", audit_dir), log_path, ok=(0, 1))  # 1: images flagged
+        manifest = json.loads((samples / "manifest.json").read_text())
+        result = {
+            "key": key, "run": entry.name, "step": step, "weights": weights, "model": str(model),
+            "latent_scale": manifest.get("latent_scale", 1.0),
+            "onnx": str(onnx), "samples": plan.samples, "sample_seed": plan.sample_seed,
+            "quality": json.loads(quality.read_text()),
+            "audit": _audit_summary(json.loads((audit_dir / "summary.json").read_text())),
+            "scored": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "scoring_seconds": round(time.time() - t0, 1),
+            "scoring_cpu": cpu_name(), "judges": JUDGES_VERSION,
+        }
+        atomic_write_json(done, result)
+        return result
+
+    def compose_row(self, plan: Plan, entry: Entry, run: Path, score: dict) -> dict:
+        meta = json.loads((run / "config.json").read_text())
+        history = [r for r in _history(run) if r["step"] <= score["step"]]
+        segments = [json.loads(x) for x in (self.root / entry.name / "segments.jsonl").read_text().splitlines()
+                    if x.strip()] if (self.root / entry.name / "segments.jsonl").is_file() else []
+        per_step = [r["seconds_per_step"] for r in history if r.get("seconds_per_step")]
+        monitor = next((r for r in reversed(history) if "q_kid" in r), {})
+        q, ref = score["quality"]["quality"], score["quality"].get("quality_reference", {})
+        first = shlex.join(display(command("cxr-train", *train_args(entry, meta["config"]["steps_per_epoch"]),
+                                           "--data", plan.data, "--heldout", plan.heldout, "--out",
+                                           self.root / entry.name)))
+        return {
+            "key": score["key"], "run": entry.name, "step": score["step"], "weights": score["weights"],
+            "latent_scale": score.get("latent_scale", 1.0),
+            "final": score["step"] == entry.steps,
+            "plan": str(plan.path), "entry": entry.to_dict(), "command": first,
+            "run_folder": str(run), "config_hash": meta.get("config_hash"),
+            "recipe_hash": recipe_hash(meta["config"]),
+            "precision": meta["config"].get("precision"),
+            "cpu": sorted({s["cpu"] for s in segments}) or [cpu_name()],
+            "code": sorted({s["code"] for s in segments}),
+            "seconds_per_step": round(statistics.median(per_step), 4) if per_step else None,
+            "train_seconds": round(sum(r.get("train_seconds", 0.0) for r in history), 1),
+            "wall_seconds": round(sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in history), 1),
+            "metrics": {**q, "ssim": score["quality"]["ssim"], "mse": score["quality"]["mse"]},
+            "reference": ref,
+            "audit": score["audit"],
+            "monitor": {k: v for k, v in monitor.items() if k.startswith("q_") or k.startswith("audit_")},
+            "samples": score["samples"], "sample_seed": score["sample_seed"],
+            "heldout": str(plan.heldout), "data": str(plan.data),
+            "scored": score["scored"], "scoring_seconds": score["scoring_seconds"],
+            "judges": score.get("judges", 1),
+        }
+
+
+def status(plan: Plan, root: Path) -> list[str]:
+    have = {r["key"] for r in read_results(root) if current(r)}  # rows of older judges count as not written
+    out = []
+    for e in plan.runs:
+        run = run_folder(root, e.name)
+        scored = sum(1 for r in have if r.startswith(f"{e.name}@"))
+        if run is None:
+            state = "not started"
+        elif _finished(run):
+            state = f"trained; {scored} row(s) written"
+        else:
+            step = _last_step(run)
+            passed = e.passed_pause(step)
+            state = f"training, step {step}/{e.steps}" + (
+                " (paused at a pause_at step)" if step in e.pause_at else
+                f" (past its pause at {passed}: a new sweep trains it after the rest of the plan)"
+                if passed is not None else "")
+        out.append(f"{e.name:<28} {state}")
+    return out
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@contextlib.contextmanager
+def locked(root: Path):
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise SweepError(f"another cxr-sweep (pid {holder}) is working on {root}; one at a time") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    try:
+        yield
+    finally:
+        f.close()
+
+
