@@ -150,19 +150,21 @@ def sample(n, model, out, seed, batch_size, device, fmt, engine, address, worker
             state = {"shown": 0}
 
             def progress(done, total):
-                if done and not state["shown"] and done < total:
-                    _note(f"resuming: {done} of {total} images already written")
                 bar.update(done - state["shown"])
                 state["shown"] = done
 
             result = sample_to_folder(gen, out, n, seed=seed, fmt=fmt, batch_size=batch_size, progress=progress,
-                                      model_path=str(model))
+                                      model_path=str(model), on_resume=_resuming)
     except CxrError as e:
         _fail(str(e))
     except OSError as e:  # the file system failed mid-set (a full disk): what was written is kept
         _fail(f"writing to {out} failed: {e.strerror or e}; the images written so far are kept, and the same "
               "command resumes the set once the problem is fixed")
     _said_written(result, out, n, result.provider)
+
+
+def _resuming(done: int, total: int) -> None:
+    _note(f"resuming: {done} of {total} images already written")
 
 
 def _said_written(result, out, n, how: str) -> None:
@@ -188,8 +190,6 @@ def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, worker
         state = {"shown": 0}
 
         def progress(done, total):
-            if not state["shown"] and done < total:
-                _note(f"resuming: {done} of {total} images already written")
             state["shown"] = done
             if sys.stderr.isatty():
                 click.echo(f"\rsampling on Ray: {done}/{total}", err=True, nl=done == total)
@@ -197,7 +197,7 @@ def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, worker
         result = distributed.sample(model, out, n, seed=seed, fmt=fmt, workers=workers, shard_size=shard_size,
                                     address=address, device=device,
                                     cpus_per_worker=cpus_per_worker, batch_size=batch_size, progress=progress,
-                                    latent_scale=latent_scale)
+                                    latent_scale=latent_scale, on_resume=_resuming)
     except CxrError as e:
         _fail(str(e))
     _said_written(result, out, n, f"on Ray, {workers} workers")

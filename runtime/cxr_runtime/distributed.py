@@ -221,7 +221,7 @@ def _worker_error(e: BaseException) -> str:
 
 def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int = 0, fmt: str = "png",
            workers: int = 2, shard_size: int | None = None, address: str | None = None, device: str = "cpu",
-           cpus_per_worker: float = 1, batch_size: int | None = None, progress=None,
+           cpus_per_worker: float = 1, batch_size: int | None = None, progress=None, on_resume=None,
            writer_cls=ShardWriter, latent_scale: float | None = None) -> SampleResult:
     """Write images 0 .. n-1 of `model` for `seed` into `out` with `workers` Ray actors.
 
@@ -231,7 +231,7 @@ def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int =
     CUDA_VISIBLE_DEVICES to it); auto (the same when the cluster has GPUs, else cpu); a GPU
     number (cuda:N) is refused. latent_scale: as Generator's (None: the model's own).
     progress(done, n) after each
-    shard. Returns sampling.SampleResult. Raises RayUnavailable, SampleSetError,
+    shard; on_resume(done, n) once when the folder already holds `done` images of the set. Returns sampling.SampleResult. Raises RayUnavailable, SampleSetError,
     ModelError, DistributedError (one line each).
     """
     if fmt not in FORMATS:
@@ -263,6 +263,8 @@ def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int =
     done_before = _done_ranges(out)
     shards = plan_shards(n, shard_size, done_before)
     already = n - sum(b - a for a, b in shards)
+    if on_resume and already:
+        on_resume(already, n)
     if progress and already:
         progress(already, n)
 

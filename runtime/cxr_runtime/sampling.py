@@ -188,10 +188,13 @@ def remove_leftovers(out: Path) -> int:
 
 
 def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, fmt: str = "png",
-                     batch_size: int | None = None, progress=None, model_path: str | None = None) -> SampleResult:
+                     batch_size: int | None = None, progress=None, model_path: str | None = None,
+                     on_resume=None) -> SampleResult:
     """Write images 0 .. n-1 of `generator` (a cxr_runtime.Generator) for `seed` into `out`.
 
-    progress(done, n) is called after each batch (and once at the start of a resumed set).
+    progress(done, n) is called after each batch (and once at the start of a resumed set);
+    on_resume(done, n) once, before anything is sampled, when the folder already holds `done`
+    images of this set.
     `model_path` is recorded in the manifest (default: the generator's path), with the device
     the generator was asked for and the provider it runs on. Leftovers of interrupted writers
     (remove_leftovers) are removed before the set is declared complete. Raises SampleSetError
@@ -213,6 +216,8 @@ def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, f
     while start < n and writer.path(start).is_file():
         start += 1
     start -= start % batch_size  # redo the first incomplete batch whole: simpler, same bytes
+    if start and on_resume:
+        on_resume(start, n)
     if progress and start:
         progress(start, n)
     t0 = time.perf_counter()

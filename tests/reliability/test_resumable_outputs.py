@@ -23,7 +23,8 @@ def model(tmp_path):
 
 def test_interrupted_sampling_completes_on_rerun(model, tmp_path, monkeypatch):
     args = ["--n", 40, "--model", model, "--seed", 5, "--batch-size", 8]
-    assert _sample(*args, "--out", tmp_path / "straight").exit_code == 0
+    r = _sample(*args, "--out", tmp_path / "straight")
+    assert r.exit_code == 0 and "resuming" not in r.output  # a new folder is not a resume
 
     out = tmp_path / "interrupted"
     from cxr_runtime import sampling
