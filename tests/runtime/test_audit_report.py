@@ -158,7 +158,7 @@ def test_ssim_alone_would_miss_the_shifted_copies(real):
     nn_shift = au.nearest(shifted, train)
     nn_held = au.nearest(held, train)
     assert nn_shift["ncc"].min() > au.THRESHOLD > nn_held["ncc"].max()
-    assert np.median(nn_shift["ssim"]) < nn_held["ssim"].max() + 0.2
+    assert np.median(nn_shift["ssim"]) < nn_held["ssim"].max()
 
 
 class _Collect(HTMLParser):

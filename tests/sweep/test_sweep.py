@@ -376,7 +376,9 @@ def test_sigterm_leaves_the_run_resumable_and_the_rows_whole(tmp_path, few_real,
     assert [x["key"] for x in rows] == ["a@300:raw", "a@300:raw-scaled", "a@300:raw-diverse"]
     assert rows[0]["latent_scale"] == 1.0 and all(1.0 <= r["latent_scale"] <= 1.5 for r in rows[1:])
     assert "resuming" in log.read_text()
-    assert rows[0]["audit"]["generated"] == 20 and rows[0]["metrics"]["kid"] >= 0
+    assert rows[0]["audit"]["generated"] == 20
+    # a 300-step smoke generator is far from real X-rays: the training images score much closer
+    assert rows[0]["metrics"]["kid"] > rows[0]["reference"]["kid"] + 3 * rows[0]["metrics"]["kid_se"]
     assert os.path.isfile(rows[0]["run_folder"] + "/generator.keras")
 
 
