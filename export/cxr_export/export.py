@@ -217,23 +217,34 @@ def _publish_or_refuse(path: Path, blob: bytes, passed: bool, error) -> None:
     raise error(_remove_stale(path))
 
 
-def _training_images(keras_path: Path, data_dir, image_size: int, purpose: str = "the int8 quality gate"):
+def _training_images(keras_path: Path, data_dir, image_size: int, purpose: str = "the int8 quality gate",
+                     log=None):
     """The run's training images (its config.json names them), for the int8 quality gate and
-    the latent scale's calibration."""
+    the latent scale's calibration. A --data folder whose images are not the ones the run
+    recorded (content fingerprint) is used, with a notice that says so."""
     from cxr_runtime.images import NoImagesError, load_folder
 
     resize = "stretch"
+    cfg_path = keras_path.parent / "config.json"
+    run_cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else None
     if data_dir is None:
-        cfg_path = keras_path.parent / "config.json"
-        if not cfg_path.is_file():
+        if run_cfg is None:
             raise ExportError(f"{purpose} needs the training images: pass --data DIR")
-        run_cfg = json.loads(cfg_path.read_text())
         data_dir = run_cfg["data"]["root"]
+    if run_cfg is not None:
         resize = run_cfg["config"].get("resize", resize)
     try:
-        return load_folder(data_dir, size=image_size, resize=resize).images
+        images = load_folder(data_dir, size=image_size, resize=resize)
     except NoImagesError as e:
         raise ExportError(f"{purpose}: {e} (pass --data DIR)") from None
+    info = load_provenance(keras_path)  # generator.json: the data fingerprint the run recorded
+    recorded = info.get("data_sha256") or (run_cfg or {}).get("data", {}).get("sha256")
+    count = info.get("data_count") or (run_cfg or {}).get("data", {}).get("count", "?")
+    if recorded and images.fingerprint()["sha256"] != recorded and log is not None:
+        log(f"note: {data_dir} is not the run's training data ({len(images.images)} images, fingerprint "
+            f"{images.fingerprint()['sha256'][:12]}; the run trained on {count} images, {recorded[:12]}): "
+            f"{purpose} uses other images than the generator learned from")
+    return images.images
 
 
 def _calibrate(blob: bytes, real, log, criterion: str):
@@ -297,7 +308,7 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
         raise ExportError(f"{keras_path} is not a latent -> one-channel image generator")
     info = load_provenance(keras_path)
     latent_dim, size = int(generator.input_shape[-1]), int(generator.output_shape[1])
-    real = _training_images(keras_path, data_dir, size) if quantize == "int8" else None
+    real = _training_images(keras_path, data_dir, size, log=log) if quantize == "int8" else None
     calibrate = {"auto": "kid", "diversity": "diversity"}.get(latent_scale) if isinstance(latent_scale, str) else None
     if calibrate is None:
         from cxr_runtime.generator import check_latent_scale
@@ -307,7 +318,7 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
         except ValueError as e:
             raise ExportError(str(e)) from None
     calibration_real = (real if real is not None else _training_images(
-        keras_path, data_dir, size, f"--latent-scale {latent_scale}")) if calibrate else None
+        keras_path, data_dir, size, f"--latent-scale {latent_scale}", log=log)) if calibrate else None
     if calibration_real is not None:
         from cxr_runtime.calibration import MIN_REAL
 

@@ -147,6 +147,9 @@ def test_latent_scale_fixed_auto_and_refused(tiny_run, tmp_path, few_real, few_h
     cal = json.loads(meta["latent_scale_calibration"])
     assert float(meta["latent_scale"]) == cal["scale"] == cal["grid"][int(np.argmin(cal["kid"]))]
     assert cal["real"] == 10 and "calibrating the latent scale on 10 training images" in r.output
+    # (the tiny run trained on 8 images, too few to calibrate on: the 10 given are other images, and
+    # the export says so)
+    assert "is not the run's training data" in r.output and "the run trained on 8 images" in r.output
     r = _invoke(str(run), "--out", str(tmp_path / "div.onnx"), "--latent-scale", "diversity", "--data",
                 str(few_heldout))
     assert r.exit_code == 0, r.output

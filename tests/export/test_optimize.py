@@ -189,9 +189,19 @@ def _invoke(*args):
 
 
 def test_int8_export_passes_its_quality_gate(tiny_run, few_real, tmp_path):
+    from cxr_runtime.images import load_folder
+
     out = tmp_path / "generator.onnx"
-    r = _invoke(tiny_run, "--out", out, "--quantize", "int8", "--data", few_real)
+    info = tiny_run / "generator.json"
+    saved = info.read_text()
+    info.write_text(json.dumps({**json.loads(saved), "data_sha256": load_folder(few_real).fingerprint()["sha256"],
+                                "data_count": 8}))
+    try:
+        r = _invoke(tiny_run, "--out", out, "--quantize", "int8", "--data", few_real)
+    finally:
+        info.write_text(saved)
     assert r.exit_code == 0, r.output
+    assert "not the run's training data" not in r.output  # the run's own images (fingerprint): no notice
     report = json.loads(ex.int8_report_path(out).read_text())
     assert report["passed"] and report["ssim_fp32_vs_int8_mean"] >= q.INT8_MIN_SSIM
     assert report["ssim_shift"] <= q.INT8_MAX_SHIFT and report["mse_shift"] <= q.INT8_MAX_SHIFT
