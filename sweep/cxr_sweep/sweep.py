@@ -243,6 +243,10 @@ class Sweep:
             self.log(f"cxr-sweep: {key}: sampling {plan.samples} images")
             self.runner.run(command("cxr-runtime", "sample", "--n", plan.samples, "--seed", plan.sample_seed,
                                     "--model", onnx, "--out", samples, "--device", "cpu"), log_path)
+        same = self._same_images(entry, step, base, suffix, samples, key, t0)
+        if same is not None:
+            atomic_write_json(done, same)
+            return same
         quality = out / "quality.json"
         if not quality.is_file():
             self.log(f"cxr-sweep: {key}: evaluate --quality against {plan.heldout}")
@@ -271,6 +275,28 @@ class Sweep:
         }
         atomic_write_json(done, result)
         return result
+
+    def _same_images(self, entry: Entry, step: int, base: str, suffix: str, samples: Path, key: str,
+                     t0: float) -> dict | None:
+        """A calibrated variant whose latent scale came out as the shipped weights' own samples the
+        same images from the same weights: its score is theirs (no second evaluate and audit)."""
+        from cxr_runtime.quality import JUDGES_VERSION
+
+        if not suffix:
+            return None
+        base_out = self.root / entry.name / "scores" / f"step-{step:09d}-{base}"
+        try:
+            stored = json.loads((base_out / "score.json").read_text())
+            scale = json.loads((samples / "manifest.json").read_text()).get("latent_scale", 1.0)
+            base_scale = json.loads((base_out / "samples" / "manifest.json").read_text()).get("latent_scale", 1.0)
+        except (OSError, ValueError):
+            return None
+        if stored.get("judges", 1) != JUDGES_VERSION or scale != base_scale:
+            return None
+        self.log(f"cxr-sweep: {key}: latent scale {scale:g}, the {base} weights' own: their score stands")
+        return {**stored, "key": key, "weights": base + suffix, "latent_scale": scale, "same_as": stored["key"],
+                "onnx": str(samples.parent / "generator.onnx"), "scored": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "scoring_seconds": round(time.time() - t0, 1)}
 
     def compose_row(self, plan: Plan, entry: Entry, run: Path, score: dict) -> dict:
         meta = json.loads((run / "config.json").read_text())
@@ -304,6 +330,7 @@ class Sweep:
             "heldout": str(plan.heldout), "data": str(plan.data),
             "scored": score["scored"], "scoring_seconds": score["scoring_seconds"],
             "judges": score.get("judges", 1),
+            **({"same_as": score["same_as"]} if score.get("same_as") else {}),
         }
 
 

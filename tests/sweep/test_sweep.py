@@ -54,11 +54,12 @@ class FakeRunner(sweep.Runner):
     """Writes what each command would write. `stop_training_once`: the first cxr-train call
     leaves a checkpoint at step 3 and is 'killed' (Stopped), as a SIGTERM would."""
 
-    def __init__(self, stop_training_once=False, fail=()):
+    def __init__(self, stop_training_once=False, fail=(), auto_scale="1.2"):
         super().__init__(log=lambda msg: None)
         self.calls: list[list[str]] = []
         self.stop_training_once = stop_training_once
         self.fail = set(fail)
+        self.auto_scale = auto_scale
 
     def run(self, argv, log_path, ok=(0,), stdout_path=None):
         argv = sweep.display(argv)
@@ -70,7 +71,7 @@ class FakeRunner(sweep.Runner):
             self._train(argv)
         elif argv[0] == "cxr-export":  # auto "calibrates" to 1.2 here, diversity to 1.4
             scale = argv[argv.index("--latent-scale") + 1] if "--latent-scale" in argv else "1"
-            _arg(argv, "--out").write_text({"1": "1.0", "auto": "1.2", "diversity": "1.4"}[scale])
+            _arg(argv, "--out").write_text({"1": "1.0", "auto": self.auto_scale, "diversity": "1.4"}[scale])
         elif prog == "cxr-runtime sample":
             out = _arg(argv, "--out")
             out.mkdir(parents=True, exist_ok=True)
@@ -499,3 +500,18 @@ def test_rows_of_older_judges_are_scored_again_from_their_samples(tmp_path, monk
 
     runner = FakeRunner()
     assert _sweep(plan, root, runner).run() == 0 and runner.calls == []
+
+
+def test_a_calibrated_scale_equal_to_the_shipped_one_reuses_its_score(tmp_path):
+    """When `--latent-scale auto` picks 1 (the shipped weights' own scale), the -scaled model samples
+    the very same images: its row takes the shipped row's score, without a second evaluate or audit."""
+    plan = _plan(tmp_path, _run("a"))
+    root = tmp_path / "runs"
+    runner = FakeRunner(auto_scale="1.0")
+    assert _sweep(plan, root, runner).run() == 0
+    progs = [c[0] if c[0] != "cxr-runtime" else f"cxr-runtime {c[1]}" for c in runner.calls]
+    assert progs.count("cxr-runtime evaluate") == 6 and progs.count("cxr-runtime audit") == 6  # 8 models, 2 reused
+    rows = {r["key"]: r for r in read_results(root)}
+    assert rows["a@6:ema-scaled"]["same_as"] == "a@6:ema" and rows["a@6:ema-scaled"]["latent_scale"] == 1.0
+    assert rows["a@6:ema-scaled"]["metrics"] == rows["a@6:ema"]["metrics"]
+    assert "same_as" not in rows["a@6:ema-diverse"]  # scale 1.4: its own images, its own score
