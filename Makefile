@@ -18,13 +18,21 @@ EXPORT_ARGS ?= --latent-scale auto
 BIN := $(VENV)/bin
 RBIN := $(RUNTIME_VENV)/bin
 
-.PHONY: setup setup-runtime train export sweep bench bench-train bench-stream bench-ray test test-runtime lint clean
+.PHONY: setup setup-all setup-runtime train export sweep bench bench-train bench-stream bench-ray test test-runtime lint clean
 
+# What training, export, sweeps and the benches need (no Ray, no pydicom).
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[train,dev]"
+	touch $@
+
+# The same venv with the optional extras too (DICOM, Ray): what the tests and bench-ray need.
+setup-all: $(VENV)/.installed-all
+
+$(VENV)/.installed-all: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e ".[train,dev,dicom,ray]"
 	touch $@
 
@@ -47,7 +55,8 @@ train: setup
 # Converts EXPORT_SOURCE (a run folder or generator.keras), by default the newest finished
 # run under $(RUNS), to $(ARTIFACT) behind the parity gate, with the latent scale calibrated
 # on the run's training images (docs/export.md). `make train export` chains both.
-export: setup
+# (after train when both are asked for, also under make -j)
+export: setup $(filter train,$(MAKECMDGOALS))
 	$(BIN)/cxr-export $(EXPORT_SOURCE) --runs $(RUNS) --out $(ARTIFACT) $(EXPORT_ARGS)
 
 # Generator throughput of every engine in one run (bench/run.py -> bench/results.json), then
@@ -67,7 +76,7 @@ bench-stream: setup
 
 # Sampling throughput: local engine vs Ray with 1 and 2 workers, and a 1-million-image estimate
 # (bench/ray_sampling.py -> bench/ray.json). Needs an exported model (ARTIFACT).
-bench-ray: setup
+bench-ray: setup-all
 	$(BIN)/python bench/ray_sampling.py --model $(ARTIFACT) $(BENCH_ARGS)
 
 # A plan of runs that outlives the session (cxr-sweep; runs under $$CXR_RUNS, default ~/cxr-runs):
@@ -76,14 +85,14 @@ PLAN        ?= bench/plans/recipe.toml
 sweep: setup
 	$(BIN)/cxr-sweep $(PLAN)
 
-test: setup
+test: setup-all
 	$(BIN)/python -m pytest
 
 test-runtime: setup-runtime
 	$(RBIN)/python -m pytest tests/runtime
 
 lint: setup
-	$(BIN)/ruff check runtime training export tests bench
+	$(BIN)/ruff check runtime training export utility sweep tests bench
 
 clean:
 	rm -rf $(VENV) $(RUNTIME_VENV) .pytest_cache .ruff_cache *.egg-info
