@@ -108,3 +108,35 @@ def test_lighter_generator_shapes_and_saving(tmp_path):
     np.testing.assert_allclose(again(z).numpy(), g(z).numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="g_upsample"):
         cfg.replace(g_upsample="bilinear").validate()
+
+
+def _broken_values(f):
+    meta = f.metadata
+    if meta.get("choices") is not None:
+        yield "no-such-choice"
+    lo, hi = meta.get("lo"), meta.get("hi")
+    step = 1 if f.type in ("int", int) or isinstance(f.default, int) else 1e-3
+    if lo is not None:
+        yield lo if meta.get("lo_open") else lo - step
+    if hi is not None:
+        yield hi if meta.get("hi_open") else hi + step
+
+
+def test_every_bound_of_a_flag_holds_for_the_api_too():
+    """Config's bounds are written once (the metadata that builds the flags): a Config built in
+    Python or read back on resume with any bound broken is refused, naming the field."""
+    import dataclasses
+
+    from cxr_training.config import Config
+
+    checked = 0
+    for f in dataclasses.fields(Config):
+        for value in _broken_values(f):
+            with pytest.raises(ValueError, match=f.name):
+                preset("smoke").replace(**{f.name: value}).validate()
+            checked += 1
+    assert checked >= 50
+    for bad in ({"seed": -1}, {"g_kernel": 0}, {"batch_size": 4097}, {"d_kernel": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            preset("smoke").replace(**bad).validate()
+    preset("smoke").validate()  # and a good one passes
