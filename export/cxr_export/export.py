@@ -20,19 +20,15 @@ import numpy as np
 import onnx
 
 from cxr_export.errors import ConversionError, ExportError, ParityError  # noqa: F401  (re-exported)
-from cxr_runtime.generator import LATENT_SCALE_KEY
+from cxr_runtime.contract import INPUT_NAME, LATENT_SCALE_KEY, LAYOUT, OPSET, OUTPUT_NAME
 from cxr_runtime.io import atomic_write_bytes, atomic_write_json, sha256_file
 from cxr_runtime.quiet import quiet_stderr
 from cxr_training.runs import library_versions, newest_run
 from cxr_training.tfenv import import_tf
 
-OPSET = 17
 PARITY_ATOL = 1e-5  # max |keras - onnx| allowed on [-1, 1] outputs, plain tf2onnx graph
 PARITY_ATOL_OPTIMIZED = 1e-4  # the same for the rewritten (sub-pixel) graph: other summation orders
 PARITY_BATCHES = (1, 7, 64)
-INPUT_NAME = "z"
-OUTPUT_NAME = "image"
-LAYOUT = "NCHW"
 
 # The study's training data. Override (cxr-export --data-citation/--data-license) for other data.
 DEFAULT_DATA_CITATION = (

@@ -37,7 +37,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from cxr_export.errors import UnsupportedGenerator  # noqa: F401  (re-exported)
-from cxr_export.export import INPUT_NAME, OPSET, OUTPUT_NAME
+from cxr_runtime.contract import CHUNK_INPUT, INPUT_NAME, OPSET, OUTPUT_NAME
 
 # rows (or columns) of the 4-tap transposed kernel used by each output phase, in window order
 _PHASE_TAPS = {0: (3, 1), 1: (2, 0)}
@@ -152,9 +152,6 @@ def _interleave_nhwc(phases: str, out: str, channels: int, size: int, const) -> 
 
 
 CHUNK = 4  # images per pass of the convolution layers in the chunked graph (fastest on CPU, docs/benchmarks.md)
-# the chunked graph's optional input (images per pass, default CHUNK); cxr_runtime.generator
-# has the same name (the runtime cannot import this package)
-CHUNK_INPUT = "chunk"
 
 
 def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.ModelProto:

@@ -28,6 +28,7 @@ import onnx
 
 from cxr_export.errors import Int8GateError  # noqa: F401  (re-exported)
 from cxr_runtime import metrics
+from cxr_runtime.contract import INPUT_NAME
 from cxr_runtime.quiet import quiet_stderr
 from cxr_runtime.session import session_options
 
@@ -57,7 +58,7 @@ def quantize_int8(fp32: onnx.ModelProto, latent_dim: int, n: int = CALIBRATION_L
             self.batches = [rng.standard_normal((16, latent_dim)).astype(np.float32) for _ in range(-(-n // 16))]
 
         def get_next(self):
-            return {"z": self.batches.pop(0)} if self.batches else None
+            return {INPUT_NAME: self.batches.pop(0)} if self.batches else None
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -94,7 +95,7 @@ def quality(fp32_bytes: bytes, int8_bytes: bytes, latent_dim: int, real: np.ndar
     images = {}
     for name, blob in (("fp32", fp32_bytes), ("int8", int8_bytes)):
         session = ort.InferenceSession(blob, sess_options=session_options(), providers=["CPUExecutionProvider"])
-        images[name] = np.concatenate([session.run(None, {"z": z[i : i + 16]})[0][:, 0] for i in range(0, n, 16)])
+        images[name] = np.concatenate([session.run(None, {INPUT_NAME: z[i : i + 16]})[0][:, 0] for i in range(0, n, 16)])
     pair_ssim = metrics.ssim(images["fp32"], images["int8"])
     report = {
         "latents": n,

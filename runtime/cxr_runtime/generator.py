@@ -18,17 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_CHUNKED, DEFAULT_BATCH_INT8
+from cxr_runtime.contract import CHUNK_INPUT, LATENT_SCALE_KEY, REQUIRED_METADATA
 from cxr_runtime.errors import ModelError
 from cxr_runtime.images import to_uint8
 from cxr_runtime.io import sha256_file
 from cxr_runtime.session import CUDA, log, open_session_quietly
 
 LATENT_CHUNK = 1024
-# optional input of cxr-export's chunked graph: images per pass of its convolutions (the same
-# name as cxr_export.optimize.CHUNK_INPUT; the runtime does not import the export package)
-CHUNK_INPUT = "chunk"
-REQUIRED_METADATA = ("latent_dim", "image_size", "synthetic")  # written by cxr-export
-LATENT_SCALE_KEY = "latent_scale"  # metadata: the standard deviation latents are drawn at (default 1)
 
 
 def check_latent_scale(value, where: str = "latent scale") -> float:
