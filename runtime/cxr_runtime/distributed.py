@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_runtime.errors import CxrError, ModelError
+from cxr_runtime.errors import CxrError, DistributedError, ModelError, RayUnavailable
 from cxr_runtime.io import atomic_path, atomic_write_json
 from cxr_runtime.sampling import (
     EXTENSIONS,
@@ -60,14 +60,6 @@ PARQUET_MANIFEST = "_manifest.json"
 MAX_SHARD = 1024  # images per shard at most: a few seconds of work on a GPU, about ten on 2 CPU cores
 
 __all__ = ["FORMATS", "DistributedError", "RayUnavailable", "ShardWriter", "plan_shards", "sample"]
-
-
-class DistributedError(CxrError):
-    """The Ray job failed (a shard kept failing, the cluster cannot be reached)."""
-
-
-class RayUnavailable(DistributedError):
-    """Ray is not installed."""
 
 
 def _ray():

@@ -13,8 +13,10 @@ line and that code; anything else still shows its traceback.
     |   `-- NoImagesError       a folder without a usable image
     |-- TooFewImagesError   a metric needs more images than the sets hold
     |-- SampleSetError      a sampling folder that holds another set, or cannot be written
-    `-- DicomError          DICOM input or output
-        `-- DicomUnavailable    the `dicom` extra (pydicom) is not installed
+    |-- DicomError          DICOM input or output
+    |   `-- DicomUnavailable    the `dicom` extra (pydicom) is not installed
+    `-- DistributedError    a Ray job failed (a shard kept failing, the cluster cannot be reached)
+        `-- RayUnavailable      the `ray` extra is not installed
 
 The built-in base classes they also derive from (ValueError, RuntimeError) are kept for
 callers written against earlier versions.
@@ -79,3 +81,11 @@ class DicomError(CxrError):
 
 class DicomUnavailable(DicomError, RuntimeError):
     """DICOM input or output without pydicom installed."""
+
+
+class DistributedError(CxrError):
+    """The Ray job failed (a shard kept failing, the cluster cannot be reached)."""
+
+
+class RayUnavailable(DistributedError):
+    """Ray is not installed."""
