@@ -2,8 +2,7 @@
 
 In one process, interleaved round-robin so drift hits every variant alike, the median time of
 `GAN.train_step` (compiled as cxr-train compiles it, fed the pipeline's own elements) for:
-the study's step, the recipe on the study's networks (DiffAugment + EMA: the `long` preset of
-2026-12-02), and the recipe with each lever of the cheaper step added in turn (one generator
+the study's step, the recipe on the study's networks (DiffAugment + EMA), and the recipe with each lever of the cheaper step added in turn (one generator
 pass, the lighter generator, resize-convolution upsampling, the lighter discriminator,
 batch 16); then today's recipe (the cheaper step without augmentation: `quick` and `long`)
 alone and with each lever of its ablation (R1, minibatch stddev, the study's G, the precision

@@ -255,18 +255,11 @@ PRESETS: dict[str, Config] = {
     # batches are an option on GPUs. None of the recipe's levers.
     "paper": Config(preset="paper"),
     # The recipe on the cheaper step without augmentation, 1,000 steps (10 x 100, batch 32): the
-    # README's default. At 1,000 steps augmentation off beat DiffAugment on seeds 0 and 1, on
-    # recall, KID, diversity and the classifier AUC, with no image memorised (docs/results.md,
-    # "One lever at a time"); its training is the first 1,000 steps of `long` (the same config and
-    # draws; bitwise with --deterministic): abl-noaug-s0 and the long-noaug runs' step-1000
-    # snapshots in bench/plans/recipe.toml score it.
+    # README's default; the first 1,000 steps of `long` (the same config and draws). Why these
+    # levers: docs/results.md.
     "quick": Config(preset="quick", epochs=10, steps_per_epoch=100, batch_size=32, keep_checkpoints=1,
                     **{**RECIPE, **CHOSEN}, **LIGHT),
-    # The same recipe for 3,000 steps (30 x 100). Without augmentation the held-out metrics had not
-    # turned by step 3,000 on seeds 0 and 1 (long-noaug-s0/s1: recall, KID, diversity and the
-    # classifier AUC better than with DiffAugment, no image memorised; docs/results.md), nor on
-    # seed 2 (long-noaug-s2: every `long` target met on all three seeds), although
-    # D's loss keeps falling (D pulls ahead of G on 138 images). DiffAugment: --augment fixed.
+    # The same recipe for 3,000 steps (30 x 100). DiffAugment: --augment fixed.
     "long": Config(preset="long", epochs=30, steps_per_epoch=100, batch_size=32, keep_checkpoints=1,
                    **{**RECIPE, **CHOSEN}, **LIGHT),
     # Tiny widths and 32x32 images: seconds, for tests and a first look at the plumbing;
