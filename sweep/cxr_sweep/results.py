@@ -48,10 +48,12 @@ def current(row: dict) -> bool:
 def append_row(root: Path, row: dict) -> bool:
     """Add `row` to results.jsonl unless a row with its key is there; the whole file is
     replaced atomically, so it is never torn and never holds a key twice. True if written.
-    A row of the same key scored by older judges is replaced, and kept in SUPERSEDED."""
+    A row of the same key scored by older judges, or of another model (its run trained again),
+    is replaced, and kept in SUPERSEDED."""
     rows = read_results(root)
     old = [r for r in rows if r.get("key") == row["key"]]
-    if any(current(r) for r in old) or (old and not current(row)):
+    same_model = [r for r in old if r.get("model_sha256") in (None, row.get("model_sha256"))]
+    if any(current(r) for r in same_model) or (old and not current(row)):
         return False
     if old:
         with open(root / SUPERSEDED, "a") as f:

@@ -54,7 +54,7 @@ import sys
 import time
 from pathlib import Path
 
-from cxr_runtime.io import atomic_write_json
+from cxr_runtime.io import atomic_write_json, sha256_file
 from cxr_sweep.errors import SweepError
 from cxr_sweep.machine import code_version, cpu_name
 from cxr_sweep.plan import Entry, Plan, load_plan, resolve_config, train_args
@@ -82,6 +82,14 @@ from cxr_sweep.stages import (
 )
 
 LOCK = ".sweep.lock"
+
+
+def model_path(run: Path, entry: Entry, step: int, weights: str) -> Path:
+    """The Keras file a row scores: the final model or a snapshot's, EMA or raw weights."""
+    folder = run / "snapshots" / f"step-{step:09d}" if step != entry.steps else run
+    base = next((weights.removesuffix(x) for x in SCALED if weights.endswith(x)), weights)
+    raw = folder / "generator-raw.keras"
+    return raw if base == "raw" and raw.is_file() else folder / "generator.keras"
 
 
 class Sweep:
@@ -136,7 +144,7 @@ class Sweep:
         is finished and every row is written."""
         cfg = resolve_config(entry)
         keys = self.keys(entry, cfg)
-        have = {r["key"] for r in read_results(self.root) if current(r)}  # rows of older judges: scored again
+        have = self.scored(entry, keys)
         if all(row_key(entry.name, s, w) in have for s, w in keys):
             self.log(f"cxr-sweep: {entry.name}: finished and scored, skipped")
             return True
@@ -156,6 +164,23 @@ class Sweep:
                      "pass continues it")
             return False
         return True
+
+    def scored(self, entry: Entry, keys) -> set[str]:
+        """Keys of this entry with a row by today's judges of the model now on disk (rows of older
+        judges, or of a model the run has replaced since, are scored again)."""
+        rows = {r["key"]: r for r in read_results(self.root) if current(r)}
+        run = run_folder(self.root, entry.name)
+        have = set()
+        for step, weights in keys:
+            key = row_key(entry.name, step, weights)
+            if key not in rows:
+                continue
+            recorded = rows[key].get("model_sha256")
+            model = model_path(run, entry, step, weights) if run is not None else None
+            if recorded and model is not None and model.is_file() and sha256_file(model) != recorded:
+                continue
+            have.add(key)
+        return have
 
     def train(self, plan: Plan, entry: Entry, cfg, base: Path) -> tuple[Path, int]:
         """Train to the entry's next pause or its end: (the run folder, the step reached)."""
@@ -212,23 +237,27 @@ class Sweep:
         (quality.JUDGES_VERSION) is made again from the same samples."""
         from cxr_runtime.quality import JUDGES_VERSION
 
-        folder = run / "snapshots" / f"step-{step:09d}" if step != entry.steps else run
         suffix = next((x for x in SCALED if weights.endswith(x)), "")
         base = weights.removesuffix(suffix) if suffix else weights
-        model = folder / ("generator-raw.keras" if base == "raw" and (folder / "generator-raw.keras").is_file()
-                          else "generator.keras")
+        model = model_path(run, entry, step, weights)
         if not model.is_file():
-            raise SweepError(f"no {model.name} for step {step} under {folder} (was --snapshot-steps set?)")
+            raise SweepError(f"no {model.name} for step {step} under {model.parent} (was --snapshot-steps set?)")
+        model_sha = sha256_file(model)
         out = self.root / entry.name / "scores" / f"step-{step:09d}-{weights}"
         done = out / "score.json"
         if done.is_file():
             stored = json.loads(done.read_text())
-            if stored.get("judges", 1) == JUDGES_VERSION:
+            if stored.get("model_sha256", model_sha) != model_sha:  # the run was trained again since
+                self.log(f"cxr-sweep: {row_key(entry.name, step, weights)}: its score is of another {model.name} "
+                         "(the run was trained again); scoring the model there now")
+                _rmtree(out)
+            elif stored.get("judges", 1) == JUDGES_VERSION:
                 return stored
-            self.log(f"cxr-sweep: {row_key(entry.name, step, weights)}: scored by older judges "
-                     f"(version {stored.get('judges', 1)}); scoring its samples again")
-            for stale in (done, out / "quality.json", out / "audit" / "summary.json"):
-                stale.unlink(missing_ok=True)
+            else:
+                self.log(f"cxr-sweep: {row_key(entry.name, step, weights)}: scored by older judges "
+                         f"(version {stored.get('judges', 1)}); scoring its samples again")
+                for stale in (done, out / "quality.json", out / "audit" / "summary.json"):
+                    stale.unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         log_path = out / "stages.log"
         key = row_key(entry.name, step, weights)
@@ -271,7 +300,7 @@ class Sweep:
             "quality": json.loads(quality.read_text()),
             "audit": _audit_summary(json.loads((audit_dir / "summary.json").read_text())),
             "scored": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "scoring_seconds": round(time.time() - t0, 1),
-            "scoring_cpu": cpu_name(), "judges": JUDGES_VERSION,
+            "scoring_cpu": cpu_name(), "judges": JUDGES_VERSION, "model_sha256": model_sha,
         }
         atomic_write_json(done, result)
         return result
@@ -292,6 +321,8 @@ class Sweep:
         except (OSError, ValueError):
             return None
         if stored.get("judges", 1) != JUDGES_VERSION or scale != base_scale:
+            return None
+        if stored.get("model_sha256") is None:  # a score from before scores named their model
             return None
         self.log(f"cxr-sweep: {key}: latent scale {scale:g}, the {base} weights' own: their score stands")
         return {**stored, "key": key, "weights": base + suffix, "latent_scale": scale, "same_as": stored["key"],
@@ -331,6 +362,7 @@ class Sweep:
             "scored": score["scored"], "scoring_seconds": score["scoring_seconds"],
             "judges": score.get("judges", 1),
             **({"same_as": score["same_as"]} if score.get("same_as") else {}),
+            **({"model_sha256": score["model_sha256"]} if score.get("model_sha256") else {}),
         }
 
 

@@ -515,3 +515,27 @@ def test_a_calibrated_scale_equal_to_the_shipped_one_reuses_its_score(tmp_path):
     assert rows["a@6:ema-scaled"]["same_as"] == "a@6:ema" and rows["a@6:ema-scaled"]["latent_scale"] == 1.0
     assert rows["a@6:ema-scaled"]["metrics"] == rows["a@6:ema"]["metrics"]
     assert "same_as" not in rows["a@6:ema-diverse"]  # scale 1.4: its own images, its own score
+
+
+def test_a_run_trained_again_is_scored_again(tmp_path):
+    """Scores and rows name the model they scored (sha256): when a run's generator is replaced (the
+    run trained again), the sweep scores the new model instead of reusing the old score by its
+    path, and the old rows go to results.superseded.jsonl."""
+    plan = _plan(tmp_path, _run("a"))
+    root = tmp_path / "runs"
+    assert _sweep(plan, root, FakeRunner()).run() == 0
+    first = {r["key"]: r for r in read_results(root)}
+    assert all(r["model_sha256"] for r in first.values())
+    run = sweep.run_folder(root, "a")
+    (run / "generator.keras").write_bytes(b"another model")  # the final EMA weights changed
+    runner = FakeRunner()
+    assert _sweep(plan, root, runner).run() == 0
+    progs = [c[0] if c[0] != "cxr-runtime" else f"cxr-runtime {c[1]}" for c in runner.calls]
+    # the final EMA model and its two calibrated variants: exported, sampled, scored again; the
+    # raw weights and the step-3 snapshot are the same files: untouched
+    assert progs.count("cxr-export") == 3 and progs.count("cxr-runtime evaluate") == 3
+    again = {r["key"]: r for r in read_results(root)}
+    assert again["a@6:ema"]["model_sha256"] != first["a@6:ema"]["model_sha256"]
+    assert again["a@6:raw"] == first["a@6:raw"] and again["a@3:ema"] == first["a@3:ema"]
+    superseded = [json.loads(x)["key"] for x in (root / sweep.SUPERSEDED).read_text().splitlines()]
+    assert sorted(superseded) == ["a@6:ema", "a@6:ema-diverse", "a@6:ema-scaled"]
