@@ -139,9 +139,14 @@ def config_from_options(params: dict) -> Config:
                    "final generator; --resume continues the run exactly as if it had not paused. Not part of "
                    "the config: a budget for this invocation (cxr-sweep's pause_at uses it). At or past the "
                    "run's last step it does nothing.")
+@click.option("--labels", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="auto: a --data folder holding no image itself and 2-16 subfolders of images (NORMAL/, "
+                   "PNEUMONIA/, ...) trains one generator for all classes, told the class (labelled run; "
+                   "--heldout then needs the same subfolders); off: every image one set, as the study.")
 @click.option("--dry-run", is_flag=True, help="Check the data and config, print the plan, write nothing.")
 @click.version_option(__version__, prog_name="cxr-train")
-def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, resume_dir, stop_at, dry_run, **fields):
+def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, resume_dir, stop_at, labels, dry_run,
+         **fields):
     """Train the study's DCGAN-style GAN (100-d noise -> 128x128 gray chest X-ray).
 
     Each run gets its own folder (runs/00001-quick/) with config.json, metrics.jsonl and
@@ -152,6 +157,7 @@ def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, res
     Examples:
       cxr-train --data ../shared/data/kermany-cxr/train/NORMAL --heldout ../shared/data/kermany-cxr/heldout/NORMAL
       cxr-train --preset paper --data /data/xrays --seed 1
+      cxr-train --data ../shared/data/kermany-cxr/train --heldout ../shared/data/kermany-cxr/heldout  (labelled)
       cxr-train --preset paper --data /data/xrays --augment fixed --ema-halflife 300
       cxr-train --resume runs/00003-paper
       cxr-train --resume runs/00003-paper --stop-at 2000
@@ -184,7 +190,7 @@ def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, res
             raise click.UsageError(str(e)) from None
 
     if dry_run:
-        _dry_run(cfg, data_dir)
+        _dry_run(cfg, data_dir, labels)
         return
 
     from cxr_training.errors import Interrupted
@@ -193,7 +199,7 @@ def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, res
     with reported():  # TrainingError: exit 2, NonFiniteLoss: exit 1, one line each
         try:
             train(cfg, data_dir, out_root=out_root, resume_dir=resume_dir, strategy=strategy, input_mode=input_mode,
-                  heldout_dir=heldout_dir, stop_at=stop_at)
+                  heldout_dir=heldout_dir, stop_at=stop_at, labels=labels)
         except Interrupted as e:  # checkpoint written: say how to resume, exit 128 + signal at once
             click.echo(f"\n{e}", err=True)
             exit_now(e.exit_code)
@@ -206,9 +212,18 @@ def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, res
 main.params.extend(config_options())
 
 
-def _dry_run(cfg, data_dir):
+def _dry_run(cfg, data_dir, labels: str = "auto"):
     from cxr_runtime.images import NoImagesError
-    from cxr_training.data import load_training_images
+    from cxr_training.data import class_layout, load_training_images
+
+    classes = class_layout(data_dir) if labels == "auto" else ()
+    if classes:
+        cfg = cfg.replace(classes=classes)
+        try:
+            cfg.validate()
+        except ValueError as e:
+            click.echo(f"error: {data_dir} holds the classes {', '.join(classes)}: {e}", err=True)
+            sys.exit(EXIT_USER_ERROR)
 
     try:
         images = load_training_images(data_dir, cfg, cache=False)  # --dry-run writes nothing, not even the cache

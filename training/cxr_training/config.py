@@ -39,6 +39,11 @@ class Config:
     # --- identity -------------------------------------------------------------------
     preset: str = opt("paper", "The preset this config started from (run folder suffix).", cli=False)
 
+    # The classes of a labelled run, from the data's subfolders (cxr-train --data DIR with one
+    # subfolder per class); empty: unconditional, as the study.
+    classes: tuple[str, ...] = opt((), "Class names of a labelled run (the data's subfolders, set by cxr-train).",
+                                   cli=False, item=str)
+
     # --- architecture (the paper's by default; see docs/training.md) ------------------
     image_size: int = opt(128, "Generated and training images are image_size x image_size x 1.", lo=8)
     latent_dim: int = opt(100, "Length of the noise vector z.", lo=1)
@@ -183,6 +188,10 @@ class Config:
         need(len(self.augment_policy) >= 1 and set(self.augment_policy) <= set(AUGMENT_TRANSFORMS),
              f"augment_policy must name some of {', '.join(AUGMENT_TRANSFORMS)}")
         need(self.quality_images == 0 or self.quality_images > 5, "quality_images must be 0 (off) or more than 5")
+        need(len(self.classes) != 1 and len(set(self.classes)) == len(self.classes),
+             "classes must be empty (unconditional) or at least two distinct names")
+        need(not self.classes or self.batch_size % len(self.classes) == 0,
+             f"batch_size must be a multiple of the {len(self.classes)} classes (every batch holds each class alike)")
         need(all(s > 0 and s % self.steps_per_epoch == 0 and s <= self.total_steps for s in self.snapshot_steps),
              f"snapshot_steps must be epoch ends (multiples of steps_per_epoch {self.steps_per_epoch}) "
              f"within the run's {self.total_steps} steps")
@@ -206,6 +215,16 @@ class Config:
     @property
     def ema(self) -> bool:
         return self.ema_halflife > 0
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_dim(self) -> int:
+        """G's input: the latent, then the one-hot class of a labelled run."""
+        return self.latent_dim + len(self.classes)
+
 
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)

@@ -136,6 +136,10 @@ def epoch_end(run, epoch: int, logs: dict, step_times: list[float], train_second
         run.log("  vs held-out: " + describe_quality(quality)
                 + (f" audit flags {quality['audit_flagged']}/{len(run.monitor.z)}" if "audit_flagged" in quality
                    else ""))
+        for c in cfg.classes:  # a labelled run: each class against its own held-out images
+            mine = {k.removesuffix(f"@{c}"): v for k, v in quality.items() if k.endswith(f"@{c}")}
+            run.log(f"  {c} vs its held-out: " + describe_quality(mine)
+                    + (f" audit flags {mine['audit_flagged']}" if "audit_flagged" in mine else ""))
     run.log(f"epoch {epoch}/{cfg.epochs} step {step}: g_loss {row['g_loss']:.3f} d_loss {row['d_loss']:.3f} "
             f"ssim {row['ssim']:.3f} (real {row['ref_ssim']:.3f}) mse {row['mse']:.3f} (real {row['ref_mse']:.3f}) "
             f"real_acc {row['real_acc']:.2f} fake_acc {row['fake_acc']:.2f} "

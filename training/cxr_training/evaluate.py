@@ -37,20 +37,35 @@ def fixed_latents(n: int, latent_dim: int, seed: int, purpose: int, rule: str = 
     return np.random.default_rng(key).standard_normal((n, latent_dim)).astype(np.float32)
 
 
+def class_cycle(n: int, classes: int) -> np.ndarray | None:
+    """The classes of n fixed latents of a labelled run: 0, 1, ..., classes - 1, 0, 1, ..."""
+    return np.arange(n) % classes if classes else None
+
+
+def with_classes(z: np.ndarray, classes: int) -> np.ndarray:
+    """Latents joined to their one-hot class (class_cycle) for a labelled run's G; z unchanged otherwise."""
+    if not classes:
+        return z
+    return np.concatenate([z, np.eye(classes, dtype=np.float32)[class_cycle(len(z), classes)]], axis=1)
+
+
 class Evaluator:
     """Holds the fixed evaluation inputs and computes the eight per-epoch metrics."""
 
     def __init__(self, generator, discriminator, real: np.ndarray, latent_dim: int, seed: int, max_images: int,
-                 grid_images: int = 16, latents: str = LATENTS_KEYED):
+                 grid_images: int = 16, latents: str = LATENTS_KEYED, classes: int = 0, labels=None):
         n = min(len(real), max_images)
         # the first n images in file order: a fixed, documented subset when there are more
         self.real = np.asarray(real[:n], np.float32)
+        self.real_labels = None if labels is None else np.asarray(labels[:n])
         # one fixed latent set: the first n score the metrics, the first grid_images draw the grid
-        self.z = fixed_latents(max(n, grid_images), latent_dim, seed, PURPOSE_EVAL, latents)
+        # (a labelled run: the classes in turn)
+        self.z = with_classes(fixed_latents(max(n, grid_images), latent_dim, seed, PURPOSE_EVAL, latents), classes)
         self.n = n
         self.generator = generator
         self.discriminator = discriminator
         self._gens: dict[int, object] = {}
+        self.classes = classes
         self._disc = tf.function(lambda x: discriminator(x, training=False))
 
     def generate(self, z: np.ndarray, model=None) -> np.ndarray:
@@ -62,8 +77,11 @@ class Evaluator:
         out = [fn(tf.constant(z[i : i + EVAL_BATCH])).numpy() for i in range(0, len(z), EVAL_BATCH)]
         return np.concatenate(out)[..., 0]
 
-    def discriminate(self, x: np.ndarray) -> np.ndarray:
+    def discriminate(self, x: np.ndarray, labels=None) -> np.ndarray:
         x = x[..., None]
+        if self.classes:  # a labelled D: the image, then its one-hot class as constant channels
+            hot = np.eye(self.classes, dtype=np.float32)[labels][:, None, None, :]
+            x = np.concatenate([x, np.broadcast_to(hot, (*x.shape[:3], self.classes))], axis=3)
         out = [self._disc(tf.constant(x[i : i + EVAL_BATCH])).numpy() for i in range(0, len(x), EVAL_BATCH)]
         return np.concatenate(out).ravel()
 
@@ -75,7 +93,8 @@ class Evaluator:
         """Return (metrics, images generated from all fixed latents) for the current weights."""
         fake_all = self.generate(self.z)
         fake = fake_all[: self.n]
-        scores = metrics.discriminator_scores(self.discriminate(self.real), self.discriminate(fake))
+        scores = metrics.discriminator_scores(self.discriminate(self.real, self.real_labels),
+                                              self.discriminate(fake, class_cycle(len(fake), self.classes)))
         ssim, mse = metrics.paired_ssim_mse(fake, self.real)
         return {**scores, "ssim": ssim, "mse": mse}, fake_all
 
@@ -94,35 +113,66 @@ class QualityMonitor:
     """
 
     def __init__(self, heldout: np.ndarray, train: np.ndarray, n: int, latent_dim: int, seed: int,
-                 latents: str = LATENTS_KEYED):
+                 latents: str = LATENTS_KEYED, classes: tuple[str, ...] = (), heldout_labels=None,
+                 train_labels=None):
         from cxr_runtime import quality
         from cxr_runtime.onnx_metrics import OnnxScorer
 
         self.scorer = OnnxScorer(device="cpu")
-        self.reference = quality.RealSet(np.asarray(heldout, np.float32), self.scorer, QUALITY_DIVERSITY_IMAGES)
+        heldout = np.asarray(heldout, np.float32)
+        self.reference = quality.RealSet(heldout, self.scorer, QUALITY_DIVERSITY_IMAGES)
         self.train = np.asarray(train, np.float32)
-        self._bank = None  # the audit's candidate bank of the training images, built on first use
-        self.z = fixed_latents(n, latent_dim, seed, PURPOSE_QUALITY, latents)
+        self._banks: dict = {}  # the audit's candidate banks of the training images, built on first use
+        self.classes = tuple(classes)
+        self.z = with_classes(fixed_latents(n, latent_dim, seed, PURPOSE_QUALITY, latents), len(self.classes))
+        self.labels = class_cycle(n, len(self.classes))
+        self.heldout_labels = None if heldout_labels is None else np.asarray(heldout_labels)
+        self.train_labels = None if train_labels is None else np.asarray(train_labels)
+        # a labelled run: each class also against its own held-out images (and its own training
+        # images for the audit)
+        self.per_class = {c: quality.RealSet(heldout[self.heldout_labels == i], self.scorer, QUALITY_DIVERSITY_IMAGES)
+                          for i, c in enumerate(self.classes)} if self.classes else {}
 
     def baseline(self) -> dict[str, float]:
         """The training images scored the same way: what a generator that reproduced its
         training set would reach (and, being training images, all flagged by the audit)."""
-        return self._score(self.train)
+        return self._score(self.train, self.train_labels)
 
     def run(self, generate) -> dict[str, float]:
         """Scores of `generate(latents) -> (N, S, S) images in [-1, 1]`."""
-        return self._score(generate(self.z))
+        return self._score(generate(self.z), self.labels)
 
-    def _score(self, images: np.ndarray) -> dict[str, float]:
+    def _audit(self, images: np.ndarray, train: np.ndarray, key) -> dict:
+        from cxr_runtime import audit
+
+        if self._banks.get(key) is None:
+            self._banks[key] = audit.training_bank(train)
+        nn = audit.nearest(images, train, bank=self._banks[key])
+        return {"audit_flagged": int(audit.flagged(nn).sum()), "audit_nn_max": float(nn["ncc"].max()),
+                "audit_nn_detail_max": float(nn["detail"].max())}
+
+    def _score(self, images: np.ndarray, labels=None) -> dict[str, float]:
         from cxr_runtime import audit, quality
 
-        q = self.reference.score(images, self.scorer)
-        scores = {m.column(k): q[k] for m in quality.QUALITY_METRICS for k in m.keys() if k in q}
-        if images.shape[-1] >= audit.MIN_SIZE and images.shape[-1] == images.shape[-2]:
-            if self._bank is None:
-                self._bank = audit.training_bank(self.train)
-            nn = audit.nearest(images, self.train, bank=self._bank)
-            scores["audit_flagged"] = int(audit.flagged(nn).sum())
-            scores["audit_nn_max"] = float(nn["ncc"].max())
-            scores["audit_nn_detail_max"] = float(nn["detail"].max())
+        def table(values: dict, suffix: str = "") -> dict:
+            return {m.column(k) + suffix: values[k] for m in quality.QUALITY_METRICS for k in m.keys() if k in values}
+
+        scores = table(self.reference.score(images, self.scorer))
+        auditable = images.shape[-1] >= audit.MIN_SIZE and images.shape[-1] == images.shape[-2]
+        if not self.classes:
+            if auditable:
+                scores.update(self._audit(images, self.train, None))
+            return scores
+        flagged = 0
+        for i, c in enumerate(self.classes):  # columns q_<metric>@<CLASS>, audit against the class's own images
+            mine = images[labels == i]
+            scores.update(table(self.per_class[c].score(mine, self.scorer), f"@{c}"))
+            if auditable:
+                a = self._audit(mine, self.train[self.train_labels == i], c)
+                scores.update({f"{k}@{c}": v for k, v in a.items()})
+                flagged += a["audit_flagged"]
+        if auditable:
+            scores["audit_flagged"] = flagged
+            scores["audit_nn_max"] = max(scores[f"audit_nn_max@{c}"] for c in self.classes)
+            scores["audit_nn_detail_max"] = max(scores[f"audit_nn_detail_max@{c}"] for c in self.classes)
         return scores

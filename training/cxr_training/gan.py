@@ -220,18 +220,39 @@ class GAN(keras.Model):
         return augment.augment(x, augment.key(self.seed, step, slot), self.augment_p, self.cfg.augment_policy,
                                self.batch_size, start)
 
-    def _d_logits(self, step, real, fake, start, rows):
-        """D's logits on this replica's real and generated rows, each augmented first. With the
-        minibatch-stddev layer the two batches go through D separately (its statistic must
-        not mix them); otherwise in one call, as the study's step."""
-        real_in = self._augmented(real, step, augment.SLOT_D_REAL, start)
-        fake_in = self._augmented(fake, step, augment.SLOT_D_FAKE, start)
+    def with_class(self, z, labels):
+        """G's input: the latent, then (a labelled run) the one-hot class."""
+        if not self.cfg.n_classes:
+            return z
+        return tf.concat([z, tf.one_hot(labels, self.cfg.n_classes, dtype=z.dtype)], axis=1)
+
+    def class_channels(self, x, labels):
+        """D's input: the image, then (a labelled run) one constant channel per class."""
+        if not self.cfg.n_classes:
+            return x
+        hot = tf.one_hot(labels, self.cfg.n_classes, dtype=x.dtype)[:, None, None, :]
+        return tf.concat([x, tf.broadcast_to(hot, [tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2],
+                                                   self.cfg.n_classes])], axis=3)
+
+    def fake_labels(self, start, rows):
+        """The classes G is asked for at a step: every class alike, in turn (rows of this replica)."""
+        if not self.cfg.n_classes:
+            return None
+        return (tf.range(start, start + rows) % self.cfg.n_classes)
+
+    def _d_logits(self, step, real, fake, start, rows, real_labels=None, fake_labels=None):
+        """D's logits on this replica's real and generated rows, each augmented first (the image;
+        a labelled run's class channels join it after). With the minibatch-stddev layer the two
+        batches go through D separately (its statistic must not mix them); otherwise in one call,
+        as the study's step."""
+        real_in = self.class_channels(self._augmented(real, step, augment.SLOT_D_REAL, start), real_labels)
+        fake_in = self.class_channels(self._augmented(fake, step, augment.SLOT_D_FAKE, start), fake_labels)
         if self.cfg.d_mbstd:
             return self.d_logit(real_in, training=True), self.d_logit(fake_in, training=True)
         logits = self.d_logit(tf.concat([real_in, fake_in], axis=0), training=True)
         return logits[:rows], logits[rows:]
 
-    def d_phase_loss(self, step, real, fake, start, rows):
+    def d_phase_loss(self, step, real, fake, start, rows, real_labels=None, fake_labels=None):
         """(BCE, R1 penalty, real logits) of D's phase on this replica's rows; call it under the
         tape that differentiates D. Real images are labelled 1 - label_smoothing, generated 0.
         R1 (Mescheder et al. 2018, "Which Training Methods for GANs do actually Converge?"):
@@ -242,25 +263,30 @@ class GAN(keras.Model):
         if cfg.r1_gamma > 0:
             with tf.GradientTape(watch_accessed_variables=False) as inner:
                 inner.watch(real)
-                real_logit, fake_logit = self._d_logits(step, real, fake, start, rows)
+                real_logit, fake_logit = self._d_logits(step, real, fake, start, rows, real_labels, fake_labels)
                 real_sum = tf.reduce_sum(real_logit)  # the sum: per-image gradients (with mbstd, as in StyleGAN2)
             grad = inner.gradient(real_sum, real)
             r1 = 0.5 * cfg.r1_gamma * tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))
         else:
-            real_logit, fake_logit = self._d_logits(step, real, fake, start, rows)
+            real_logit, fake_logit = self._d_logits(step, real, fake, start, rows, real_labels, fake_labels)
             r1 = tf.constant(0.0)
         labels = tf.concat([tf.fill((rows, 1), 1.0 - cfg.label_smoothing), tf.zeros((rows, 1))], axis=0)
         d_loss = self.bce(labels, tf.concat([real_logit, fake_logit], axis=0))
         return d_loss, r1, real_logit
 
     def train_step(self, data):
-        step, real = data  # from pipeline.dataset: this replica's rows of the step's real batch
+        # from pipeline.dataset: this replica's rows of the step's real batch (and their classes)
+        step, real, real_labels = data if len(data) == 3 else (*data, None)
         ctx = tf.distribute.get_replica_context()
         replicas = ctx.num_replicas_in_sync
         start, rows = replica_rows(ctx.replica_id_in_sync_group, replicas, self.batch_size)
         tf.debugging.assert_equal(step, self.global_step, message="input pipeline out of step with the model")
-        z_d = latents(self.seed, step, 1, self.batch_size, self.latent_dim)[start : start + rows]
-        z_g = latents(self.seed, step, 2, self.batch_size, self.latent_dim)[start : start + rows]
+        fake_labels = self.fake_labels(start, rows)
+        z_d = self.with_class(latents(self.seed, step, 1, self.batch_size, self.latent_dim)[start : start + rows],
+                              fake_labels)
+        z_g = self.with_class(latents(self.seed, step, 2, self.batch_size, self.latent_dim)[start : start + rows],
+                              fake_labels)
+        labels = {"real_labels": real_labels, "fake_labels": fake_labels}
 
         def for_gradients(loss, optimizer):
             if replicas > 1:  # the optimizer sums the replicas' gradients
@@ -274,17 +300,18 @@ class GAN(keras.Model):
             with tf.GradientTape() as g_tape:
                 fake = self.generator(z_d, training=True)
                 with tf.GradientTape() as tape:
-                    d_loss, r1, real_logit = self.d_phase_loss(step, real, tf.stop_gradient(fake), start, rows)
+                    d_loss, r1, real_logit = self.d_phase_loss(step, real, tf.stop_gradient(fake), start, rows,
+                                                               **labels)
                     d_scaled = for_gradients(d_loss + r1, self.d_optimizer)
                 self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))
-                g_loss = self.bce(tf.ones((rows, 1)), self.d_logit(
-                    self._augmented(fake, step, augment.SLOT_G_FAKE, start), training=True))
+                g_loss = self.bce(tf.ones((rows, 1)), self.d_logit(self.class_channels(
+                    self._augmented(fake, step, augment.SLOT_G_FAKE, start), fake_labels), training=True))
                 g_scaled = for_gradients(g_loss + self._spectral(fake, real), self.g_optimizer)
             self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_scaled, g_vars), g_vars))
         else:
             with tf.GradientTape() as tape:
                 fake = self.generator(z_d, training=True)
-                d_loss, r1, real_logit = self.d_phase_loss(step, real, fake, start, rows)
+                d_loss, r1, real_logit = self.d_phase_loss(step, real, fake, start, rows, **labels)
                 d_scaled = for_gradients(d_loss + r1, self.d_optimizer)
             self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))
 
@@ -292,7 +319,8 @@ class GAN(keras.Model):
             with tf.GradientTape() as tape:
                 generated = self.generator(z_g, training=True)
                 fake = self._augmented(generated, step, augment.SLOT_G_FAKE, start)
-                g_loss = self.bce(tf.ones((rows, 1)), self.d_logit(fake, training=True))
+                g_loss = self.bce(tf.ones((rows, 1)), self.d_logit(self.class_channels(fake, fake_labels),
+                                                                   training=True))
                 g_scaled = for_gradients(g_loss + self._spectral(generated, real), self.g_optimizer)
             self.g_optimizer.apply_gradients(zip(tape.gradient(g_scaled, g_vars), g_vars))
 

@@ -124,7 +124,9 @@ class PixelNoise(layers.Layer):
 
 
 def build_generator(cfg: Config, precision: str | None = None) -> keras.Model:
-    """z (latent_dim,) -> image (size, size, 1) in [-1, 1] (tanh).
+    """z (latent_dim,) -> image (size, size, 1) in [-1, 1] (tanh). A labelled run (cfg.classes)
+    takes the latent and the one-hot class as one vector (latent_dim + classes,): its first layer
+    is the same Dense on the longer input (a class embedding joined to z).
 
     `precision` (default: cfg.precision; "auto" builds float32) sets the layers' dtype
     policy; under mixed precision the tanh and the image are float32 (an extra weightless
@@ -132,7 +134,7 @@ def build_generator(cfg: Config, precision: str | None = None) -> keras.Model:
     """
     dt = _dtype(cfg.precision if precision is None else precision)
     base = cfg.image_size // 2 ** len(cfg.g_channels)
-    z = keras.Input(shape=(cfg.latent_dim,), name="z")
+    z = keras.Input(shape=(cfg.input_dim,), name="z")  # a labelled run: the latent, then the one-hot class
     x = layers.Dense(base * base * cfg.g_dense_channels, name="g_dense", dtype=dt)(z)
     x = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name="g_dense_lrelu", dtype=dt)(x)
     x = layers.Reshape((base, base, cfg.g_dense_channels), name="g_reshape", dtype=dt)(x)
@@ -205,12 +207,15 @@ class HighPass(layers.Layer):
 
 def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Model:
     """image (size, size, 1) -> probability that it is real (sigmoid); the output layers
-    always compute in float32 (see build_generator for `precision`).
+    always compute in float32 (see build_generator for `precision`). A labelled run's D sees
+    the image and its one-hot class as constant channels (size, size, 1 + classes): labels
+    joined to the input (Mirza and Osindero 2014).
 
     The logit is the output of the layer named `d_out` (LOGIT_LAYER); `d_prob` applies the
     sigmoid. gan.py trains on the logit (R1 and the adaptive augmentation need it)."""
     dt = _dtype(cfg.precision if precision is None else precision)
-    image = keras.Input(shape=(cfg.image_size, cfg.image_size, 1), name="image")
+    # a labelled run: the image, then one constant channel per class (its one-hot label)
+    image = keras.Input(shape=(cfg.image_size, cfg.image_size, 1 + cfg.n_classes), name="image")
     x = image
     for i, (ch, stride) in enumerate(zip(cfg.d_channels, cfg.d_strides), start=1):
         x = layers.Conv2D(ch, cfg.d_kernel, strides=stride, padding="same", name=f"d_conv{i}", dtype=dt)(x)
@@ -223,7 +228,7 @@ def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Mode
         logit = layers.Dense(1, name=LOGIT_LAYER, dtype="float32")(x)
     else:  # the texture head: patch logits on the fine detail, averaged, added to the global logit
         main = layers.Dense(1, name="d_main", dtype="float32")(x)
-        h = HighPass(name="d_hp_input", dtype=dt)(image)
+        h = HighPass(name="d_hp_input", dtype=dt)(image[..., :1] if cfg.n_classes else image)
         for i, stride in enumerate((1, 2, 2), start=1):
             h = layers.Conv2D(cfg.d_highpass, 3, strides=stride, padding="same", name=f"d_hp_conv{i}", dtype=dt)(h)
             h = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name=f"d_hp_conv{i}_lrelu", dtype=dt)(h)

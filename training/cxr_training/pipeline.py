@@ -62,12 +62,14 @@ def choose_mode(requested: str, n_images: int, cfg: Config) -> str:
 
 
 class MemorySource:
-    """Every stage of the real set in memory: float32 (stages, N, S, S)."""
+    """Every stage of the real set in memory: float32 (stages, N, S, S); `labels` (N,) the class
+    of each image in a labelled run."""
 
-    def __init__(self, images: np.ndarray, cfg: Config):
+    def __init__(self, images: np.ndarray, cfg: Config, labels: np.ndarray | None = None):
         self.factors = stage_factors(cfg)
         self.stages = np.stack([downscaled(np.asarray(images, np.float32), f) for f in self.factors])
         self.n = self.stages.shape[1]
+        self.labels = None if labels is None else np.asarray(labels, np.int32)
 
     def rows(self, idx: np.ndarray, stage: int) -> np.ndarray:
         return self.stages[stage][idx]
@@ -77,10 +79,11 @@ class DiskSource:
     """Full-resolution rows read from a (memory-mapped) array; stages computed per batch
     with the same per-image operation as MemorySource, so both give identical rows."""
 
-    def __init__(self, images: np.ndarray, cfg: Config):
+    def __init__(self, images: np.ndarray, cfg: Config, labels: np.ndarray | None = None):
         self.factors = stage_factors(cfg)
         self.images = images  # np.memmap (N, S, S) float32, or any array
         self.n = images.shape[0]
+        self.labels = None if labels is None else np.asarray(labels, np.int32)
 
     def rows(self, idx: np.ndarray, stage: int) -> np.ndarray:
         order = np.argsort(idx)  # read the file front to back
@@ -93,6 +96,17 @@ def batch_indices(seed, step, n: int, batch: int):
     """int32 (batch,) distinct indices in [0, n) for a global step (TensorFlow ops)."""
     key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64) * 3])
     return tf.math.top_k(tf.random.stateless_uniform([n], seed=key), k=batch).indices
+
+
+def balanced_indices(seed, step, labels, classes: int, batch: int):
+    """int32 (batch,) distinct indices for a global step of a labelled run: batch / classes of each
+    class (the top keys among its images, keys as batch_indices draws them), the classes taking
+    turns row by row (so each replica's rows hold every class alike)."""
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64) * 3])
+    keys = tf.random.stateless_uniform([tf.shape(labels)[0]], seed=key)
+    per = batch // classes
+    blocks = [tf.math.top_k(tf.where(tf.equal(labels, c), keys, -1.0), k=per).indices for c in range(classes)]
+    return tf.reshape(tf.transpose(tf.stack(blocks)), [-1])
 
 
 def latents(seed, step, stream: int, batch: int, dim: int):
@@ -112,15 +126,27 @@ def dataset(source, cfg: Config, start_step: int, end_step: int, local_replicas:
             replicas: int = 1):
     """tf.data.Dataset of (step, real rows) for steps [start_step, end_step): for each step,
     one element per local replica (first_replica, first_replica + 1, ...), in that order,
-    each holding the replica's B / replicas rows as float32 (rows, S, S, 1)."""
+    each holding the replica's B / replicas rows as float32 (rows, S, S, 1); a labelled run
+    (cfg.classes, source.labels) gets (step, real rows, their classes) with every class alike."""
     if cfg.batch_size % replicas:
         raise ValueError(f"batch size {cfg.batch_size} is not divisible by {replicas} replicas")
     bounds = tf.constant(resolution_boundaries(cfg), tf.int64)
     n, b, s = source.n, cfg.batch_size, cfg.image_size
     per = b // replicas
 
+    labelled = getattr(source, "labels", None) is not None and cfg.n_classes
+    if labelled:
+        counts = np.bincount(source.labels, minlength=cfg.n_classes)
+        if counts.min() < b // cfg.n_classes:
+            raise ValueError(f"every class needs at least batch size / classes = {b // cfg.n_classes} images; "
+                             f"the classes hold {dict(zip(cfg.classes, counts.tolist()))}")
+        all_labels = tf.constant(source.labels, tf.int32)
+
     def plan(step):
-        idx = batch_indices(cfg.seed, step, n, b)
+        if labelled:
+            idx = balanced_indices(cfg.seed, step, all_labels, cfg.n_classes, b)
+        else:
+            idx = batch_indices(cfg.seed, step, n, b)
         stage = tf.reduce_sum(tf.cast(step >= bounds, tf.int32)) - 1
         return step, idx, stage
 
@@ -134,6 +160,8 @@ def dataset(source, cfg: Config, start_step: int, end_step: int, local_replicas:
     def load(step, idx, stage):
         real = tf.numpy_function(read, [idx, stage], tf.float32, stateful=False)
         real.set_shape([per, s, s, 1])
+        if labelled:
+            return step, real, tf.gather(all_labels, idx)
         return step, real
 
     ds = tf.data.Dataset.range(start_step, end_step).map(plan)

@@ -34,12 +34,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from cxr_runtime import quality
 from cxr_runtime.io import atomic_write_json
 from cxr_training import checkpoint, distribute, pipeline, precision
 from cxr_training.artifacts import now, save_generator
 from cxr_training.config import Config
-from cxr_training.data import load_training_images, stream_store_dir
+from cxr_training.data import class_layout, labels_of, load_training_images, stream_store_dir
 from cxr_training.epoch import Progress, check_losses, epoch_end, log_stderr
 from cxr_training.errors import Interrupted, TrainingError
 from cxr_training.evaluate import LATENTS_KEYED, LATENTS_LEGACY, Evaluator, QualityMonitor
@@ -78,6 +80,15 @@ class Run:
     def start_epoch(self) -> int:
         return self.start_step // self.cfg.steps_per_epoch
 
+    @property
+    def labels(self):
+        """The class of each training image (a labelled run), else None."""
+        return labels_of(self.images.files, self.cfg.classes) if self.cfg.classes else None
+
+    @property
+    def heldout_labels(self):
+        return labels_of(self.heldout.files, self.cfg.classes) if self.cfg.classes and self.heldout else None
+
     def close(self) -> None:
         _remove(self.store)
         if self.scratch is not None:
@@ -86,20 +97,23 @@ class Run:
 
 def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_root: str | Path = "runs",
           resume_dir: str | Path | None = None, log=log_stderr, extra_callbacks=(), strategy: str = "default",
-          input_mode: str = "auto", heldout_dir: str | Path | None = None, stop_at: int | None = None) -> Path:
+          input_mode: str = "auto", heldout_dir: str | Path | None = None, stop_at: int | None = None,
+          labels: str = "auto") -> Path:
     """Run (or resume) training; return the run folder. `stop_at`: pause at the end of the epoch
     that ends at this step (fit). `strategy`: default, mirrored or
     multiworker (distribute.py); `input_mode`: auto, memory or stream (pipeline.py); neither
     changes what is computed, only where and how. `heldout_dir`: real images never trained on,
     scored at each epoch end; a resumed run uses the folder it started with. `extra_callbacks`:
     objects with any of on_epoch_begin(epoch), on_train_batch_begin(batch),
-    on_train_batch_end(batch, logs), on_epoch_end(epoch, logs) (a keras Callback has them)."""
+    on_train_batch_end(batch, logs), on_epoch_end(epoch, logs) (a keras Callback has them).
+    `labels`: auto (a data folder with one subfolder per class trains one generator for all
+    classes; data.class_layout) or off (every image one set, as the study)."""
     if resume_dir is not None:
         run = resume_run(resume_dir, data_dir, heldout_dir, strategy, input_mode, log)
     else:
         if cfg is None or data_dir is None:
             raise TrainingError("a config and a data folder are needed")
-        run = prepare_run(cfg, data_dir, out_root, heldout_dir, strategy, input_mode, log)
+        run = prepare_run(cfg, data_dir, out_root, heldout_dir, strategy, input_mode, log, labels)
     try:
         return fit(run, extra_callbacks, stop_at=stop_at)
     finally:
@@ -107,9 +121,20 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
 
 
 def prepare_run(cfg: Config, data_dir, out_root="runs", heldout_dir=None, strategy: str = "default",
-                input_mode: str = "auto", log=log_stderr) -> Run:
+                input_mode: str = "auto", log=log_stderr, labels: str = "auto") -> Run:
     """A new run: the data read and fingerprinted, `out_root/NNNNN-<preset>/config.json`
-    written before step 0, G and D built from the seed."""
+    written before step 0, G and D built from the seed. A data folder with one subfolder per
+    class (labels auto) makes a labelled run: cfg.classes, balanced batches, G and D told the
+    class, the held-out folder read with the same classes."""
+    if labels not in ("auto", "off"):
+        raise TrainingError(f"labels must be auto or off, not {labels!r}")
+    classes = class_layout(data_dir) if labels == "auto" else ()
+    if classes:
+        cfg = cfg.replace(classes=classes)
+        try:
+            cfg.validate()
+        except ValueError as e:
+            raise TrainingError(f"{data_dir} holds the classes {', '.join(classes)}: {e}") from None
     _deterministic(cfg, log)  # before TensorFlow starts its thread pools
     placement = _placement(strategy)  # first TF work: MultiWorkerMirroredStrategy must exist before other TF work
     cfg = _resolved(cfg, placement, log)
@@ -130,6 +155,8 @@ def prepare_run(cfg: Config, data_dir, out_root="runs", heldout_dir=None, strate
             "config": cfg.to_dict(),
             "config_hash": cfg.hash(),
             "data": fingerprint,
+            **({"classes": {c: int(n) for c, n in zip(cfg.classes, np.bincount(
+                labels_of(images.files, cfg.classes), minlength=cfg.n_classes))}} if cfg.classes else {}),
             **({"heldout": held_meta} if held_meta else {}),
             "latents": LATENTS_KEYED,
             "versions": library_versions(),
@@ -204,7 +231,8 @@ def fit(run: Run, hooks=(), stop_at: int | None = None) -> Path:
         return run.folder
     else:
         _prepare_epoch_end(run)
-        source = (pipeline.MemorySource if run.mode == "memory" else pipeline.DiskSource)(run.images.images, cfg)
+        source = (pipeline.MemorySource if run.mode == "memory" else pipeline.DiskSource)(run.images.images, cfg,
+                                                                                          run.labels)
         batches = iter(_input(cfg, source, run.placement, run.start_step, cfg.total_steps))
         train_step = gan.step_function()
         progress = Progress(cfg, log)
@@ -428,16 +456,18 @@ def _prepare_epoch_end(run: Run) -> None:
     reference), and reference.json beside config.json."""
     cfg = run.cfg
     latents = run.meta.get("latents", LATENTS_LEGACY)
+    labels = run.labels
     run.evaluator = Evaluator(run.gan.generator, run.gan.discriminator, run.images.images, cfg.latent_dim, cfg.seed,
-                              cfg.eval_max_images, cfg.grid_images, latents)
+                              cfg.eval_max_images, cfg.grid_images, latents, cfg.n_classes, labels)
     run.reference = run.evaluator.reference()
     if run.heldout is not None:
         if run.mode == "stream":
             run.log("the training set is streamed: the audit at epoch end compares against its first "
                     f"{cfg.eval_max_images} images only")
         train_images = run.images.images[: cfg.eval_max_images] if run.mode == "stream" else run.images.images
+        train_labels = None if labels is None else labels[: len(train_images)]
         run.monitor = QualityMonitor(run.heldout.images, train_images, cfg.quality_images, cfg.latent_dim, cfg.seed,
-                                     latents)
+                                     latents, cfg.classes, run.heldout_labels, train_labels)
         run.baseline = {f"train_{k}": v for k, v in run.monitor.baseline().items()}
     atomic_write_json(run.folder / "reference.json", {
         **run.reference, "images": len(run.evaluator.real),
@@ -532,12 +562,16 @@ def _input(gan_cfg: Config, source, placement: distribute.Placement, start: int,
 
 def _load_heldout(heldout_dir, cfg: Config, log):
     """The held-out images for the quality monitor, read by the training set's rules; None
-    when no folder is given or the monitor is off (quality_images 0)."""
+    when no folder is given or the monitor is off (quality_images 0). A labelled run's held-out
+    folder has the same class subfolders."""
     if heldout_dir is None:
         return None
     if not cfg.quality_images:
         log("quality_images is 0: the held-out folder is not scored")
         return None
+    if cfg.classes and class_layout(heldout_dir) != cfg.classes:
+        raise TrainingError(f"--heldout {heldout_dir}: a labelled run needs held-out images in the same class "
+                            f"subfolders ({', '.join(cfg.classes)}); found {list(class_layout(heldout_dir)) or 'none'}")
     from cxr_runtime.images import NoImagesError, load_folder
 
     try:

@@ -1,0 +1,100 @@
+"""Labelled runs: a data folder with one subfolder per class trains one generator for all
+classes (docs/training.md, "Labelled runs"): the layout rule, balanced batches, G and D told the
+class, the monitor per class, resume; a folder of images alone trains exactly as before."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cxr_training.config import preset
+from cxr_training.data import MAX_CLASSES, class_layout, labels_of
+from cxr_training.errors import TrainingError
+from cxr_training.tfenv import import_tf
+
+tf, keras = import_tf()
+
+
+@pytest.fixture
+def labelled(kermany, tmp_path):
+    """train/{NORMAL,PNEUMONIA} and held/{NORMAL,PNEUMONIA}: 8 and 6 images of each class (symlinks)."""
+    for split, source, n in (("labelled-train", "train", 8), ("labelled-held", "heldout", 6)):
+        for c in ("NORMAL", "PNEUMONIA"):
+            folder = tmp_path / split / c
+            folder.mkdir(parents=True)
+            for p in sorted((kermany / source / c).iterdir())[:n]:
+                (folder / p.name).symlink_to(p)
+    return tmp_path / "labelled-train", tmp_path / "labelled-held"
+
+
+def test_the_layout_rule(labelled, tmp_path, few_real):
+    train, _ = labelled
+    assert class_layout(train) == ("NORMAL", "PNEUMONIA")
+    assert class_layout(few_real) == ()  # a folder of images: unlabelled
+    mixed = tmp_path / "mixed"
+    (mixed / "a").mkdir(parents=True)
+    (mixed / "b").mkdir()
+    for i, p in enumerate(sorted(few_real.iterdir())[:3]):
+        (mixed / ("a" if i else "b") / p.name).symlink_to(p)
+    assert class_layout(mixed) == ("a", "b")
+    (mixed / "top.png").symlink_to(sorted(few_real.iterdir())[5])
+    assert class_layout(mixed) == ()  # images beside the subfolders: one tree, not classes
+    many = tmp_path / "patients"
+    for i in range(MAX_CLASSES + 1):
+        (many / f"p{i:02d}").mkdir(parents=True)
+        (many / f"p{i:02d}" / "x.png").symlink_to(sorted(few_real.iterdir())[0])
+    assert class_layout(many) == ()  # 17 subfolders: patients or dates, not classes
+    assert list(labels_of(["NORMAL/a.png", "PNEUMONIA/b.png"], ("NORMAL", "PNEUMONIA"))) == [0, 1]
+    with pytest.raises(ValueError):
+        labels_of(["OTHER/a.png"], ("NORMAL", "PNEUMONIA"))
+
+
+def test_every_batch_holds_each_class_alike():
+    from cxr_training.pipeline import balanced_indices
+
+    labels = tf.constant(np.r_[np.zeros(30), np.ones(12), np.full(9, 2)].astype(np.int32))
+    for step in range(20):
+        idx = balanced_indices(3, step, labels, 3, 12).numpy()
+        got = labels.numpy()[idx]
+        assert len(set(idx)) == 12 and list(got) == [0, 1, 2] * 4  # distinct, the classes in turn
+    a, b = balanced_indices(3, 5, labels, 3, 12).numpy(), balanced_indices(3, 5, labels, 3, 12).numpy()
+    assert (a == b).all() and not (a == balanced_indices(3, 6, labels, 3, 12).numpy()).all()
+
+
+def test_a_labelled_run_trains_scores_each_class_and_resumes(labelled, tmp_path):
+    from cxr_training.models import load_generator
+    from cxr_training.train import train
+
+    data, held = labelled
+    cfg = preset("smoke").replace(epochs=2)
+    run = train(cfg, data, out_root=tmp_path / "runs", heldout_dir=held, log=lambda m: None, stop_at=3)
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["config"]["classes"] == ["NORMAL", "PNEUMONIA"] and meta["classes"] == {"NORMAL": 8, "PNEUMONIA": 8}
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for c in ("NORMAL", "PNEUMONIA"):
+        assert np.isfinite(rows[0][f"q_kid@{c}"]) and np.isfinite(rows[0][f"q_kid_se@{c}"])
+    train(resume_dir=run, log=lambda m: None)  # resumed: classes and labels from the run's own files
+    g = load_generator(run / "generator.keras")
+    assert g.input_shape == (None, 16 + 2)  # the latent, then the one-hot class
+    assert len([json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]) == 2
+
+
+def test_labelled_runs_refuse_what_cannot_work(labelled, tmp_path, few_heldout):
+    from cxr_training.train import train
+
+    data, held = labelled
+    with pytest.raises(TrainingError, match="same class subfolders"):
+        train(preset("smoke"), data, out_root=tmp_path / "r", heldout_dir=few_heldout, log=lambda m: None)
+    with pytest.raises(TrainingError, match="multiple of the 2 classes"):
+        train(preset("smoke").replace(batch_size=3), data, out_root=tmp_path / "r", log=lambda m: None)
+
+
+def test_labels_off_trains_one_set_as_before(labelled, tmp_path):
+    from cxr_training.train import train
+
+    data, _ = labelled
+    run = train(preset("smoke"), data, out_root=tmp_path / "runs", log=lambda m: None, labels="off")
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["config"]["classes"] == [] and "classes" not in meta and meta["data"]["count"] == 16
