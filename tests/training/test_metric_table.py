@@ -34,9 +34,9 @@ def toy_metric(monkeypatch):
 
 
 def test_a_new_metric_reaches_every_output(toy_metric, few_real, few_heldout, tmp_path, monkeypatch):
+    import cxr_sweep as sweep
     from cxr_runtime.cli import main as runtime_cli
     from cxr_runtime.report import build_report
-    import cxr_sweep as sweep
     from cxr_training import plots
     from cxr_training.epoch import describe_quality
     from cxr_training.evaluate import QualityMonitor
