@@ -20,7 +20,16 @@ import numpy as np
 import onnx
 
 from cxr_export.errors import ConversionError, ExportError, ParityError  # noqa: F401  (re-exported)
-from cxr_runtime.contract import INPUT_NAME, LATENT_SCALE_KEY, LAYOUT, OPSET, OUTPUT_NAME
+from cxr_export.labels import joined_latents, with_class_input
+from cxr_runtime.contract import (
+    CLASS_INPUT,
+    CLASSES_KEY,
+    INPUT_NAME,
+    LATENT_SCALE_KEY,
+    LAYOUT,
+    OPSET,
+    OUTPUT_NAME,
+)
 from cxr_runtime.io import atomic_write_bytes, atomic_write_json, sha256_file
 from cxr_runtime.quiet import quiet_stderr
 from cxr_training.runs import library_versions, newest_run
@@ -243,6 +252,27 @@ def _training_images(keras_path: Path, data_dir, image_size: int, purpose: str =
     return images.images
 
 
+def labelled_graph(gated: onnx.ModelProto, latent_dim: int, classes: int, gated_blob: bytes) -> onnx.ModelProto:
+    """The gated graph with the class input beside z; checked to compute exactly what the gated
+    graph computes on the joined input, for every class."""
+    import onnxruntime as ort
+
+    model = with_class_input(gated, latent_dim, classes)
+    onnx.checker.check_model(model)
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2 * classes, latent_dim)).astype(np.float32)
+    labels = np.arange(2 * classes) % classes
+    opts = ort.SessionOptions()
+    want = ort.InferenceSession(gated_blob, opts, providers=["CPUExecutionProvider"]).run(
+        None, {INPUT_NAME: joined_latents(z, classes, labels)})[0]
+    got = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(
+        None, {INPUT_NAME: z, CLASS_INPUT: labels.astype(np.int64)})[0]
+    if not np.array_equal(want, got):
+        raise ExportError("the class input changed what the graph computes (max difference "
+                          f"{np.abs(want - got).max():.3g}); nothing written")
+    return model
+
+
 def _calibrate(blob: bytes, real, log, criterion: str):
     """The latent scale for the model `blob` on the training images `real` (cxr_runtime.calibration)."""
     import tempfile
@@ -303,7 +333,9 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     if len(generator.inputs) != 1 or len(generator.input_shape) != 2 or generator.output_shape[-1] != 1:
         raise ExportError(f"{keras_path} is not a latent -> one-channel image generator")
     info = load_provenance(keras_path)
-    latent_dim, size = int(generator.input_shape[-1]), int(generator.output_shape[1])
+    classes = tuple((info.get("config") or {}).get("classes") or ())
+    input_dim, size = int(generator.input_shape[-1]), int(generator.output_shape[1])
+    latent_dim = input_dim - len(classes)  # a labelled G's input: the latent, then the one-hot class
     real = _training_images(keras_path, data_dir, size, log=log) if quantize == "int8" else None
     calibrate = {"auto": "kid", "diversity": "diversity"}.get(latent_scale) if isinstance(latent_scale, str) else None
     if calibrate is None:
@@ -343,6 +375,8 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
                               f"nothing written to {out}{stale}") from e
     meta = provenance_metadata(generator, info, keras_path, citation, license_)
     meta.update({"graph": graph, "precision": "float32"})
+    if classes:
+        meta.update({"latent_dim": str(latent_dim), CLASSES_KEY: json.dumps(list(classes)), "class_input": CLASS_INPUT})
     if not calibrate and latent_scale != 1.0:
         meta[LATENT_SCALE_KEY] = repr(latent_scale)
     # batch_chunk is informational (the runtime reads the graph's `chunk` input, not this)
@@ -361,6 +395,10 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     atomic_write_json(parity_path(out), {**asdict(report), "graph": graph, "max_abs_err": report.max_abs_err,
                                           "conversion_seconds": round(seconds, 2)})
     per_batch = ", ".join(f"{b['batch']}: {b['max_abs_err']:.3g}" for b in report.batches)
+    gated = model  # the graph the gate checked (a labelled model's: on the joined input)
+    if classes and report.passed:  # the published graph takes the class beside z
+        model = labelled_graph(gated, latent_dim, len(classes), blob)
+        blob = model.SerializeToString()
     if calibrate and report.passed:  # the graph is right; now the scale it is sampled at
         cal = _calibrate(blob, calibration_real, log, calibrate)
         meta.update({LATENT_SCALE_KEY: repr(cal.scale), "latent_scale_calibration": json.dumps(cal.to_dict())})
@@ -375,7 +413,8 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
 
     log(f"parity passed (max abs error {report.max_abs_err:.2g}); quantising to int8")
     t0 = time.perf_counter()
-    int8 = q.quantize_int8(opt.build_optimized(generator, opset, chunk=0) if chunk else model, latent_dim)
+    int8 = q.quantize_int8(opt.build_optimized(generator, opset, chunk=0) if chunk else gated, latent_dim,
+                           classes=len(classes))
     add_metadata(int8, {**meta, "precision": "int8",
                         "quantization": f"static QDQ, int8 per-channel weights, uint8 activations, percentile "
                                         f"{q.CALIBRATION_PERCENTILE} calibration on {q.CALIBRATION_LATENTS} latents "
@@ -383,7 +422,12 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     onnx.checker.check_model(int8)
     int8_seconds = time.perf_counter() - t0
     int8_blob = int8.SerializeToString()
-    qreport = q.quality(blob, int8_blob, latent_dim, real)
+    fp32_joined = gated.SerializeToString() if classes else blob
+    qreport = q.quality(fp32_joined, int8_blob, latent_dim, real, classes=len(classes))
+    if classes:  # published with the class input, as the fp32 model
+        int8 = with_class_input(int8, latent_dim, len(classes))
+        onnx.checker.check_model(int8)
+        int8_blob = int8.SerializeToString()
     qreport.update({"model": str(int8_path(out)), "fp32_model": str(out), "quantization_seconds": round(int8_seconds, 2)})
     atomic_write_json(int8_report_path(out), qreport)
     _publish_or_refuse(int8_path(out), int8_blob, qreport["passed"], lambda stale: q.Int8GateError(

@@ -43,7 +43,9 @@ GATE_LATENTS = 128
 
 
 def quantize_int8(fp32: onnx.ModelProto, latent_dim: int, n: int = CALIBRATION_LATENTS,
-                  seed: int = CALIBRATION_SEED) -> onnx.ModelProto:
+                  seed: int = CALIBRATION_SEED, classes: int = 0) -> onnx.ModelProto:
+    """`fp32` takes (latent_dim + classes,) inputs: the latent, then a labelled model's one-hot
+    class (calibrated on every class in turn)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -55,7 +57,8 @@ def quantize_int8(fp32: onnx.ModelProto, latent_dim: int, n: int = CALIBRATION_L
     class Latents(CalibrationDataReader):
         def __init__(self):
             rng = np.random.default_rng(seed)
-            self.batches = [rng.standard_normal((16, latent_dim)).astype(np.float32) for _ in range(-(-n // 16))]
+            self.batches = [_joined(rng.standard_normal((16, latent_dim)).astype(np.float32), classes)
+                            for _ in range(-(-n // 16))]
 
         def get_next(self):
             return {INPUT_NAME: self.batches.pop(0)} if self.batches else None
@@ -85,13 +88,22 @@ def _root_logging(level: int):
         root.setLevel(saved)
 
 
+def _joined(z: np.ndarray, classes: int) -> np.ndarray:
+    if not classes:
+        return z
+    from cxr_export.labels import joined_latents
+
+    return joined_latents(z, classes)
+
+
 def quality(fp32_bytes: bytes, int8_bytes: bytes, latent_dim: int, real: np.ndarray | None,
-            n: int = GATE_LATENTS, seed: int | None = None) -> dict:
-    """Compare fp32 and int8 images of the same fresh latents; return the gate's report."""
+            n: int = GATE_LATENTS, seed: int | None = None, classes: int = 0) -> dict:
+    """Compare fp32 and int8 images of the same fresh latents (a labelled model's: every class in
+    turn, on the joined input); return the gate's report."""
     import onnxruntime as ort
 
     seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else seed
-    z = np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
+    z = _joined(np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32), classes)
     images = {}
     for name, blob in (("fp32", fp32_bytes), ("int8", int8_bytes)):
         session = ort.InferenceSession(blob, sess_options=session_options(), providers=["CPUExecutionProvider"])

@@ -60,7 +60,12 @@ def images_at_scale(generator, z: np.ndarray, scale: float) -> np.ndarray:
     """`generator`'s images for latents `z` times `scale`, in [-1, 1] after the 8-bit rounding
     a written PNG set goes through (so they score as the sampled files would)."""
     step = generator.default_batch
-    images = np.concatenate([generator.generate(z[i:i + step] * np.float32(scale)) for i in range(0, len(z), step)])
+    classes = len(getattr(generator, "classes", ()))
+    labels = np.arange(len(z)) % classes if classes else None  # a labelled model: every class in turn
+    images = np.concatenate([generator.generate(z[i:i + step] * np.float32(scale),
+                                                None if labels is None else labels[i:i + step])
+                             if classes else generator.generate(z[i:i + step] * np.float32(scale))
+                             for i in range(0, len(z), step)])
     return to_uint8(images).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 

@@ -111,8 +111,13 @@ def _latent_scale(ctx, param, value):
 @click.option("--latent-scale", type=float, default=None, callback=_latent_scale,
               help="Standard deviation of the latents (each image's latent times this). [default: the model's "
                    "own, chosen by cxr-export --latent-scale auto on the training images; 1 if it has none]")
+@click.option("--class", "label", default=None, metavar="NAME",
+              help="A labelled model (trained on one subfolder per class): N images of this class, into OUT/NAME/.")
+@click.option("--classes", "class_counts", default=None, metavar="NAME=N,...",
+              help="A labelled model: this many images of each class, into OUT/NAME/ each (e.g. "
+                   "NORMAL=500,PNEUMONIA=500; --n is then ignored).")
 def sample(n, model, out, seed, batch_size, device, fmt, engine, address, workers, shard_size, cpus_per_worker,
-           latent_scale):
+           latent_scale, label, class_counts):
     """Generate N synthetic X-rays: OUT/sample-000000.png ... and OUT/manifest.json.
 
     Images are written batch by batch as they are produced (memory stays flat for any N),
@@ -123,7 +128,11 @@ def sample(n, model, out, seed, batch_size, device, fmt, engine, address, worker
     (a folder every node can reach); same seed, N and model give the same bytes per file as
     the local engine (cxr_runtime.distributed).
     """
+    plan = _class_plan(label, class_counts, n)
     if engine == "ray":
+        if plan:
+            raise click.UsageError("--class and --classes are not supported with --engine ray yet; sample each "
+                                   "class with the local engine")
         _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, workers, shard_size, cpus_per_worker,
                        latent_scale)
         return
@@ -132,7 +141,6 @@ def sample(n, model, out, seed, batch_size, device, fmt, engine, address, worker
     from cxr_runtime.errors import CxrError
     from cxr_runtime.generator import Generator
     from cxr_runtime.quiet import quiet_stderr
-    from cxr_runtime.sampling import sample_to_folder
 
     _quiet_native()
     try:
@@ -142,7 +150,48 @@ def sample(n, model, out, seed, batch_size, device, fmt, engine, address, worker
             check_available()
         with quiet_stderr():  # onnxruntime's native output while probing CUDA (CXR_VERBOSE=1 shows it)
             gen = Generator(model, device=device, latent_scale=latent_scale)
-        with contextlib.ExitStack() as stack:
+        if gen.classes and not plan:
+            _fail(f"{model} is a labelled model (classes {', '.join(gen.classes)}): choose --class NAME or "
+                  f"--classes {','.join(f'{c}={n}' for c in gen.classes)}")
+        if plan:
+            for name, _ in plan:
+                gen.class_index(name)  # every class checked before anything is written
+            for name, count in plan:
+                result = _sample_local(gen, out / name, count, seed, fmt, batch_size, model, name)
+                _said_written(result, out / name, count, f"class {name}, {result.provider}")
+            return
+        result = _sample_local(gen, out, n, seed, fmt, batch_size, model, None)
+    except CxrError as e:
+        _fail(str(e))
+    except OSError as e:  # the file system failed mid-set (a full disk): what was written is kept
+        _fail(f"writing to {out} failed: {e.strerror or e}; the images written so far are kept, and the same "
+              "command resumes the set once the problem is fixed")
+    _said_written(result, out, n, result.provider)
+
+
+def _class_plan(label, class_counts, n) -> list[tuple[str, int]]:
+    """[(class, count)] of --class / --classes, or [] for an unlabelled set."""
+    if label and class_counts:
+        raise click.UsageError("--class and --classes cannot be combined")
+    if label:
+        return [(label, n)]
+    if not class_counts:
+        return []
+    plan = []
+    for item in class_counts.split(","):
+        name, sep, count = item.strip().partition("=")
+        if not sep or not name or not count.isdigit() or not (1 <= int(count) <= MAX_N):
+            raise click.BadParameter(f"{item!r}: expected NAME=N with 1 <= N <= {MAX_N}", param_hint="--classes")
+        if name in dict(plan):
+            raise click.BadParameter(f"class {name} given twice", param_hint="--classes")
+        plan.append((name, int(count)))
+    return plan
+
+
+def _sample_local(gen, out, n, seed, fmt, batch_size, model, label):
+    from cxr_runtime.sampling import sample_to_folder
+
+    with contextlib.ExitStack() as stack:
             # the bar only on a terminal: logs and pipes get the one summary line
             sink = sys.stderr if sys.stderr.isatty() else stack.enter_context(open(os.devnull, "w"))
             bar = stack.enter_context(click.progressbar(length=n, label="sampling", file=sink, show_pos=True,
@@ -153,14 +202,8 @@ def sample(n, model, out, seed, batch_size, device, fmt, engine, address, worker
                 bar.update(done - state["shown"])
                 state["shown"] = done
 
-            result = sample_to_folder(gen, out, n, seed=seed, fmt=fmt, batch_size=batch_size, progress=progress,
-                                      model_path=str(model), on_resume=_resuming)
-    except CxrError as e:
-        _fail(str(e))
-    except OSError as e:  # the file system failed mid-set (a full disk): what was written is kept
-        _fail(f"writing to {out} failed: {e.strerror or e}; the images written so far are kept, and the same "
-              "command resumes the set once the problem is fixed")
-    _said_written(result, out, n, result.provider)
+            return sample_to_folder(gen, out, n, seed=seed, fmt=fmt, batch_size=batch_size, progress=progress,
+                                    model_path=str(model), on_resume=_resuming, label=label)
 
 
 def _resuming(done: int, total: int) -> None:

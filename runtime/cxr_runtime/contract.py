@@ -14,3 +14,8 @@ LAYOUT = "NCHW"
 CHUNK_INPUT = "chunk"
 REQUIRED_METADATA = ("latent_dim", "image_size", "synthetic")  # written by cxr-export
 LATENT_SCALE_KEY = "latent_scale"  # metadata: the standard deviation latents are drawn at (default 1)
+# A labelled generator (trained on one subfolder per class) has a second input, the class of
+# each image, and names its classes in the metadata:
+#     label [batch] int64: index into the classes
+CLASS_INPUT = "label"
+CLASSES_KEY = "classes"  # metadata: JSON list of the class names, in index order

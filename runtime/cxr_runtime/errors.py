@@ -13,6 +13,7 @@ line and that code; anything else still shows its traceback.
     |   `-- NoImagesError       a folder without a usable image
     |-- TooFewImagesError   a metric needs more images than the sets hold
     |-- SampleSetError      a sampling folder that holds another set, or cannot be written
+    |-- LabelError          a class a model does not have, or none where a labelled model needs one
     |-- DicomError          DICOM input or output
     |   `-- DicomUnavailable    the `dicom` extra (pydicom) is not installed
     `-- DistributedError    a Ray job failed (a shard kept failing, the cluster cannot be reached)
@@ -81,6 +82,10 @@ class DicomError(CxrError):
 
 class DicomUnavailable(DicomError, RuntimeError):
     """DICOM input or output without pydicom installed."""
+
+
+class LabelError(CxrError, ValueError):
+    """A class a model does not have, a class for an unlabelled model, or none for a labelled one."""
 
 
 class DistributedError(CxrError):

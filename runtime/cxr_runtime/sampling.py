@@ -119,13 +119,14 @@ class SetWriter:
 
 
 # identity keys added after sets were first written, with the value a set without them has
-IDENTITY_DEFAULTS = {"latent_scale": 1.0}
+IDENTITY_DEFAULTS = {"latent_scale": 1.0, "class": None}
 
 
-def set_identity(generator, seed: int, n: int, fmt: str) -> dict:
-    """What makes a sample set: the model, its latent scale, the seed, the count, the format."""
+def set_identity(generator, seed: int, n: int, fmt: str, label: str | None = None) -> dict:
+    """What makes a sample set: the model, its latent scale, the seed, the count, the format (and
+    the class of a labelled model's set)."""
     return {"model_sha256": generator.sha256, "latent_scale": generator.latent_scale, "seed": seed, "count": n,
-            "format": fmt}
+            "format": fmt, **({"class": label} if label is not None else {})}
 
 
 def open_set(out: Path, identity: dict, ext: str, manifest_name: str = MANIFEST) -> tuple[bool, bool]:
@@ -140,7 +141,7 @@ def open_set(out: Path, identity: dict, ext: str, manifest_name: str = MANIFEST)
             previous = _read_json(path)
             if not all(previous.get(k, IDENTITY_DEFAULTS.get(k)) == v for k, v in identity.items()):
                 raise SampleSetError(f"the output folder {out} holds another sample set ({path.name} differs: model, "
-                                     "latent scale, seed, count or format); choose another folder")
+                                     "latent scale, seed, count, format or class); choose another folder")
             if path is manifest:
                 return True, False
     resumed = marker.is_file()
@@ -151,10 +152,13 @@ def open_set(out: Path, identity: dict, ext: str, manifest_name: str = MANIFEST)
     return False, resumed
 
 
-def manifest_fields(n: int, fmt: str, seed: int, generator, model_path, writer: SetWriter | None) -> dict:
-    """The manifest entries every engine writes the same way."""
+def manifest_fields(n: int, fmt: str, seed: int, generator, model_path, writer: SetWriter | None,
+                    label: str | None = None) -> dict:
+    """The manifest entries every engine writes the same way (a labelled model's: the class of
+    every file of the set)."""
     return {
         "count": n,
+        **({"class": label, "class_index": generator.class_index(label)} if label is not None else {}),
         "files": f"{file_name(0, n, fmt)} .. {file_name(n - 1, n, fmt)}",
         "format": fmt,
         "seed": seed,
@@ -189,12 +193,13 @@ def remove_leftovers(out: Path) -> int:
 
 def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, fmt: str = "png",
                      batch_size: int | None = None, progress=None, model_path: str | None = None,
-                     on_resume=None) -> SampleResult:
+                     on_resume=None, label=None) -> SampleResult:
     """Write images 0 .. n-1 of `generator` (a cxr_runtime.Generator) for `seed` into `out`.
 
     progress(done, n) is called after each batch (and once at the start of a resumed set);
     on_resume(done, n) once, before anything is sampled, when the folder already holds `done`
-    images of this set.
+    images of this set. `label`: the class (name or index) of every image, for a labelled model
+    (required there; cxr_runtime.generator); recorded in the manifest.
     `model_path` is recorded in the manifest (default: the generator's path), with the device
     the generator was asked for and the provider it runs on. Leftovers of interrupted writers
     (remove_leftovers) are removed before the set is declared complete. Raises SampleSetError
@@ -205,10 +210,13 @@ def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, f
     """
     if n < 1:
         raise ValueError("n must be >= 1")
+    if label is not None or getattr(generator, "classes", ()):
+        generator._labels(label, 0)  # a bad or missing class fails before the folder is touched
+        label = generator.classes[generator.class_index(label)]
     writer = SetWriter(out, n, seed, fmt, generator.sha256, generator.metadata.get("exported", ""))
     out = check_folder(out)
     batch_size = batch_size or generator.default_batch
-    identity = set_identity(generator, seed, n, fmt)
+    identity = set_identity(generator, seed, n, fmt, label)
     complete, resumed = open_set(out, identity, EXTENSIONS[fmt])
     if complete:
         return SampleResult(out, n, 0, n, 0.0, generator.provider)
@@ -223,7 +231,8 @@ def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, f
     t0 = time.perf_counter()
     done = start
     try:
-        for i, images in generator.batches(n, seed=seed, batch_size=batch_size, raw=writer.raw, start=start):
+        for i, images in generator.batches(n, seed=seed, batch_size=batch_size, raw=writer.raw, start=start,
+                                           label=label):
             for k, image in enumerate(images):
                 writer.write(i + k, image)
             done = i + len(images)
@@ -236,7 +245,7 @@ def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, f
     seconds = time.perf_counter() - t0
     remove_leftovers(out)
     atomic_write_json(out / MANIFEST, {
-        **manifest_fields(n, fmt, seed, generator, model_path, writer),
+        **manifest_fields(n, fmt, seed, generator, model_path, writer, label),
         "engine": "local",
         "batch_size": batch_size,
         "device": getattr(generator, "device", generator.provider),

@@ -1,0 +1,103 @@
+"""A labelled generator end to end: exported with the class as an input beside z (parity and int8
+gates on every class), sampled by class through the API and `cxr-runtime sample --class/--classes`,
+refused clearly where a class is missing or not the model's."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from cxr_training.config import preset
+from cxr_training.tfenv import import_tf
+
+tf, keras = import_tf()
+
+
+@pytest.fixture(scope="module")
+def labelled_run(kermany, tmp_path_factory):
+    from cxr_training.train import train
+
+    tmp = tmp_path_factory.mktemp("labelled")
+    for c in ("NORMAL", "PNEUMONIA"):
+        (tmp / "data" / c).mkdir(parents=True)
+        for p in sorted((kermany / "train" / c).iterdir())[:8]:
+            (tmp / "data" / c / p.name).symlink_to(p)
+    run = train(preset("smoke"), tmp / "data", out_root=tmp / "runs", log=lambda m: None)
+    return run, tmp / "data", tmp
+
+
+@pytest.fixture(scope="module")
+def exported(labelled_run):
+    from cxr_export.cli import main
+
+    run, data, tmp = labelled_run
+    out = tmp / "labelled.onnx"
+    r = CliRunner().invoke(main, [str(run), "--out", str(out), "--quantize", "int8", "--data", str(data)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_the_model_takes_the_class_beside_z(exported, labelled_run):
+    from cxr_runtime import Generator
+    from cxr_training.models import load_generator
+
+    run, _, _ = labelled_run
+    model = onnx.load(exported)
+    assert [i.name for i in model.graph.input][:2] == ["z", "label"]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["classes"]) == ["NORMAL", "PNEUMONIA"] and meta["latent_dim"] == "16"
+    gen = Generator(exported, device="cpu")
+    assert gen.classes == ("NORMAL", "PNEUMONIA") and gen.latent_dim == 16
+    keras_g = load_generator(run / "generator.keras")
+    z = np.random.default_rng(0).standard_normal((6, 16)).astype(np.float32)
+    for k in (0, 1):
+        joined = np.concatenate([z, np.eye(2, dtype=np.float32)[np.full(6, k)]], axis=1)
+        want = keras_g(joined, training=False).numpy()[..., 0]
+        np.testing.assert_allclose(gen.generate(z, np.full(6, k)), want, atol=1e-4)
+    a, b = gen.sample(4, seed=3, label="NORMAL"), gen.sample(4, seed=3, label="PNEUMONIA")
+    assert not np.array_equal(a, b)  # the class changes the image
+    np.testing.assert_array_equal(gen.sample(4, seed=3, label=0, batch_size=3), a)  # name or index, any batch
+    int8 = Generator(exported.with_suffix(".int8.onnx"), device="cpu")
+    assert int8.classes == gen.classes and int8.sample(2, label="PNEUMONIA").shape == (2, 32, 32)
+
+
+def test_a_class_is_required_and_must_be_the_models(exported, tmp_path):
+    from cxr_runtime import Generator
+    from cxr_runtime.errors import LabelError
+    from tests.runtime.onnx_models import tiny_generator
+
+    gen = Generator(exported, device="cpu")
+    with pytest.raises(LabelError, match="labelled model"):
+        gen.sample(2)
+    with pytest.raises(LabelError, match="no class 'COVID'"):
+        gen.sample(2, label="COVID")
+    with pytest.raises(LabelError, match="neither a name nor an index"):
+        gen.sample(2, label=5)
+    plain = Generator(tiny_generator(tmp_path / "g.onnx", size=16), device="cpu")
+    with pytest.raises(LabelError, match="not a labelled model"):
+        plain.sample(2, label="NORMAL")
+
+
+def test_cli_samples_each_class_into_its_folder(exported, tmp_path):
+    from cxr_runtime.cli import main
+
+    out = tmp_path / "s"
+    r = CliRunner().invoke(main, ["sample", "--model", str(exported), "--out", str(out), "--classes",
+                                  "NORMAL=5,PNEUMONIA=3", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    for name, count in (("NORMAL", 5), ("PNEUMONIA", 3)):
+        manifest = json.loads((out / name / "manifest.json").read_text())
+        assert manifest["class"] == name and manifest["count"] == count
+        assert len(list((out / name).glob("sample-*.png"))) == count
+    r = CliRunner().invoke(main, ["sample", "--model", str(exported), "--out", str(tmp_path / "t"), "--n", "2"])
+    assert r.exit_code == 2 and "choose --class NAME or --classes NORMAL=2,PNEUMONIA=2" in r.output
+    r = CliRunner().invoke(main, ["sample", "--model", str(exported), "--out", str(tmp_path / "t"), "--class", "X"])
+    assert r.exit_code == 2 and "no class 'X'" in r.output and not (tmp_path / "t").exists()
+    r = CliRunner().invoke(main, ["sample", "--model", str(exported), "--out", str(tmp_path / "t"), "--classes",
+                                  "NORMAL=two"])
+    assert r.exit_code == 2 and "expected NAME=N" in r.output
