@@ -86,7 +86,8 @@ class SetWriter:
     with exactly the code the local sampler uses. write(index, image) writes one file atomically;
     images are uint8 (S, S), or float32 in [-1, 1] for npy (`raw`)."""
 
-    def __init__(self, out: str | os.PathLike, n: int, seed: int, fmt: str, model_sha256: str, exported: str = ""):
+    def __init__(self, out: str | os.PathLike, n: int, seed: int, fmt: str, model_sha256: str, exported: str = "",
+                 label: str = ""):
         if fmt not in SAMPLE_FORMATS:
             raise ValueError(f"format must be one of {', '.join(SAMPLE_FORMATS)}, not {fmt!r}")
         self.out, self.n, self.seed, self.fmt = Path(out), n, seed, fmt
@@ -95,7 +96,7 @@ class SetWriter:
             from cxr_runtime import dicom
 
             dicom.check_available()
-            self.dset = dicom.DicomSet(model_sha256, seed, n, exported)
+            self.dset = dicom.DicomSet(model_sha256, seed, n, exported, label)
 
     @property
     def raw(self) -> bool:
@@ -213,7 +214,7 @@ def sample_to_folder(generator, out: str | os.PathLike, n: int, seed: int = 0, f
     if label is not None or getattr(generator, "classes", ()):
         generator._labels(label, 0)  # a bad or missing class fails before the folder is touched
         label = generator.classes[generator.class_index(label)]
-    writer = SetWriter(out, n, seed, fmt, generator.sha256, generator.metadata.get("exported", ""))
+    writer = SetWriter(out, n, seed, fmt, generator.sha256, generator.metadata.get("exported", ""), label or "")
     out = check_folder(out)
     batch_size = batch_size or generator.default_batch
     identity = set_identity(generator, seed, n, fmt, label)

@@ -101,3 +101,19 @@ def test_cli_samples_each_class_into_its_folder(exported, tmp_path):
     r = CliRunner().invoke(main, ["sample", "--model", str(exported), "--out", str(tmp_path / "t"), "--classes",
                                   "NORMAL=two"])
     assert r.exit_code == 2 and "expected NAME=N" in r.output
+
+
+def test_a_dicom_set_of_a_class_says_its_class_beside_the_synthetic_marking(exported, tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from cxr_runtime import Generator
+    from cxr_runtime.sampling import sample_to_folder
+
+    gen = Generator(exported, device="cpu")
+    sets = {}
+    for name in ("NORMAL", "PNEUMONIA"):
+        sample_to_folder(gen, tmp_path / name, 2, seed=0, fmt="dicom", label=name)
+        sets[name] = pydicom.dcmread(next((tmp_path / name).glob("sample-*.dcm")))
+    p = sets["PNEUMONIA"]
+    assert "requested class PNEUMONIA" in p.ImageComments and "SYNTHETIC IMAGE" in p.ImageComments
+    assert p.SeriesDescription.endswith(", class PNEUMONIA") and p.ConversionType == "SYN"
+    assert p.PatientID != sets["NORMAL"].PatientID and p.StudyInstanceUID != sets["NORMAL"].StudyInstanceUID
