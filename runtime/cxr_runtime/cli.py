@@ -274,70 +274,61 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
     Each generated image is paired with a real image by a fixed-seed permutation; the
     real-vs-real reference (each real image against another) is printed beside them when
     the real folder has at least two images. Definitions: docs/metrics.md. The onnx engine
-    (default) and the numpy reference agree within 1e-5.
+    (default) and the numpy reference agree within 1e-5. Labelled folders (--fake and --real
+    each with one subfolder per class, e.g. a `sample --classes` output against
+    heldout/{NORMAL,PNEUMONIA}) are scored class by class, each against its own real images
+    (and its own --heldout and --train subfolders when those are labelled too).
     """
-    from cxr_runtime import metrics
     from cxr_runtime.errors import CxrError
+    from cxr_runtime.evaluation import labelled_pair, score_sets
 
     _quiet_native()
-    fake = _load_or_fail(fake_dir, "--fake", size, resize)
-    real = _load_or_fail(real_dir, "--real", size, resize)
-    held = _load_or_fail(heldout_dir, "--heldout", size, resize) if quality and heldout_dir else None
-
-    scorer = metrics
-    if engine == "onnx":
-        from cxr_runtime.onnx_metrics import OnnxScorer
-
-        scorer = OnnxScorer(device=device)
     try:
-        ssim, mse = scorer.paired_ssim_mse(fake.images, real.images)
-        ref = scorer.real_reference(real.images) if len(real.files) >= 2 else (None, None)
+        classes = labelled_pair(fake_dir, real_dir)
     except CxrError as e:
         _fail(str(e))
-    result = {
-        "fake": {"folder": str(fake_dir), "images": len(fake.files), "skipped": len(fake.skipped),
-                 "duplicates": len(fake.duplicates), "distinct": len(fake.files) - len(fake.duplicates)},
-        "real": {"folder": str(real_dir), "images": len(real.files), "skipped": len(real.skipped)},
-        "size": size,
-        "ssim": ssim,
-        "mse": mse,
-        "ref_ssim": ref[0],
-        "ref_mse": ref[1],
-        "engine": engine,
-    }
-    if engine == "onnx":
-        result["provider"] = scorer.provider
-    if quality:
-        from cxr_runtime import quality as q
-        from cxr_runtime.onnx_metrics import OnnxScorer
 
-        onnx_scorer = scorer if engine == "onnx" else OnnxScorer(device="cpu")
+    def one(fake_d, real_d, held_d, train_d) -> dict:
+        fake = _load_or_fail(fake_d, "--fake", size, resize)
+        real = _load_or_fail(real_d, "--real", size, resize)
+        held = _load_or_fail(held_d, "--heldout", size, resize) if quality and held_d else None
+        train = _load_or_fail(train_d, "--train", size, resize) if train_d else None
         try:
-            reference = q.RealSet(real.images, onnx_scorer)
-            result["quality"] = reference.score(fake.images, onnx_scorer)
-            result["quality_interval"] = q.intervals(result["quality"])
-            if held is not None:
-                result["quality_reference"] = reference.score(held.images, onnx_scorer)
-                result["quality_reference_interval"] = q.intervals(result["quality_reference"])
-                result["quality_reference"]["images"] = len(held.files)
+            return score_sets(fake, real, held=held, train=train, quality=quality, engine=engine, device=device,
+                              size=size)
         except CxrError as e:
-            _fail(f"--quality: {e}")
-    if train_dir is not None:
-        from cxr_runtime import audit as au
+            _fail(str(e))
 
-        train = _load_or_fail(train_dir, "--train", size, resize)
-        if size < au.MIN_SIZE:
-            _fail(f"--train: the audit needs images of at least {au.MIN_SIZE}x{au.MIN_SIZE} (--size {size})")
-        result["audit"] = au.audit(fake.images, train.images)["summary"]
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
+    def sub(folder, c):  # a labelled folder's class subfolder, or the folder itself when it is plain
+        from cxr_runtime.images import class_layout
+
+        return None if folder is None else (Path(folder) / c if c in class_layout(folder) else Path(folder))
+
+    if not classes:
+        result = one(fake_dir, real_dir, heldout_dir, train_dir)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            _print_evaluation(result, quality)
         return
-    click.echo(f"generated: {len(fake.files)} images from {fake_dir}"
-               + (f" ({len(fake.duplicates)} byte-identical copies among them)" if fake.duplicates else "")
-               + f"; real: {len(real.files)} images from {real_dir}")
+    results = {c: one(Path(fake_dir) / c, Path(real_dir) / c, sub(heldout_dir, c), sub(train_dir, c))
+               for c in classes}
+    if as_json:
+        click.echo(json.dumps({"classes": results}, indent=2))
+        return
+    for c, result in results.items():
+        click.echo(f"== class {c}")
+        _print_evaluation(result, quality)
+
+
+def _print_evaluation(result: dict, quality: bool) -> None:
+    fake, real = result["fake"], result["real"]
+    click.echo(f"generated: {fake['images']} images from {fake['folder']}"
+               + (f" ({fake['duplicates']} byte-identical copies among them)" if fake["duplicates"] else "")
+               + f"; real: {real['images']} images from {real['folder']}")
     ref = result["ref_ssim"] is not None
-    click.echo(f"ssim {ssim:.4f}" + (f"   (real vs real {result['ref_ssim']:.4f})" if ref else ""))
-    click.echo(f"mse  {mse:.4f}" + (f"   (real vs real {result['ref_mse']:.4f})" if ref else ""))
+    click.echo(f"ssim {result['ssim']:.4f}" + (f"   (real vs real {result['ref_ssim']:.4f})" if ref else ""))
+    click.echo(f"mse  {result['mse']:.4f}" + (f"   (real vs real {result['ref_mse']:.4f})" if ref else ""))
     if quality:
         from cxr_runtime.quality import QUALITY_METRICS
 
@@ -445,7 +436,35 @@ def audit(fake_dir, train_dir, heldout_dir, out, threshold, detail_threshold, si
     trained on stay below both thresholds (calibration: docs/metrics.md). Exit code 1 when
     any image is flagged, so it can gate a release. flagged/ holds, per flagged image:
     generated | nearest training image | that image registered onto the generated one.
+    Labelled folders (--fake and --train with one subfolder per class) are audited class by
+    class, each against its own training images, into OUT/CLASS/.
     """
+    from cxr_runtime.errors import CxrError
+    from cxr_runtime.evaluation import labelled_pair
+
+    _quiet_native()
+    try:
+        classes = labelled_pair(fake_dir, train_dir)
+    except CxrError as e:
+        _fail(str(e))
+    if not classes:
+        flagged = _audit_one(fake_dir, train_dir, heldout_dir, out, threshold, detail_threshold, size)
+    else:  # a labelled set: each class against its own training images (and held-out ones), into OUT/CLASS/
+        from cxr_runtime.images import class_layout
+
+        held_classes = class_layout(heldout_dir) if heldout_dir else ()
+        flagged = 0
+        for c in classes:
+            click.echo(f"== class {c}")
+            flagged += _audit_one(Path(fake_dir) / c, Path(train_dir) / c,
+                                  (Path(heldout_dir) / c if c in held_classes else heldout_dir) if heldout_dir else None,
+                                  out / c, threshold, detail_threshold, size)
+    if flagged:
+        sys.exit(1)
+
+
+def _audit_one(fake_dir, train_dir, heldout_dir, out, threshold, detail_threshold, size) -> int:
+    """Audit one set into OUT; the number of flagged images."""
     import numpy as np
 
     from cxr_runtime import audit as au
@@ -454,7 +473,6 @@ def audit(fake_dir, train_dir, heldout_dir, out, threshold, detail_threshold, si
     from cxr_runtime.io import atomic_write_json
     from cxr_runtime.sampling import check_folder
 
-    _quiet_native()
     fake = _load_or_fail(fake_dir, "--fake", size, "stretch")
     train = _load_or_fail(train_dir, "--train", size, "stretch")
     held = _load_or_fail(heldout_dir, "--heldout", size, "stretch") if heldout_dir else None
@@ -495,8 +513,8 @@ def audit(fake_dir, train_dir, heldout_dir, out, threshold, detail_threshold, si
     click.echo("a clean audit means: no copy of a training image found under a shift, mirror, zoom 0.9-1.15, "
                "rotation up to 8 degrees, brightness/contrast/gamma, mild blur, noise, compression or a 70/30 blend")
     click.echo(f"wrote {out / 'summary.json'}" + (f" and {len(pairs)} pairs in {flagged_dir}/" if pairs else ""))
-    if pairs:
-        sys.exit(1)
+    return len(pairs)
+
 
 
 @main.command()
@@ -508,17 +526,37 @@ def audit(fake_dir, train_dir, heldout_dir, out, threshold, detail_threshold, si
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="report.html", show_default=True)
 def report(fake_dir, real_dir, train_dir, out):
     """One self-contained HTML page: sample grid, every metric beside its real-vs-real
-    reference, the memorisation audit with its flagged pairs and nearest-neighbour histograms."""
+    reference, the memorisation audit with its flagged pairs and nearest-neighbour histograms.
+    Labelled folders (--fake, --real and --train with one subfolder per class): one page per
+    class, OUT with the class before its suffix (report-NORMAL.html, ...)."""
+    from cxr_runtime.errors import CxrError
+    from cxr_runtime.evaluation import labelled_pair
+
+    _quiet_native()
+    if out.exists() and out.is_dir():
+        _fail(f"--out {out} is a folder")
+    try:
+        classes = labelled_pair(fake_dir, real_dir)
+        if classes and labelled_pair(fake_dir, train_dir) != classes:
+            raise CxrError(f"--train {train_dir} needs the class subfolders of --fake ({', '.join(classes)})")
+    except CxrError as e:
+        _fail(str(e))
+    if not classes:
+        _report_one(fake_dir, real_dir, train_dir, out)
+        return
+    for c in classes:
+        _report_one(Path(fake_dir) / c, Path(real_dir) / c, Path(train_dir) / c,
+                    out.with_name(f"{out.stem}-{c}{out.suffix or '.html'}"))
+
+
+def _report_one(fake_dir, real_dir, train_dir, out) -> None:
     from cxr_runtime.errors import CxrError
     from cxr_runtime.report import build_report
     from cxr_runtime.sampling import check_folder
 
-    _quiet_native()
     fake = _load_or_fail(fake_dir, "--fake", 128, "stretch")
     real = _load_or_fail(real_dir, "--real", 128, "stretch")
     train = _load_or_fail(train_dir, "--train", 128, "stretch")
-    if out.exists() and out.is_dir():
-        _fail(f"--out {out} is a folder")
     try:
         check_folder(out.parent if str(out.parent) else Path("."))
         html = build_report(fake, real, train)

@@ -34,7 +34,8 @@ from cxr_runtime.choices import RESIZE_MODES
 from cxr_runtime.errors import ImageDecodeError, NoImagesError
 from cxr_runtime.io import atomic_write_bytes, load_npy, save_npy, sha256_bytes
 
-__all__ = ["IMAGE_EXTENSIONS", "RESIZE_MODES", "ImageDecodeError", "ImageSet", "NoImagesError", "decode_dicom",
+__all__ = ["IMAGE_EXTENSIONS", "MAX_CLASSES", "RESIZE_MODES", "ImageDecodeError", "ImageSet", "NoImagesError",
+           "class_layout", "decode_dicom",
            "decode_image", "find_images", "load_folder", "load_image", "make_grid", "preprocess", "side_by_side",
            "to_uint8", "write_png"]
 
@@ -202,6 +203,23 @@ def preprocess(gray: np.ndarray, size: int = 128, resize: str = "stretch") -> np
 def load_image(path: str | os.PathLike, size: int = 128, resize: str = "stretch") -> np.ndarray:
     """Read one file the training way: float32 (size, size) in [-1, 1]."""
     return preprocess(decode_image(Path(path).read_bytes()), size, resize)
+
+
+MAX_CLASSES = 16  # more subfolders than this are taken for an unlabelled tree (patients, dates), not classes
+
+
+def class_layout(root: str | os.PathLike) -> tuple[str, ...]:
+    """The classes of a labelled folder: the names of its subfolders, sorted, when it holds no
+    image file itself and 2..MAX_CLASSES subfolders that hold images (the layout Keras'
+    image_dataset_from_directory and torchvision's ImageFolder read); () otherwise (a folder of
+    images, read recursively as one unlabelled set)."""
+    root = Path(root)
+    if not root.is_dir():
+        return ()
+    if any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in root.iterdir()):
+        return ()
+    subs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and find_images(p))
+    return tuple(subs) if 2 <= len(subs) <= MAX_CLASSES else ()
 
 
 def find_images(root: str | os.PathLike) -> list[Path]:

@@ -117,3 +117,36 @@ def test_a_dicom_set_of_a_class_says_its_class_beside_the_synthetic_marking(expo
     assert "requested class PNEUMONIA" in p.ImageComments and "SYNTHETIC IMAGE" in p.ImageComments
     assert p.SeriesDescription.endswith(", class PNEUMONIA") and p.ConversionType == "SYN"
     assert p.PatientID != sets["NORMAL"].PatientID and p.StudyInstanceUID != sets["NORMAL"].StudyInstanceUID
+
+
+def test_evaluate_audit_and_report_take_class_folders(exported, labelled_run, kermany, tmp_path):
+    """A `sample --classes` output scored against labelled real folders: each class against its
+    own real images (evaluate), its own training images (audit, OUT/CLASS/), one report per class."""
+    from cxr_runtime.cli import main
+
+    _, data, _ = labelled_run
+    samples = tmp_path / "s"
+    assert CliRunner().invoke(main, ["sample", "--model", str(exported), "--out", str(samples), "--classes",
+                                     "NORMAL=12,PNEUMONIA=12", "--device", "cpu"]).exit_code == 0
+    r = CliRunner().invoke(main, ["evaluate", "--fake", str(samples), "--real", str(data), "--quality", "--json",
+                                  "--device", "cpu", "--size", "32"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)["classes"]
+    assert set(res) == {"NORMAL", "PNEUMONIA"}
+    for c in res:
+        assert res[c]["fake"]["images"] == 12 and res[c]["real"]["images"] == 8
+        assert res[c]["real"]["folder"].endswith(c) and np.isfinite(res[c]["quality"]["kid"])
+    r = CliRunner().invoke(main, ["evaluate", "--fake", str(samples), "--real", str(kermany / "train" / "NORMAL"),
+                                  "--device", "cpu"])
+    assert r.exit_code == 0 and "== class" not in r.output  # a plain real folder: one set, as before
+    r = CliRunner().invoke(main, ["audit", "--fake", str(samples), "--train", str(data), "--out", str(tmp_path / "a"),
+                                  "--size", "64"])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("== class") == 2
+    for c in ("NORMAL", "PNEUMONIA"):
+        summary = json.loads((tmp_path / "a" / c / "summary.json").read_text())
+        assert summary["generated"] == 12 and summary["training"] == 8 and summary["train"].endswith(c)
+    r = CliRunner().invoke(main, ["report", "--fake", str(samples), "--real", str(data), "--train", str(data),
+                                  "--out", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "r-NORMAL.html").is_file() and (tmp_path / "r-PNEUMONIA.html").is_file()

@@ -8,7 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cxr_runtime.images import ImageSet, load_folder
+# the layout rule of labelled data is the runtime's: training and scoring read class folders alike
+from cxr_runtime.images import MAX_CLASSES, ImageSet, class_layout, load_folder  # noqa: F401
 from cxr_training.config import Config
 
 DATA_ENV = "CXR_DATA"
@@ -56,25 +57,6 @@ def downscaled(images: np.ndarray, factor: int) -> np.ndarray:
         out[i] = cv2.resize(low, (s, s), interpolation=cv2.INTER_LINEAR)
     return out
 
-
-
-MAX_CLASSES = 16  # more subfolders than this are taken for an unlabelled tree (patients, dates), not classes
-
-
-def class_layout(root: str | os.PathLike) -> tuple[str, ...]:
-    """The classes of a labelled data folder: the names of its subfolders, sorted, when it holds no
-    image file itself and 2..MAX_CLASSES subfolders that hold images (the layout Keras'
-    image_dataset_from_directory and torchvision's ImageFolder read); () otherwise (a folder of
-    images, read recursively as one unlabelled set)."""
-    from cxr_runtime.images import IMAGE_EXTENSIONS, find_images
-
-    root = Path(root)
-    if not root.is_dir():
-        return ()
-    if any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in root.iterdir()):
-        return ()
-    subs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and find_images(p))
-    return tuple(subs) if 2 <= len(subs) <= MAX_CLASSES else ()
 
 
 def labels_of(files: list[str], classes: tuple[str, ...]) -> np.ndarray:
