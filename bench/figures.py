@@ -40,7 +40,7 @@ REGIONS = {"upper left": (0, 0), "right lung field": (40, 12), "clavicles and sp
 
 
 def crops(args) -> None:
-    from cxr_runtime.images import load_folder, to_uint8, write_png
+    from cxr_runtime.images import load_folder, to_uint8
 
     root = Path(args.runs).expanduser()
     i = args.index
@@ -54,7 +54,12 @@ def crops(args) -> None:
         tiles += [np.kron(u8[r : r + 64, c : c + 64], np.ones((4, 4), np.uint8)) for r, c in REGIONS.values()]
         lines.append(np.concatenate([x for t in tiles for x in (t, np.full((256, gap), 255, np.uint8))][:-1], axis=1))
     sheet = np.concatenate([x for line in lines for x in (line, np.full((gap, line.shape[1]), 255, np.uint8))][:-1])
-    write_png(args.out, sheet)
+    import cv2
+
+    from cxr_runtime.io import atomic_write_bytes
+
+    ok, buf = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])  # the smallest file: docs/ figures
+    atomic_write_bytes(args.out, buf.tobytes())
     print(f"wrote {args.out}: rows {', '.join(args.keys)}, then real held-out image {i}; columns: the image at 2x, "
           f"{', '.join(REGIONS)} at 4x ({Path(args.out).stat().st_size / 1e3:.0f} kB)")
 
