@@ -98,3 +98,31 @@ def test_labels_off_trains_one_set_as_before(labelled, tmp_path):
     run = train(preset("smoke"), data, out_root=tmp_path / "runs", log=lambda m: None, labels="off")
     meta = json.loads((run / "config.json").read_text())
     assert meta["config"]["classes"] == [] and "classes" not in meta and meta["data"]["count"] == 16
+
+
+def test_the_projection_discriminator_reads_the_class_at_the_logit():
+    from cxr_training.models import build_discriminator, logit_model
+
+    cfg = preset("smoke").replace(classes=("A", "B"), d_condition="projection")
+    d = build_discriminator(cfg)
+    names = {layer.name for layer in d.layers}
+    assert {"d_class_embed", "d_projection", "d_main", "d_out"} <= names
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
+    d.get_layer("d_class_embed").kernel.assign(rng.normal(0, 1, d.get_layer("d_class_embed").kernel.shape))
+    logits = logit_model(d)
+    a = logits(np.concatenate([image, np.broadcast_to(np.array([1, 0], np.float32), (2, 32, 32, 2))], 3)).numpy()
+    b = logits(np.concatenate([image, np.broadcast_to(np.array([0, 1], np.float32), (2, 32, 32, 2))], 3)).numpy()
+    assert np.abs(a - b).max() > 1e-3  # the class changes the logit
+    # the convolutions see the image alone: their first kernel has one input channel
+    assert d.get_layer("d_conv1").kernel.shape[2] == 1
+    assert build_discriminator(cfg.replace(d_condition="channels")).get_layer("d_conv1").kernel.shape[2] == 3
+
+
+def test_a_labelled_run_trains_with_the_projection_discriminator(labelled, tmp_path):
+    from cxr_training.train import train
+
+    data, _ = labelled
+    run = train(preset("smoke").replace(d_condition="projection"), data, out_root=tmp_path / "runs",
+                log=lambda m: None)
+    assert (run / "generator.keras").is_file()

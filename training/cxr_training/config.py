@@ -69,6 +69,11 @@ class Config:
                              lo=0.0)
     d_mbstd: bool = opt(False, "Minibatch standard-deviation channel in D before Flatten (Karras et al. 2018).",
                         flag="mbstd")
+    d_condition: str = opt("channels", "How a labelled run's D is told the class: channels (one constant channel "
+                                       "per class beside the image, Mirza and Osindero 2014) or projection (the "
+                                       "inner product of a class embedding with D's features added to its logit, "
+                                       "Miyato and Koyama 2018). Unlabelled runs: no effect.",
+                           choices=("channels", "projection"))
     d_highpass: int = opt(0, "A second head in D that sees only fine detail: the image minus its sigma-1 blur, "
                              "through 3x3 convolutions of this many channels (two stride-2) to a 1x1 convolution "
                              "whose patch logits are averaged and added to D's logit (a PatchGAN-style texture "

@@ -216,7 +216,9 @@ def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Mode
     dt = _dtype(cfg.precision if precision is None else precision)
     # a labelled run: the image, then one constant channel per class (its one-hot label)
     image = keras.Input(shape=(cfg.image_size, cfg.image_size, 1 + cfg.n_classes), name="image")
-    x = image
+    projection = bool(cfg.n_classes) and cfg.d_condition == "projection"
+    # projection: the convolutions see the image alone; the class enters at the logit
+    x = image[..., :1] if projection else image
     for i, (ch, stride) in enumerate(zip(cfg.d_channels, cfg.d_strides), start=1):
         x = layers.Conv2D(ch, cfg.d_kernel, strides=stride, padding="same", name=f"d_conv{i}", dtype=dt)(x)
         x = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name=f"d_conv{i}_lrelu", dtype=dt)(x)
@@ -224,8 +226,16 @@ def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Mode
         x = MinibatchStdDev(name="d_mbstd", dtype=dt)(x)
     x = layers.Flatten(name="d_flatten", dtype=dt)(x)
     x = layers.Dropout(cfg.d_dropout, seed=cfg.seed, name="d_dropout", dtype=dt)(x)
-    if not cfg.d_highpass:
+    heads = []
+    if projection:  # Miyato and Koyama 2018: + <embed(class), features>, the class read off its channels
+        onehot = image[:, 0, 0, 1:]
+        embed = layers.Dense(int(x.shape[-1]), use_bias=False, name="d_class_embed", dtype="float32")(onehot)
+        heads.append(layers.Dot(axes=1, name="d_projection", dtype="float32")([embed, x]))
+    if not cfg.d_highpass and not heads:
         logit = layers.Dense(1, name=LOGIT_LAYER, dtype="float32")(x)
+    elif not cfg.d_highpass:
+        logit = layers.Add(name=LOGIT_LAYER, dtype="float32")([layers.Dense(1, name="d_main", dtype="float32")(x),
+                                                              *heads])
     else:  # the texture head: patch logits on the fine detail, averaged, added to the global logit
         main = layers.Dense(1, name="d_main", dtype="float32")(x)
         h = HighPass(name="d_hp_input", dtype=dt)(image[..., :1] if cfg.n_classes else image)
@@ -234,7 +244,7 @@ def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Mode
             h = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name=f"d_hp_conv{i}_lrelu", dtype=dt)(h)
         h = layers.Conv2D(1, 1, name="d_hp_patch", dtype="float32")(h)
         h = layers.GlobalAveragePooling2D(name="d_hp_mean", dtype="float32")(h)
-        logit = layers.Add(name=LOGIT_LAYER, dtype="float32")([main, h])
+        logit = layers.Add(name=LOGIT_LAYER, dtype="float32")([main, h, *heads])
     p = layers.Activation("sigmoid", name="d_prob", dtype="float32")(logit)
     return keras.Model(image, p, name="discriminator")
 
