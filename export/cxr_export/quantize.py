@@ -1,7 +1,7 @@
 """int8 generator: static QDQ quantisation of the optimised graph, behind an image-quality gate.
 
 onnxruntime's dynamic quantisation does not cover convolutions' activations and has no int8
-ConvTranspose, so the plain tf2onnx graph quantises badly (PAPER.md measured it slower).
+ConvTranspose, so the plain tf2onnx graph quantises badly (measured slower: docs/study.md).
 The sub-pixel graph (`optimize.py`) has only Gemm and Conv, which quantise statically:
 - weights int8 per output channel (symmetric), activations uint8 per tensor (asymmetric);
 - activation ranges calibrated (99.999th percentile of absolute values) on the generator's own

@@ -98,7 +98,7 @@ def test_real_reference_on_shared_images(train_normal):
 
     real = load_folder(train_normal).images
     s, e = m.real_reference(real)
-    # PAPER.md measured 0.198 / 0.133 with another random pairing of the same images
+    # the reference measurements (docs/study.md) measured 0.198 / 0.133 with another random pairing of the same images
     assert s == pytest.approx(0.198, abs=0.01) and e == pytest.approx(0.133, abs=0.01)
     mean_img = np.repeat(real.mean(0, keepdims=True), len(real), 0)
     s_mean, e_mean = m.paired_ssim_mse(mean_img, real)
