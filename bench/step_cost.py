@@ -62,6 +62,12 @@ def variants() -> dict[str, dict]:
         "today + the study's G": {**today, "g_channels": (128, 128), "g_upsample": "transpose"},
         "today in bfloat16": {**today, "precision": "bfloat16"},
         "today in float32": {**today, "precision": "float32"},
+        # the texture levers (docs/results.md, "Texture levers") and labelled runs (2 classes)
+        "today + pixel noise": {**today, "g_noise": True},
+        "today + D high-pass head 32": {**today, "d_highpass": 32},
+        "today + spectrum loss": {**today, "g_spectral": 10.0},
+        "today, labelled (2 classes)": {**today, "classes": ("NORMAL", "PNEUMONIA")},
+        "today, labelled, projection D": {**today, "classes": ("NORMAL", "PNEUMONIA"), "d_condition": "projection"},
     }
 
 
@@ -101,7 +107,8 @@ def main() -> None:
         gan.compile(*make_optimizers(cfg))
         gan.build_optimizers()
         fn = gan.step_function()
-        it = iter(pipeline.dataset(pipeline.MemorySource(real, cfg), cfg, 0, cfg.total_steps))
+        labels = np.arange(len(real)) % cfg.n_classes if cfg.n_classes else None  # classes in turn (cost only)
+        it = iter(pipeline.dataset(pipeline.MemorySource(real, cfg, labels), cfg, 0, cfg.total_steps))
         return cfg, gan, fn, it
 
     def time_steps(fn, it, n):
