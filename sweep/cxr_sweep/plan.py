@@ -73,6 +73,7 @@ class Plan:
     samples: int
     sample_seed: int
     runs: tuple[Entry, ...]
+    classes: tuple[str, ...] = ()  # a labelled plan: `data` (and `heldout`) hold one subfolder per class
 
 
 def load_plan(path: str | os.PathLike) -> Plan:
@@ -105,7 +106,13 @@ def load_plan(path: str | os.PathLike) -> Plan:
             raise SweepError(f"plan {path}: run #{i} reuses the name {entry.name!r}")
         seen.add(entry.name)
         entries.append(entry)
-    return Plan(path, data, heldout, samples, sample_seed, tuple(entries))
+    from cxr_runtime.images import class_layout
+
+    classes = class_layout(data)
+    if classes and class_layout(heldout) != classes:
+        raise SweepError(f"plan {path}: data {data} holds the classes {', '.join(classes)}, so heldout {heldout} must "
+                         "hold the same subfolders")
+    return Plan(path, data, heldout, samples, sample_seed, tuple(entries), classes)
 
 
 def _entry(item, index: int, path: Path) -> Entry:

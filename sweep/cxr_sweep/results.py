@@ -97,11 +97,27 @@ def _cell(m, values: dict) -> str:
     return text
 
 
+def per_class(rows: list[dict]) -> list[dict]:
+    """A labelled plan's row (one model, `classes`: each class's metrics, reference and audit) as one
+    row per class, `run` marked with the class, `heldout` its class folder; other rows as they are."""
+    out = []
+    for r in rows:
+        if not r.get("classes"):
+            out.append(r)
+            continue
+        for c, v in r["classes"].items():
+            out.append({**r, "run": f"{r['run']} [{c}]", "class": c, "metrics": v["metrics"],
+                        "reference": v["reference"], "audit": v["audit"],
+                        "heldout": str(Path(r.get("heldout", "")) / c)})
+    return out
+
+
 def summary(row: dict) -> str:
     from cxr_runtime.quality import QUALITY_METRICS
 
-    return " ".join(f"{m.label} {_cell(m, row['metrics'])}" for m in QUALITY_METRICS) + \
-        f" audit flags {row['audit']['flagged']}"
+    return "; ".join(" ".join(f"{m.label} {_cell(m, r['metrics'])}" for m in QUALITY_METRICS)
+                     + f" audit flags {r['audit']['flagged']}" + (f" [{r['class']}]" if r.get("class") else "")
+                     for r in per_class([row]))
 
 
 def table(rows: list[dict]) -> str:
@@ -110,6 +126,7 @@ def table(rows: list[dict]) -> str:
     ones) once at the end."""
     from cxr_runtime.quality import QUALITY_METRICS
 
+    rows = per_class(rows)
     labels = [m.label + (" (real)" if m.real_key else "") for m in QUALITY_METRICS]
     head = ["run", "step", "weights", *labels, "audit flags", "s/step", "train h", "CPU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -143,9 +160,9 @@ def _recipe(row: dict) -> tuple:
         except (OSError, ValueError, KeyError, TypeError):
             key = None
     if key is not None:
-        return (key, row["step"], row["weights"])
+        return (key, row["step"], row["weights"], row.get("class"))
     e = row.get("entry", {})
-    return (e.get("preset"), tuple(e.get("flags", ())), e.get("steps"), row["step"], row["weights"])
+    return (e.get("preset"), tuple(e.get("flags", ())), e.get("steps"), row["step"], row["weights"], row.get("class"))
 
 
 def _reference_lines(rows: list[dict], lead: int, trail: int) -> list[str]:
@@ -170,6 +187,8 @@ def seed_table(rows: list[dict]) -> str:
     range over the seeds (min-max), the audit flags summed over the seeds, the median s/step per
     seed, averaged; then the reference line of each held-out folder."""
     from cxr_runtime.quality import QUALITY_METRICS
+
+    rows = per_class(rows)
 
     groups: dict[tuple, list[dict]] = {}
     for r in rows:

@@ -256,7 +256,8 @@ class Sweep:
             else:
                 self.log(f"cxr-sweep: {row_key(entry.name, step, weights)}: scored by older judges "
                          f"(version {stored.get('judges', 1)}); scoring its samples again")
-                for stale in (done, out / "quality.json", out / "audit" / "summary.json"):
+                for stale in (done, out / "quality.json", out / "audit" / "summary.json",
+                              *(out / "audit").glob("*/summary.json")):
                     stale.unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         log_path = out / "stages.log"
@@ -268,11 +269,15 @@ class Sweep:
             scale = ("--latent-scale", SCALED[suffix], "--data", plan.data) if suffix else ()
             self.runner.run(command("cxr-export", model, "--out", onnx, *scale), log_path)
         samples = out / "samples"
-        if not (samples / "manifest.json").is_file():
-            self.log(f"cxr-sweep: {key}: sampling {plan.samples} images")
+        # a labelled plan: `samples` images of each class, in samples/CLASS/ (evaluate and audit then
+        # score each class against its own real images)
+        manifests = [samples / c / "manifest.json" for c in plan.classes] or [samples / "manifest.json"]
+        if not all(m.is_file() for m in manifests):
+            per_class = ("--classes", ",".join(f"{c}={plan.samples}" for c in plan.classes)) if plan.classes else ()
+            self.log(f"cxr-sweep: {key}: sampling {plan.samples} images" + (" of each class" if plan.classes else ""))
             self.runner.run(command("cxr-runtime", "sample", "--n", plan.samples, "--seed", plan.sample_seed,
-                                    "--model", onnx, "--out", samples, "--device", "cpu"), log_path)
-        same = self._same_images(entry, step, base, suffix, samples, key, t0)
+                                    "--model", onnx, "--out", samples, "--device", "cpu", *per_class), log_path)
+        same = self._same_images(entry, step, base, suffix, manifests[0].parent, key, t0)
         if same is not None:
             atomic_write_json(done, same)
             return same
@@ -288,17 +293,22 @@ class Sweep:
                 quality.unlink()
                 raise SweepError(f"cxr-runtime evaluate wrote no JSON; see {log_path}") from None
         audit_dir = out / "audit"
-        if not (audit_dir / "summary.json").is_file():
+        summaries = [audit_dir / c / "summary.json" for c in plan.classes] or [audit_dir / "summary.json"]
+        if not all(x.is_file() for x in summaries):
             self.log(f"cxr-sweep: {key}: memorisation audit against {plan.data}")
             self.runner.run(command("cxr-runtime", "audit", "--fake", samples, "--train", plan.data, "--heldout",
                                     plan.heldout, "--out", audit_dir), log_path, ok=(0, 1))  # 1: images flagged
-        manifest = json.loads((samples / "manifest.json").read_text())
+        manifest = json.loads(manifests[0].read_text())
+        audits = {c: _audit_summary(json.loads(x.read_text())) for c, x in zip(plan.classes, summaries)}
         result = {
             "key": key, "run": entry.name, "step": step, "weights": weights, "model": str(model),
             "latent_scale": manifest.get("latent_scale", 1.0),
             "onnx": str(onnx), "samples": plan.samples, "sample_seed": plan.sample_seed,
             "quality": json.loads(quality.read_text()),
-            "audit": _audit_summary(json.loads((audit_dir / "summary.json").read_text())),
+            "audit": _audit_summary(json.loads(summaries[0].read_text())) if not plan.classes else {
+                "flagged": sum(a["flagged"] for a in audits.values()),
+                "generated": sum(a["generated"] for a in audits.values())},
+            **({"class_audit": audits} if plan.classes else {}),
             "scored": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "scoring_seconds": round(time.time() - t0, 1),
             "scoring_cpu": cpu_name(), "judges": JUDGES_VERSION, "model_sha256": model_sha,
         }
@@ -336,7 +346,8 @@ class Sweep:
                     if x.strip()] if (self.root / entry.name / "segments.jsonl").is_file() else []
         per_step = [r["seconds_per_step"] for r in history if r.get("seconds_per_step")]
         monitor = next((r for r in reversed(history) if "q_kid" in r), {})
-        q, ref = score["quality"]["quality"], score["quality"].get("quality_reference", {})
+        per_class = score["quality"].get("classes")
+        q, ref = ({}, {}) if per_class else (score["quality"]["quality"], score["quality"].get("quality_reference", {}))
         first = shlex.join(display(command("cxr-train", *train_args(entry, meta["config"]["steps_per_epoch"]),
                                            "--data", plan.data, "--heldout", plan.heldout, "--out",
                                            self.root / entry.name)))
@@ -353,7 +364,11 @@ class Sweep:
             "seconds_per_step": round(statistics.median(per_step), 4) if per_step else None,
             "train_seconds": round(sum(r.get("train_seconds", 0.0) for r in history), 1),
             "wall_seconds": round(sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in history), 1),
-            "metrics": {**q, "ssim": score["quality"]["ssim"], "mse": score["quality"]["mse"]},
+            "metrics": {**q, "ssim": score["quality"]["ssim"], "mse": score["quality"]["mse"]} if not per_class else {},
+            **({"classes": {c: {"metrics": {**v["quality"], "ssim": v["ssim"], "mse": v["mse"]},
+                                "reference": v.get("quality_reference", {}),
+                                "audit": score["class_audit"][c]} for c, v in per_class.items()}}
+               if per_class else {}),
             "reference": ref,
             "audit": score["audit"],
             "monitor": {k: v for k, v in monitor.items() if k.startswith("q_") or k.startswith("audit_")},

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import cxr_sweep as sweep
@@ -74,19 +75,31 @@ class FakeRunner(sweep.Runner):
             _arg(argv, "--out").write_text({"1": "1.0", "auto": self.auto_scale, "diversity": "1.4"}[scale])
         elif prog == "cxr-runtime sample":
             out = _arg(argv, "--out")
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "manifest.json").write_text(json.dumps({"latent_scale": float(_arg(argv, "--model").read_text())}))
+            classes = [c.split("=")[0] for c in argv[argv.index("--classes") + 1].split(",")] if "--classes" in argv \
+                else [None]
+            for c in classes:
+                folder = out / c if c else out
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "manifest.json").write_text(json.dumps(
+                    {"latent_scale": float(_arg(argv, "--model").read_text()), **({"class": c} if c else {})}))
         elif prog == "cxr-runtime evaluate":
-            stdout_path.write_text(json.dumps({
+            one = {
                 "ssim": 0.3, "mse": 0.1,
                 "quality": {"kid": 1.5, "kid_se": 0.1, "coverage": 0.4, "recall": 0.2, "diversity_ssim": 0.25,
                             "diversity_ssim_real": 0.19},
-                "quality_reference": {"kid": 0.02, "coverage": 1.0, "recall": 0.9, "diversity_ssim": 0.2}}))
+                "quality_reference": {"kid": 0.02, "coverage": 1.0, "recall": 0.9, "diversity_ssim": 0.2}}
+            classes = sorted(p.name for p in _arg(argv, "--fake").iterdir() if p.is_dir())
+            stdout_path.write_text(json.dumps(
+                {"classes": {c: {**one, "quality": {**one["quality"], "kid": 1.5 + i}} for i, c in enumerate(classes)}}
+                if classes else one))
         elif prog == "cxr-runtime audit":
             out = _arg(argv, "--out")
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "summary.json").write_text(json.dumps({
-                "flagged": 0, "generated": 20, "threshold": 0.92, "nn_ncc": {"p50": 0.5, "max": 0.7}}))
+            classes = sorted(p.name for p in _arg(argv, "--fake").iterdir() if p.is_dir()) or [None]
+            for c in classes:
+                folder = out / c if c else out
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "summary.json").write_text(json.dumps({
+                    "flagged": 0, "generated": 20, "threshold": 0.92, "nn_ncc": {"p50": 0.5, "max": 0.7}}))
         return 0
 
     def _train(self, argv):
@@ -539,3 +552,45 @@ def test_a_run_trained_again_is_scored_again(tmp_path):
     assert again["a@6:raw"] == first["a@6:raw"] and again["a@3:ema"] == first["a@3:ema"]
     superseded = [json.loads(x)["key"] for x in (root / sweep.SUPERSEDED).read_text().splitlines()]
     assert sorted(superseded) == ["a@6:ema", "a@6:ema-diverse", "a@6:ema-scaled"]
+
+
+def _labelled_folder(root, classes=("NORMAL", "PNEUMONIA")):
+    import cv2
+
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / c / "x.png"), np.zeros((16, 16), np.uint8))
+    return root
+
+
+def test_a_labelled_plan_scores_each_class_against_its_own_images(tmp_path):
+    """A plan whose data and heldout hold one subfolder per class: each model is sampled per class
+    (--classes), scored and audited per class, and its row holds each class; the tables show one
+    line per class, with each class's reference line."""
+    data, held = _labelled_folder(tmp_path / "data"), _labelled_folder(tmp_path / "heldout")
+    plan = _plan(tmp_path, _run("a", flags="[]"), data=data, heldout=held)
+    assert load_plan(plan).classes == ("NORMAL", "PNEUMONIA")
+    root = tmp_path / "runs"
+    runner = FakeRunner()
+    assert _sweep(plan, root, runner).run() == 0
+    samples = [c for c in runner.calls if c[:2] == ["cxr-runtime", "sample"]]
+    assert samples and all(c[c.index("--classes") + 1] == "NORMAL=20,PNEUMONIA=20" for c in samples)
+    row = next(r for r in read_results(root) if r["key"] == "a@6:raw")
+    assert set(row["classes"]) == {"NORMAL", "PNEUMONIA"} and row["metrics"] == {}
+    assert row["classes"]["PNEUMONIA"]["metrics"]["kid"] == 2.5 and row["audit"]["generated"] == 40
+    lines = sweep.table(read_results(root)).splitlines()
+    assert any(line.startswith("| a [NORMAL] | 6 | raw | ") for line in lines)
+    assert any(line.startswith("| a [PNEUMONIA] | 6 | raw | ") for line in lines)
+    assert sum("heldout/PNEUMONIA (reference)" in line for line in lines) == 1
+    seeds = sweep.seed_table(read_results(root)).splitlines()
+    # one line per class, step and weights (2 x 3 each): a class is never folded into another
+    assert sum(" [NORMAL]" in line for line in seeds) == sum(" [PNEUMONIA]" in line for line in seeds) == 6
+    assert not any(" [NORMAL]" in line and " [PNEUMONIA]" in line for line in seeds)
+
+
+def test_a_labelled_plan_needs_labelled_heldout_images(tmp_path):
+    data = _labelled_folder(tmp_path / "data")
+    (tmp_path / "flat").mkdir()
+    plan = _plan(tmp_path, _run("a"), data=data, heldout=tmp_path / "flat")
+    with pytest.raises(SweepError, match="must hold the same subfolders"):
+        load_plan(plan)
