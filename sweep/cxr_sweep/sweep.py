@@ -212,7 +212,7 @@ class Sweep:
             from cxr_training.config import Config
 
             saved = Config.from_dict(json.loads((run / "config.json").read_text())["config"])
-            if saved != cfg.replace(precision=saved.precision):
+            if saved != cfg.replace(precision=saved.precision, classes=saved.classes):  # both set by cxr-train
                 self.log(f"cxr-sweep: {entry.name}: note: {run.name} was started with a config other than the "
                          "plan entry now gives (a preset changed since?); it is resumed with its own")
             argv = command("cxr-train", "--resume", run, "--data", plan.data, "--heldout", plan.heldout, *stop)
