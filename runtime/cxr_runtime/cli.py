@@ -14,7 +14,7 @@ import click
 
 from cxr_runtime import DEFAULT_BATCH, DEFAULT_BATCH_CHUNKED, DEFAULT_BATCH_INT8, __version__
 from cxr_runtime.choices import DEVICES, RESIZE_MODES, SAMPLE_FORMATS
-from cxr_runtime.errors import EXIT_USER_ERROR
+from cxr_runtime.errors import EXIT_USER_ERROR, reported
 
 DEFAULT_MODEL = "artifacts/generator.onnx"
 MAX_N = 10_000_000
@@ -138,12 +138,11 @@ def sample(n, model, out, seed, batch_size, device, fmt, engine, address, worker
         return
     if fmt == "parquet" or address or shard_size:
         raise click.UsageError("--format parquet, --address and --shard-size need --engine ray")
-    from cxr_runtime.errors import CxrError
     from cxr_runtime.generator import Generator
     from cxr_runtime.quiet import quiet_stderr
 
     _quiet_native()
-    try:
+    with reported(), _kept_on_disk_error(out):
         if fmt == "dicom":
             from cxr_runtime.dicom import check_available
 
@@ -161,12 +160,17 @@ def sample(n, model, out, seed, batch_size, device, fmt, engine, address, worker
                 _said_written(result, out / name, count, f"class {name}, {result.provider}")
             return
         result = _sample_local(gen, out, n, seed, fmt, batch_size, model, None)
-    except CxrError as e:
-        _fail(str(e))
-    except OSError as e:  # the file system failed mid-set (a full disk): what was written is kept
+    _said_written(result, out, n, result.provider)
+
+
+@contextlib.contextmanager
+def _kept_on_disk_error(out):
+    """The file system failing mid-set (a full disk): one line; what was written is kept."""
+    try:
+        yield
+    except OSError as e:
         _fail(f"writing to {out} failed: {e.strerror or e}; the images written so far are kept, and the same "
               "command resumes the set once the problem is fixed")
-    _said_written(result, out, n, result.provider)
 
 
 def _class_plan(label, class_counts, n) -> list[tuple[str, int]]:
@@ -221,13 +225,12 @@ def _said_written(result, out, n, how: str) -> None:
 
 def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, workers, shard_size, cpus_per_worker,
                    latent_scale):
-    from cxr_runtime.errors import CxrError
 
     _quiet_native()
     for name in ("ray", "ray.data"):  # this process is ours: Ray's progress chatter off, our own lines only
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    try:
+    with reported():  # a CxrError: its one line and exit code
         from cxr_runtime import distributed
 
         state = {"shown": 0}
@@ -241,8 +244,6 @@ def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, worker
                                     address=address, device=device,
                                     cpus_per_worker=cpus_per_worker, batch_size=batch_size, progress=progress,
                                     latent_scale=latent_scale, on_resume=_resuming)
-    except CxrError as e:
-        _fail(str(e))
     _said_written(result, out, n, f"on Ray, {workers} workers")
 
 
@@ -279,25 +280,20 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
     heldout/{NORMAL,PNEUMONIA}) are scored class by class, each against its own real images
     (and its own --heldout and --train subfolders when those are labelled too).
     """
-    from cxr_runtime.errors import CxrError
     from cxr_runtime.evaluation import labelled_pair, score_sets
 
     _quiet_native()
-    try:
+    with reported():  # a CxrError: its one line and exit code
         classes = labelled_pair(fake_dir, real_dir)
-    except CxrError as e:
-        _fail(str(e))
 
     def one(fake_d, real_d, held_d, train_d) -> dict:
         fake = _load_or_fail(fake_d, "--fake", size, resize)
         real = _load_or_fail(real_d, "--real", size, resize)
         held = _load_or_fail(held_d, "--heldout", size, resize) if quality and held_d else None
         train = _load_or_fail(train_d, "--train", size, resize) if train_d else None
-        try:
+        with reported():  # a CxrError: its one line and exit code
             return score_sets(fake, real, held=held, train=train, quality=quality, engine=engine, device=device,
                               size=size)
-        except CxrError as e:
-            _fail(str(e))
 
     def sub(folder, c):  # a labelled folder's class subfolder, or the folder itself when it is plain
         from cxr_runtime.images import class_layout
@@ -353,15 +349,12 @@ def _print_evaluation(result: dict, quality: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def info(model, as_json):
     """Inputs, outputs, metadata of an exported MODEL, and the providers available here."""
-    from cxr_runtime.errors import CxrError
     from cxr_runtime.generator import Generator
     from cxr_runtime.session import available_providers, engine_conflict
 
     _quiet_native()
-    try:
+    with reported():  # a CxrError: its one line and exit code
         gen = Generator(model, device="cpu")
-    except CxrError as e:
-        _fail(str(e))
     s = gen.session
     result = {
         "model": str(model),
@@ -439,14 +432,11 @@ def audit(fake_dir, train_dir, heldout_dir, out, threshold, detail_threshold, si
     Labelled folders (--fake and --train with one subfolder per class) are audited class by
     class, each against its own training images, into OUT/CLASS/.
     """
-    from cxr_runtime.errors import CxrError
     from cxr_runtime.evaluation import labelled_pair
 
     _quiet_native()
-    try:
+    with reported():  # a CxrError: its one line and exit code
         classes = labelled_pair(fake_dir, train_dir)
-    except CxrError as e:
-        _fail(str(e))
     if not classes:
         flagged = _audit_one(fake_dir, train_dir, heldout_dir, out, threshold, detail_threshold, size)
     else:  # a labelled set: each class against its own training images (and held-out ones), into OUT/CLASS/
@@ -468,7 +458,6 @@ def _audit_one(fake_dir, train_dir, heldout_dir, out, threshold, detail_threshol
     import numpy as np
 
     from cxr_runtime import audit as au
-    from cxr_runtime.errors import CxrError
     from cxr_runtime.images import side_by_side, to_uint8, write_png
     from cxr_runtime.io import atomic_write_json
     from cxr_runtime.sampling import check_folder
@@ -476,10 +465,8 @@ def _audit_one(fake_dir, train_dir, heldout_dir, out, threshold, detail_threshol
     fake = _load_or_fail(fake_dir, "--fake", size, "stretch")
     train = _load_or_fail(train_dir, "--train", size, "stretch")
     held = _load_or_fail(heldout_dir, "--heldout", size, "stretch") if heldout_dir else None
-    try:
+    with reported():  # a CxrError: its one line and exit code
         check_folder(out)
-    except CxrError as e:
-        _fail(str(e))
     result = au.audit(fake.images, train.images, held.images if held else None,
                       threshold=au.THRESHOLD if threshold is None else threshold,
                       detail_threshold=au.DETAIL_THRESHOLD if detail_threshold is None else detail_threshold)
@@ -535,12 +522,10 @@ def report(fake_dir, real_dir, train_dir, out):
     _quiet_native()
     if out.exists() and out.is_dir():
         _fail(f"--out {out} is a folder")
-    try:
+    with reported():  # a CxrError: its one line and exit code
         classes = labelled_pair(fake_dir, real_dir)
         if classes and labelled_pair(fake_dir, train_dir) != classes:
             raise CxrError(f"--train {train_dir} needs the class subfolders of --fake ({', '.join(classes)})")
-    except CxrError as e:
-        _fail(str(e))
     if not classes:
         _report_one(fake_dir, real_dir, train_dir, out)
         return
@@ -550,18 +535,15 @@ def report(fake_dir, real_dir, train_dir, out):
 
 
 def _report_one(fake_dir, real_dir, train_dir, out) -> None:
-    from cxr_runtime.errors import CxrError
     from cxr_runtime.report import build_report
     from cxr_runtime.sampling import check_folder
 
     fake = _load_or_fail(fake_dir, "--fake", 128, "stretch")
     real = _load_or_fail(real_dir, "--real", 128, "stretch")
     train = _load_or_fail(train_dir, "--train", 128, "stretch")
-    try:
+    with reported():  # a CxrError: its one line and exit code
         check_folder(out.parent if str(out.parent) else Path("."))
         html = build_report(fake, real, train)
-    except CxrError as e:
-        _fail(str(e))
     from cxr_runtime.io import atomic_write_text
 
     atomic_write_text(out, html)
