@@ -144,3 +144,48 @@ def test_utility_never_reaches_the_gan():
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+class Killed(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_from_its_seed_cache(tmp_path, monkeypatch):
+    """Every trained model's predictions are kept as they come: the second run trains nothing it
+    already has, gives the same numbers, and a changed classifier or data set is trained anew."""
+    real, test, syn = _toy(12), _toy(8, seed=1), _toy(12, seed=2)
+    spec = classifier.ClassifierSpec(channels=(4,), steps=5, batch_size=8)
+    cache_path = tmp_path / "u.seeds.jsonl"
+    calls, kill_at = [], [4]
+    real_train = classifier.train
+
+    def counting(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) == kill_at[0]:  # the run is killed while the fourth model trains
+            raise Killed
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "train", counting)
+    with pytest.raises(Killed):
+        protocols.run(real, test, [12], [0, 1], {12: syn}, 12, spec, log=lambda m: None,
+                      cache=protocols.SeedCache(cache_path))
+    assert len(cache_path.read_text().splitlines()) == 3
+    with open(cache_path, "a") as f:
+        f.write('{"key": "cut mid-li')  # the interruption cut a line: ignored, not fatal
+    calls.clear()
+    kill_at[0] = None
+    resumed = protocols.run(real, test, [12], [0, 1], {12: syn}, 12, spec, log=lambda m: None,
+                            cache=protocols.SeedCache(cache_path))
+    assert len(calls) == 8 - 3  # 4 arms x 2 seeds, 3 kept
+    calls.clear()
+    again = protocols.run(real, test, [12], [0, 1], {12: syn}, 12, spec, log=lambda m: None,
+                          cache=protocols.SeedCache(cache_path))
+    assert calls == [] and again["arms"] == [{**a, "seconds": b["seconds"]} for a, b in zip(resumed["arms"], again["arms"])]
+    assert again["label_fidelity"] == resumed["label_fidelity"]
+    other = classifier.ClassifierSpec(channels=(4,), steps=6, batch_size=8)
+    protocols.run(real, test, [12], [0], None, 12, other, log=lambda m: None, cache=protocols.SeedCache(cache_path))
+    assert len(calls) == 2  # another classifier: nothing reused
+    calls.clear()
+    protocols.run(real, _toy(8, seed=5), [12], [0], None, 12, spec, log=lambda m: None,
+                  cache=protocols.SeedCache(cache_path))
+    assert len(calls) == 2  # another test set: nothing reused

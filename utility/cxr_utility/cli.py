@@ -50,8 +50,14 @@ def main():
               help="Synthetic (and classic-augmentation) images added per class.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="utility.json", show_default=True,
               help="The results as JSON; the table goes to OUT with .md.")
-def run(real_dir, test_dir, synthetic, sizes, seeds, steps, synthetic_per_class, out):
-    """TRTR, real + classic augmentation, and with --synthetic TSTR and real + synthetic, at each size."""
+@click.option("--fresh", is_flag=True, help="Retrain every model instead of reusing those in OUT's .seeds.jsonl.")
+def run(real_dir, test_dir, synthetic, sizes, seeds, steps, synthetic_per_class, out, fresh):
+    """TRTR, real + classic augmentation, and with --synthetic TSTR and real + synthetic, at each size.
+
+    Every trained model's predictions are appended to OUT with .seeds.jsonl as soon as they exist:
+    the same command after an interruption (or with more sizes, seeds or --synthetic sets) trains
+    only the models it lacks. A model is reused only for the very same images and classifier.
+    """
     from cxr_runtime.io import atomic_write_json, atomic_write_text
     from cxr_utility import protocols
     from cxr_utility.classifier import ClassifierSpec
@@ -72,8 +78,14 @@ def run(real_dir, test_dir, synthetic, sizes, seeds, steps, synthetic_per_class,
         bad = [n for n in (*sizes, *syn) if n > full]
         if bad:
             _fail(f"sizes {bad} exceed the {full} real images of the smallest class")
+        cache_path = out.with_suffix(".seeds.jsonl")
+        if fresh and cache_path.exists():
+            cache_path.unlink()
+        cache = protocols.SeedCache(cache_path)
+        if cache.lines:
+            _log(f"cxr-utility: {len(cache.lines)} trained models in {cache_path} are reused where they match")
         result = protocols.run(real, test, sizes, list(range(seeds)), syn, synthetic_per_class,
-                               ClassifierSpec(steps=steps), log=_log)
+                               ClassifierSpec(steps=steps), log=_log, cache=cache)
     except (CxrError, ValueError) as e:
         _fail(str(e))
     result.update(real=str(real_dir), test=str(test_dir), synthetic=folders)

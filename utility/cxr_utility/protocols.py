@@ -19,7 +19,11 @@ test images and seeds in both)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -97,26 +101,81 @@ def classic_copies(real: Labelled, per_class: int, seed: int) -> Labelled:
     return combine(*parts)
 
 
+class SeedCache:
+    """What each trained classifier predicted, one JSON line per (arm, size, seed), appended and flushed
+    as soon as it exists: an interrupted `cxr-utility run` given the same cache redoes only the models
+    it lacks. A line counts only for the very same training set, test set, extra set and classifier
+    (its key is a hash of all four and the seed)."""
+
+    def __init__(self, path=None):
+        self.path = Path(path) if path else None
+        self.lines: dict[str, dict] = {}
+        if self.path and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                    self.lines[rec["key"]] = rec
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by the interruption itself: that model is trained again
+
+    @staticmethod
+    def key(train: Labelled, test: Labelled, extra: Labelled | None, spec: classifier.ClassifierSpec,
+            seed: int) -> str:
+        def ident(data: Labelled | None):
+            if data is None:
+                return None
+            return [list(data.files), data.labels.tolist(), hashlib.sha256(np.ascontiguousarray(
+                data.images, np.float32).tobytes()).hexdigest()]
+
+        text = json.dumps([ident(train), ident(test), ident(extra), spec.to_dict(), seed], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def get(self, key: str) -> dict | None:
+        return self.lines.get(key)
+
+    def put(self, key: str, record: dict) -> None:
+        record = {"key": key, **record}
+        self.lines[key] = record
+        if self.path:
+            torn = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
+            with open(self.path, "a") as f:
+                f.write(("\n" if torn else "") + json.dumps(record) + "\n")  # a torn last line stays apart
+                f.flush()
+                os.fsync(f.fileno())
+
+
 def train_arm(train: Labelled, test: Labelled, seeds: list[int], spec: classifier.ClassifierSpec,
-              log=None, keep_models: bool = False):
-    """(probabilities (seeds, test images), models if kept, seconds)."""
-    y = binary_labels(train)
-    probs, models, t0 = [], [], time.time()
+              log=None, extra: Labelled | None = None, cache: SeedCache | None = None):
+    """(probabilities on `test` (seeds, images), on `extra` (seeds, images) or None, seconds spent
+    training now). Seeds found in `cache` are not trained again."""
+    y, y_test = binary_labels(train), binary_labels(test)
+    cache = cache or SeedCache()
+    probs, extra_probs, t0 = [], [], time.time()
     for s in seeds:
-        model = classifier.train(train.images, y, s, spec)
-        probs.append(classifier.predict(model, test.images))
-        if keep_models:
-            models.append(model)
+        key = cache.key(train, test, extra, spec, s)
+        rec = cache.get(key)
+        how = "cached"
+        if rec is None:
+            model = classifier.train(train.images, y, s, spec)
+            rec = {"test": classifier.predict(model, test.images).tolist(),
+                   "extra": classifier.predict(model, extra.images).tolist() if extra is not None else None}
+            cache.put(key, rec)
+            how = "trained"
+        probs.append(np.asarray(rec["test"]))
+        if extra is not None:
+            extra_probs.append(np.asarray(rec["extra"]))
         if log:
-            log(f"  seed {s}: AUC {scores(probs[-1], binary_labels(test))['auc']:.3f}")
-    return np.stack(probs), models, time.time() - t0
+            log(f"  seed {s}: AUC {scores(probs[-1], y_test)['auc']:.3f} ({how})")
+    return np.stack(probs), (np.stack(extra_probs) if extra is not None else None), time.time() - t0
 
 
 def run(real: Labelled, test: Labelled, sizes: list[int], seeds: list[int],
         synthetic: dict[int, Labelled] | None = None, synthetic_per_class: int = 500,
-        spec: classifier.ClassifierSpec = classifier.ClassifierSpec(), log=print) -> dict:
+        spec: classifier.ClassifierSpec = classifier.ClassifierSpec(), log=print,
+        cache: SeedCache | None = None) -> dict:
     """Every protocol at every size; `synthetic[n]`: the synthetic images of a generator trained on
-    the size-n subset (for the full real set, n = its per-class count)."""
+    the size-n subset (for the full real set, n = its per-class count). With `cache`, models already
+    trained (an interrupted run) are not trained again."""
     synthetic = synthetic or {}
     y = binary_labels(test)
     arms, probs = [], {}
@@ -129,13 +188,14 @@ def run(real: Labelled, test: Labelled, sizes: list[int], seeds: list[int],
             plan += [("TSTR", syn), ("real+synthetic", combine(sub, syn))]
         for name, train_set in plan:
             log(f"cxr-utility: {name} at {n} per class ({len(train_set)} training images, {len(seeds)} seeds)")
-            p, models, seconds = train_arm(train_set, test, seeds, spec, log, keep_models=name == "TRTR" and n in synthetic)
+            extra = synthetic[n] if name == "TRTR" and n in synthetic else None  # for label fidelity
+            p, extra_p, seconds = train_arm(train_set, test, seeds, spec, log, extra=extra, cache=cache)
             key = f"{name}@{n}"
             probs[key] = p
             arms.append({"arm": name, "per_class": n, "training_images": train_set.counts(), "seconds": round(seconds, 1),
                          **summarise(p, y)})
-            if models:
-                fidelity[n] = label_fidelity(models, synthetic[n])
+            if extra_p is not None:
+                fidelity[n] = label_fidelity(extra_p, synthetic[n])
     differences = []
     for n in sizes:
         for other in ("real+synthetic", "real+classic"):
@@ -162,10 +222,11 @@ def _per_class(data: Labelled, n: int) -> Labelled:
     return combine(*parts)
 
 
-def label_fidelity(models, synthetic: Labelled) -> dict[str, float]:
-    """Share of each class's synthetic images that the real-trained classifiers (their mean
-    probability) put in the class the generator was asked for."""
-    prob = np.mean([classifier.predict(m, synthetic.images) for m in models], axis=0)
+def label_fidelity(probs: np.ndarray, synthetic: Labelled) -> dict[str, float]:
+    """Share of each class's synthetic images that the real-trained classifiers (`probs`: their
+    probabilities (seeds, images); the mean over seeds decides) put in the class the generator was
+    asked for."""
+    prob = np.asarray(probs).mean(axis=0)
     y = binary_labels(synthetic)
     return {c: float(((prob >= 0.5) == (y == 1))[synthetic.labels == i].mean()) for i, c in enumerate(synthetic.classes)}
 
