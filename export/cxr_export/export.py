@@ -85,10 +85,23 @@ def resolve_generator(source: str | os.PathLike | None, runs_root: str | os.Path
 
 
 def load_provenance(keras_path: Path) -> dict:
-    """generator.json (and config.json's data fingerprint) of the run that made the model."""
+    """generator.json (and config.json's data fingerprint) of the run that made the model.
+
+    The raw weights beside an EMA generator (`generator-raw.keras`, named `raw_model` in
+    generator.json) have no file of their own: they take the run's, with `weights: raw`, so
+    that their export keeps the run's classes, config and data fingerprint.
+    """
+    keras_path = Path(keras_path)
     info_path = keras_path.with_suffix(".json")
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    return info
+    if info_path.is_file():
+        return json.loads(info_path.read_text())
+    shared = keras_path.parent / "generator.json"
+    if shared.is_file():
+        info = json.loads(shared.read_text())
+        if info.get("raw_model") == keras_path.name:
+            info = {k: v for k, v in info.items() if k != "raw_model"}
+            return {**info, "model": keras_path.name, "weights": "raw"}
+    return {}
 
 
 def convert(generator, opset: int = OPSET) -> onnx.ModelProto:
@@ -142,6 +155,7 @@ def provenance_metadata(generator, info: dict, keras_path: Path, citation: str, 
         "run_id": str(info.get("run_id", "")),
         "epoch": str(info.get("epoch", "")),
         "step": str(info.get("step", "")),
+        "weights": str(info.get("weights", "")),
         "config_hash": str(info.get("config_hash", "")),
         "data_sha256": str(info.get("data_sha256", "")),
         "data_count": str(info.get("data_count", "")),

@@ -4,6 +4,7 @@ refused clearly where a class is missing or not the model's."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -26,7 +27,9 @@ def labelled_run(kermany, tmp_path_factory):
         (tmp / "data" / c).mkdir(parents=True)
         for p in sorted((kermany / "train" / c).iterdir())[:8]:
             (tmp / "data" / c / p.name).symlink_to(p)
-    run = train(preset("smoke"), tmp / "data", out_root=tmp / "runs", log=lambda m: None)
+    # with an EMA, so that the run also keeps G's raw weights (generator-raw.keras)
+    cfg = dataclasses.replace(preset("smoke"), ema_halflife=4.0)
+    run = train(cfg, tmp / "data", out_root=tmp / "runs", log=lambda m: None)
     return run, tmp / "data", tmp
 
 
@@ -51,6 +54,7 @@ def test_the_model_takes_the_class_beside_z(exported, labelled_run):
     assert [i.name for i in model.graph.input][:2] == ["z", "label"]
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["classes"]) == ["NORMAL", "PNEUMONIA"] and meta["latent_dim"] == "16"
+    assert meta["weights"] == "ema"
     gen = Generator(exported, device="cpu")
     assert gen.classes == ("NORMAL", "PNEUMONIA") and gen.latent_dim == 16
     keras_g = load_generator(run / "generator.keras")
@@ -64,6 +68,23 @@ def test_the_model_takes_the_class_beside_z(exported, labelled_run):
     np.testing.assert_array_equal(gen.sample(4, seed=3, label=0, batch_size=3), a)  # name or index, any batch
     int8 = Generator(exported.with_suffix(".int8.onnx"), device="cpu")
     assert int8.classes == gen.classes and int8.sample(2, label="PNEUMONIA").shape == (2, 32, 32)
+
+
+def test_the_raw_weights_export_as_the_same_labelled_model(labelled_run, tmp_path):
+    """generator-raw.keras has no provenance file of its own: its export takes the run's (the
+    classes among it) and says the weights are raw; without that it would be a one-class model."""
+    from cxr_export.cli import main
+    from cxr_runtime import Generator
+
+    run, _, _ = labelled_run
+    assert (run / "generator-raw.keras").is_file()
+    out = tmp_path / "raw.onnx"
+    r = CliRunner().invoke(main, [str(run / "generator-raw.keras"), "--out", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta["weights"] == "raw" and json.loads(meta["classes"]) == ["NORMAL", "PNEUMONIA"]
+    assert meta["run_id"] == run.name and meta["latent_dim"] == "16"
+    assert Generator(out, device="cpu").sample(2, label="PNEUMONIA").shape == (2, 32, 32)
 
 
 def test_a_class_is_required_and_must_be_the_models(exported, tmp_path):
