@@ -189,3 +189,25 @@ def test_an_interrupted_run_resumes_from_its_seed_cache(tmp_path, monkeypatch):
     protocols.run(real, _toy(8, seed=5), [12], [0], None, 12, spec, log=lambda m: None,
                   cache=protocols.SeedCache(cache_path))
     assert len(calls) == 2  # another test set: nothing reused
+
+
+def test_subset_writes_exactly_the_images_run_uses(kermany, tmp_path):
+    """`cxr-utility subset` copies the nested subset `run --sizes` trains on (so a generator can be
+    trained on those images only); the same command again is a no-op, another subset in the same
+    folder or a size the data lacks is refused."""
+    out = tmp_path / "s10"
+    r = CliRunner().invoke(main, ["subset", "--real", str(kermany / "train"), "--per-class", "10", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    want = nested_subset(load_labelled(kermany / "train"), 10)
+    got = load_labelled(out)
+    assert got.counts() == {"NORMAL": 10, "PNEUMONIA": 10} and got.files == want.files
+    np.testing.assert_array_equal(got.images, want.images)
+    assert json.loads((out / "subset.json").read_text())["per_class"] == 10
+    r = CliRunner().invoke(main, ["subset", "--real", str(kermany / "train"), "--per-class", "10", "--out", str(out)])
+    assert r.exit_code == 0 and "already holds" in r.output
+    r = CliRunner().invoke(main, ["subset", "--real", str(kermany / "train"), "--per-class", "25", "--out", str(out)])
+    assert r.exit_code == 2 and "does not hold this subset" in r.output
+    assert load_labelled(out).counts() == {"NORMAL": 10, "PNEUMONIA": 10}  # untouched
+    r = CliRunner().invoke(main, ["subset", "--real", str(kermany / "train"), "--per-class", "500",
+                                  "--out", str(tmp_path / "big")])
+    assert r.exit_code == 2 and "fewer than 500" in r.output and not (tmp_path / "big").exists()

@@ -98,6 +98,46 @@ def run(real_dir, test_dir, synthetic, sizes, seeds, steps, synthetic_per_class,
 
 @main.command()
 @click.option("--real", "real_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Real training images, one subfolder per class.")
+@click.option("--per-class", type=click.IntRange(1), required=True, help="Images per class.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="New folder: OUT/CLASS/ with copies of the subset's files, and OUT/subset.json.")
+def subset(real_dir, per_class, out):
+    """Write the nested real subset `run --sizes` uses at PER_CLASS images per class, so that a
+    generator can be trained on exactly the images that classifier sees (and no more).
+
+    The same command again is a no-op when OUT already holds that subset; a different OUT content
+    is refused rather than mixed.
+    """
+    import shutil
+
+    from cxr_runtime.io import atomic_write_json
+    from cxr_utility.data import SUBSET_SEED, load_labelled, nested_subset
+
+    try:
+        chosen = nested_subset(load_labelled(real_dir), per_class)
+    except (CxrError, ValueError) as e:
+        _fail(str(e))
+    record = {"real": str(real_dir), "per_class": per_class, "subset_seed": SUBSET_SEED, "files": chosen.files}
+    manifest = out / "subset.json"
+    if out.exists() and any(out.iterdir()):
+        try:
+            same = json.loads(manifest.read_text())["files"] == chosen.files
+        except (OSError, ValueError, KeyError):
+            same = False
+        if not same:
+            _fail(f"{out} exists and does not hold this subset; give a new folder")
+        click.echo(f"{out} already holds the {per_class}-per-class subset")
+        return
+    for f in chosen.files:
+        (out / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(real_dir / f, out / f)
+    atomic_write_json(manifest, record)  # last: a folder without it is an unfinished one, refused above
+    click.echo(f"wrote {len(chosen.files)} images ({per_class} per class of {', '.join(chosen.classes)}) to {out}")
+
+
+@main.command()
+@click.option("--real", "real_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Real images (a class subfolder, or a folder of images).")
 @click.option("--synthetic", "syn_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Synthetic images of the same class.")
