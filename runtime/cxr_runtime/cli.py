@@ -126,15 +126,21 @@ def sample(n, model, out, seed, batch_size, device, fmt, engine, address, worker
     the files already written are kept and the rest are added (cxr_runtime.sampling).
     With --engine ray the index range is split into shards written by Ray actors into OUT
     (a folder every node can reach); same seed, N and model give the same bytes per file as
-    the local engine (cxr_runtime.distributed).
+    the local engine (cxr_runtime.distributed); a labelled model's classes one after the
+    other, each into OUT/CLASS.
     """
     plan = _class_plan(label, class_counts, n)
     if engine == "ray":
         if plan:
-            raise click.UsageError("--class and --classes are not supported with --engine ray yet; sample each "
-                                   "class with the local engine")
-        _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, workers, shard_size, cpus_per_worker,
-                       latent_scale)
+            from cxr_runtime.generator import Generator
+
+            with reported():  # every class checked before anything is written
+                gen = Generator(model, device="cpu", threads=1)
+                for name, _ in plan:
+                    gen.class_index(name)
+        for name, count in plan or [(None, n)]:  # a labelled model: one set per class, OUT/CLASS/
+            _sample_on_ray(count, model, out / name if name else out, seed, batch_size, device, fmt, address,
+                           workers, shard_size, cpus_per_worker, latent_scale, name)
         return
     if fmt == "parquet" or address or shard_size:
         raise click.UsageError("--format parquet, --address and --shard-size need --engine ray")
@@ -224,7 +230,7 @@ def _said_written(result, out, n, how: str) -> None:
 
 
 def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, workers, shard_size, cpus_per_worker,
-                   latent_scale):
+                   latent_scale, label=None):
 
     _quiet_native()
     for name in ("ray", "ray.data"):  # this process is ours: Ray's progress chatter off, our own lines only
@@ -243,8 +249,8 @@ def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, worker
         result = distributed.sample(model, out, n, seed=seed, fmt=fmt, workers=workers, shard_size=shard_size,
                                     address=address, device=device,
                                     cpus_per_worker=cpus_per_worker, batch_size=batch_size, progress=progress,
-                                    latent_scale=latent_scale, on_resume=_resuming)
-    _said_written(result, out, n, f"on Ray, {workers} workers")
+                                    latent_scale=latent_scale, on_resume=_resuming, label=label)
+    _said_written(result, out, n, (f"class {label}, " if label else "") + f"on Ray, {workers} workers")
 
 
 @main.command()

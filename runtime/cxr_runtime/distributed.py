@@ -133,7 +133,8 @@ class ShardWriter:
     """
 
     def __init__(self, model: str, expected_sha256: str, out: str, n: int, seed: int, fmt: str,
-                 batch_size: int | None, threads: int | None, device: str, latent_scale: float | None = None):
+                 batch_size: int | None, threads: int | None, device: str, latent_scale: float | None = None,
+                 label: str | None = None):
         from cxr_runtime.generator import Generator
 
         self.gen = Generator(model, device=device, threads=threads, latent_scale=latent_scale)
@@ -141,8 +142,9 @@ class ShardWriter:
             raise ModelError(f"the model at {model} on {socket.gethostname()} is not the driver's "
                              f"({self.gen.sha256[:12]} vs {expected_sha256[:12]}): put it on shared storage")
         self.out, self.n, self.seed, self.fmt, self.batch_size = Path(out), n, seed, fmt, batch_size
+        self.label = label
         exported = self.gen.metadata.get("exported", "")
-        self.writer = None if fmt == "parquet" else SetWriter(out, n, seed, fmt, expected_sha256, exported)
+        self.writer = None if fmt == "parquet" else SetWriter(out, n, seed, fmt, expected_sha256, exported, label or "")
         self.node, self.gpu_ids = socket.gethostname(), []
         try:
             import ray
@@ -157,7 +159,7 @@ class ShardWriter:
             self._parquet(start, end)
             return
         for i, images in self.gen.batches(end, seed=self.seed, batch_size=self.batch_size, start=start,
-                                          raw=self.writer.raw):
+                                          raw=self.writer.raw, label=self.label):
             for k, image in enumerate(images):
                 self.writer.write(i + k, image)
 
@@ -168,13 +170,17 @@ class ShardWriter:
         from cxr_runtime.images import encode_png
 
         pngs = [encode_png(image) for _, images in
-                self.gen.batches(end, seed=self.seed, batch_size=self.batch_size, start=start) for image in images]
-        table = pa.table({
+                self.gen.batches(end, seed=self.seed, batch_size=self.batch_size, start=start, label=self.label)
+                for image in images]
+        columns = {
             "index": pa.array(np.arange(start, end, dtype=np.int64)),
             "seed": pa.array(np.full(end - start, self.seed, dtype=np.int64)),
             "model_sha256": pa.array([self.gen.sha256] * (end - start), pa.string()),
             "png": pa.array(pngs, pa.binary()),
-        })
+        }
+        if self.label is not None:
+            columns["class"] = pa.array([self.label] * (end - start), pa.string())
+        table = pa.table(columns)
         with atomic_path(self.out / _part_name(start, end), suffix=".parquet") as tmp:
             pq.write_table(table, tmp)
 
@@ -214,14 +220,16 @@ def _worker_error(e: BaseException) -> str:
 def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int = 0, fmt: str = "png",
            workers: int = 2, shard_size: int | None = None, address: str | None = None, device: str = "cpu",
            cpus_per_worker: float = 1, batch_size: int | None = None, progress=None, on_resume=None,
-           writer_cls=ShardWriter, latent_scale: float | None = None) -> SampleResult:
+           writer_cls=ShardWriter, latent_scale: float | None = None, label=None) -> SampleResult:
     """Write images 0 .. n-1 of `model` for `seed` into `out` with `workers` Ray actors.
 
     address: None starts a local Ray instance for the call (and stops it after); "auto" or
     "ray://host:10001" joins an existing cluster (a Ray already initialised in this process is
     used as it is). device: cpu; cuda (Ray reserves one GPU per actor and narrows its
     CUDA_VISIBLE_DEVICES to it); auto (the same when the cluster has GPUs, else cpu); a GPU
-    number (cuda:N) is refused. latent_scale: as Generator's (None: the model's own).
+    number (cuda:N) is refused. latent_scale: as Generator's (None: the model's own). label: the
+    class (name or index) of every image, for a labelled model (required there): the same files
+    as the local engine's set of that class.
     progress(done, n) after each
     shard; on_resume(done, n) once when the folder already holds `done` images of the set. Returns sampling.SampleResult. Raises RayUnavailable, SampleSetError,
     ModelError, DistributedError (one line each).
@@ -240,13 +248,16 @@ def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int =
                                "worker), auto (a GPU per worker when the cluster has GPUs) or cpu")
     model = str(Path(model).resolve())
     local = Generator(model, device="cpu", threads=1, latent_scale=latent_scale)  # a bad model fails here, first
+    if label is not None or local.classes:
+        local._labels(label, 0)  # a missing or unknown class fails here, before the folder is touched
+        label = local.classes[local.class_index(label)]
     ext = "parquet" if fmt == "parquet" else EXTENSIONS[fmt]
     if fmt == "dicom":
         from cxr_runtime import dicom
 
         dicom.check_available()  # DICOM without pydicom fails here, on the driver
     out = check_folder(out).resolve()
-    identity = set_identity(local, seed, n, fmt)
+    identity = set_identity(local, seed, n, fmt, label)
     manifest_name = PARQUET_MANIFEST if fmt == "parquet" else MANIFEST
     complete, _ = open_set(out, identity, ext, manifest_name)
     if complete:
@@ -283,7 +294,7 @@ def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int =
                 num_gpus=gpus, fn_constructor_kwargs={
                     "model": model, "expected_sha256": local.sha256, "out": str(out), "n": n, "seed": seed,
                     "fmt": fmt, "batch_size": batch_size, "threads": max(1, int(cpus_per_worker)),
-                    "device": device if gpus else "cpu", "latent_scale": local.latent_scale})
+                    "device": device if gpus else "cpu", "latent_scale": local.latent_scale, "label": label})
             for row in results.iter_rows():
                 done += int(row["end"]) - int(row["start"])
                 nodes.add(str(row["node"]))
@@ -305,12 +316,14 @@ def sample(model: str | os.PathLike, out: str | os.PathLike, n: int, seed: int =
     if missing:
         raise DistributedError(f"shards {missing[:3]} did not finish; run the same command again to complete the set")
     leftovers = remove_leftovers(out)
-    writer = SetWriter(out, n, seed, fmt, local.sha256, local.metadata.get("exported", "")) if fmt == "dicom" else None
-    fields = manifest_fields(n, "png" if fmt == "parquet" else fmt, seed, local, model, writer)
+    writer = SetWriter(out, n, seed, fmt, local.sha256, local.metadata.get("exported", ""),
+                       label or "") if fmt == "dicom" else None
+    fields = manifest_fields(n, "png" if fmt == "parquet" else fmt, seed, local, model, writer, label)
     if fmt == "parquet":
         fields.update({"format": "parquet", "files": "part-<start>-<end>.parquet, one per shard (12-digit indices)",
                        "parquet_columns": {"index": "int64", "seed": "int64", "model_sha256": "string",
-                                           "png": "binary (the PNG file the png format writes)"}})
+                                           "png": "binary (the PNG file the png format writes)",
+                                           **({"class": "string"} if label is not None else {})}})
     atomic_write_json(out / manifest_name, {
         **fields,
         "engine": "ray",

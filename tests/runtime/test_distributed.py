@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from cxr_runtime import Generator, sampling
 from cxr_runtime.cli import main
+from cxr_runtime.errors import LabelError
 
 from .onnx_models import tiny_generator
 
@@ -290,3 +291,29 @@ def test_auto_reserves_a_gpu_per_worker_on_a_cluster_with_gpus(model, tmp_path):
     assert set(manifest["ray"]["gpu_ids"]) <= {"0", "1"} and manifest["ray"]["gpu_ids"]
     assert manifest["providers"] == ["CPUExecutionProvider"]
     assert _same_files(local["png"], out) == N
+
+
+def test_a_labelled_model_on_ray_writes_the_local_files_of_each_class(local_ray, tmp_path):
+    """--classes with --engine ray: OUT/CLASS/ per class, each byte for byte the local engine's set
+    of that class (any shard size), the class in the manifest; a bad class fails before anything is
+    written, a labelled model without a class fails with its one line."""
+    m = tiny_generator(tmp_path / "labelled.onnx", size=32, classes=("NORMAL", "PNEUMONIA"))
+    gen = Generator(m, device="cpu")
+    for name in gen.classes:
+        sampling.sample_to_folder(gen, tmp_path / "local" / name, 12, seed=2, batch_size=5, label=name)
+    r = CliRunner().invoke(main, ["sample", "--model", str(m), "--out", str(tmp_path / "ray"), "--seed", "2",
+                                  "--engine", "ray", "--workers", "2", "--shard-size", "5",
+                                  "--classes", "NORMAL=12,PNEUMONIA=12"])
+    assert r.exit_code == 0, r.output
+    for name in gen.classes:
+        assert _same_files(tmp_path / "local" / name, tmp_path / "ray" / name) == 12
+        manifest = json.loads((tmp_path / "ray" / name / "manifest.json").read_text())
+        assert manifest["class"] == name and manifest["engine"] == "ray"
+    a, b = (tmp_path / "ray" / c / "sample-000000.png" for c in gen.classes)  # the classes' images differ
+    assert a.read_bytes() != b.read_bytes()
+    r = CliRunner().invoke(main, ["sample", "--model", str(m), "--out", str(tmp_path / "bad"), "--engine", "ray",
+                                  "--classes", "NORMAL=4,COVID=4"])
+    assert r.exit_code != 0 and "COVID" in r.output and not (tmp_path / "bad").exists()
+    with pytest.raises(LabelError, match="labelled model"):
+        distributed.sample(m, tmp_path / "none", 4, workers=1)
+    assert not (tmp_path / "none").exists()
