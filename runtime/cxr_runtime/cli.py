@@ -289,7 +289,12 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
     from cxr_runtime.evaluation import labelled_pair, score_sets
 
     _quiet_native()
-    with reported():  # a CxrError: its one line and exit code
+    with reported():  # a CxrError: its one line and exit code (a bad --utility file before any scoring)
+        utility = None
+        if utility_file is not None:
+            from cxr_runtime.utility_table import load
+
+            utility = load(utility_file)
         classes = labelled_pair(fake_dir, real_dir)
 
     def one(fake_d, real_d, held_d, train_d) -> dict:
@@ -517,30 +522,38 @@ def _audit_one(fake_dir, train_dir, heldout_dir, out, threshold, detail_threshol
 @click.option("--train", "train_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The generator's training images (audit and reference scale).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="report.html", show_default=True)
-def report(fake_dir, real_dir, train_dir, out):
+@click.option("--utility", "utility_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A `cxr-utility run` result (its JSON --out): its tables are added as a section of the page.")
+def report(fake_dir, real_dir, train_dir, out, utility_file):
     """One self-contained HTML page: sample grid, every metric beside its real-vs-real
     reference, the memorisation audit with its flagged pairs and nearest-neighbour histograms.
     Labelled folders (--fake, --real and --train with one subfolder per class): one page per
-    class, OUT with the class before its suffix (report-NORMAL.html, ...)."""
+    class, OUT with the class before its suffix (report-NORMAL.html, ...). --utility adds the
+    classifier tables of a `cxr-utility run` (to every page: they cover all classes)."""
     from cxr_runtime.errors import CxrError
     from cxr_runtime.evaluation import labelled_pair
 
     _quiet_native()
     if out.exists() and out.is_dir():
         _fail(f"--out {out} is a folder")
-    with reported():  # a CxrError: its one line and exit code
+    with reported():  # a CxrError: its one line and exit code (a bad --utility file before any scoring)
+        utility = None
+        if utility_file is not None:
+            from cxr_runtime.utility_table import load
+
+            utility = load(utility_file)
         classes = labelled_pair(fake_dir, real_dir)
         if classes and labelled_pair(fake_dir, train_dir) != classes:
             raise CxrError(f"--train {train_dir} needs the class subfolders of --fake ({', '.join(classes)})")
     if not classes:
-        _report_one(fake_dir, real_dir, train_dir, out)
+        _report_one(fake_dir, real_dir, train_dir, out, utility, utility_file)
         return
     for c in classes:
         _report_one(Path(fake_dir) / c, Path(real_dir) / c, Path(train_dir) / c,
-                    out.with_name(f"{out.stem}-{c}{out.suffix or '.html'}"))
+                    out.with_name(f"{out.stem}-{c}{out.suffix or '.html'}"), utility, utility_file)
 
 
-def _report_one(fake_dir, real_dir, train_dir, out) -> None:
+def _report_one(fake_dir, real_dir, train_dir, out, utility=None, utility_file=None) -> None:
     from cxr_runtime.report import build_report
     from cxr_runtime.sampling import check_folder
 
@@ -549,7 +562,7 @@ def _report_one(fake_dir, real_dir, train_dir, out) -> None:
     train = _load_or_fail(train_dir, "--train", 128, "stretch")
     with reported():  # a CxrError: its one line and exit code
         check_folder(out.parent if str(out.parent) else Path("."))
-        html = build_report(fake, real, train)
+        html = build_report(fake, real, train, utility, str(utility_file or ""))
     from cxr_runtime.io import atomic_write_text
 
     atomic_write_text(out, html)

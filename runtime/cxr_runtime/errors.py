@@ -88,6 +88,10 @@ class LabelError(CxrError, ValueError):
     """A class a model does not have, a class for an unlabelled model, or none for a labelled one."""
 
 
+class UtilityResultError(CxrError, ValueError):
+    """A file given as a `cxr-utility run` result that is not one."""
+
+
 class DistributedError(CxrError):
     """The Ray job failed (a shard kept failing, the cluster cannot be reached)."""
 

@@ -46,8 +46,25 @@ def _histogram_svg(series: dict[str, np.ndarray], threshold: float, width=520, h
     return "".join(parts)
 
 
-def build_report(fake, real, train) -> str:
-    """`fake`, `real`, `train`: cxr_runtime.images.ImageSet. Returns the HTML page."""
+def _utility_section(result: dict, source: str) -> str:
+    from cxr_runtime.utility_table import html_tables
+
+    seeds = len(result.get("seeds") or ())
+    return f"""<h2>What the images do for a classifier</h2>
+<div id="utility">
+<p>From {html.escape(source)} (<code>cxr-utility run</code>): a fixed small CNN trained on real images (TRTR),
+synthetic images alone (TSTR), real with synthetic images, or real with classically augmented copies, each
+with {seeds or "several"} seeds, tested on real held-out patients ({html.escape(str(result.get("test", "")))}).
+AUC with its 95 % interval (bootstrap over test images and seeds); differences are paired. Label fidelity: the
+share of each class's synthetic images that the real-trained classifier puts in the requested class.
+Definitions: docs/utility.md.</p>
+{html_tables(result)}
+</div>"""
+
+
+def build_report(fake, real, train, utility: dict | None = None, utility_source: str = "") -> str:
+    """`fake`, `real`, `train`: cxr_runtime.images.ImageSet; `utility`: a `cxr-utility run`
+    result (cxr_runtime.utility_table.load), shown as its own section. Returns the HTML page."""
     from cxr_runtime import audit as au
     from cxr_runtime import quality as q
     from cxr_runtime.images import make_grid, side_by_side, to_uint8
@@ -122,5 +139,6 @@ detail / {s["detail_threshold"]:g}), flagged at 1. Pairs: generated | nearest tr
 registered onto the generated one.</p>
 <div id="histogram">{hist}</div>
 <div id="pairs">{"".join(pairs)}</div>
+{_utility_section(utility, utility_source) if utility else ""}
 </body></html>
 """

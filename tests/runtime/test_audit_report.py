@@ -221,3 +221,39 @@ def test_every_training_image_shifted_up_to_10px_and_damaged_is_flagged(kermany,
     nn = au.nearest(copies, train)
     assert np.all(nn["index"] == np.arange(len(train)))
     assert au.flagged(nn).all(), (nn["ncc"].min(), nn["detail"].min())
+
+
+def _utility_result():
+    """A `cxr-utility run` result as the harness writes it (tests/utility builds real ones)."""
+    arm = {"training_images": {"NORMAL": 10, "PNEUMONIA": 10}, "auc_ci": [0.8, 0.95], "balanced_accuracy": 0.84,
+           "sensitivity": 0.76, "specificity": 0.93}
+    return {"seeds": [0, 1, 2, 3, 4], "test": "heldout",
+            "arms": [{**arm, "arm": "TRTR", "per_class": 10, "auc": 0.919},
+                     {**arm, "arm": "real+synthetic", "per_class": 10, "auc": 0.931,
+                      "training_images": {"NORMAL": 510, "PNEUMONIA": 510}}],
+            "differences": [{"per_class": 10, "arm": "real+synthetic", "against": "TRTR", "difference": 0.012,
+                             "ci": [-0.004, 0.027]}],
+            "label_fidelity": {"10": {"NORMAL": 0.97, "PNEUMONIA": 0.912}}}
+
+
+def test_report_shows_a_utility_result_and_refuses_a_file_that_is_not_one(sets, tmp_path):
+    good = tmp_path / "utility.json"
+    good.write_text(json.dumps(_utility_result()))
+    out = tmp_path / "report.html"
+    args = ["report", "--fake", str(sets["heldout"]), "--real", str(sets["heldout"]), "--train", str(sets["train"])]
+    r = CliRunner().invoke(main, [*args, "--out", str(out), "--utility", str(good)])
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    p = _Collect()
+    p.feed(page)
+    assert "utility" in p.ids and "What the images do for a classifier" in page
+    for cell in ("0.931 [0.800, 0.950]", "+0.012 [-0.004, +0.027]", "91.2%", "1020"):
+        assert cell in page, cell
+    bad = tmp_path / "bad.json"
+    for text, why in (("{}", "not a `cxr-utility run` result"), ("not json", "is not JSON"),
+                      (json.dumps({**_utility_result(), "arms": []}), "holds no trained arm")):
+        bad.write_text(text)
+        r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b.html"), "--utility", str(bad)])
+        assert r.exit_code == 2 and why in r.output and not (tmp_path / "b.html").exists(), r.output
+    r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "c.html"), "--utility", str(tmp_path / "none.json")])
+    assert r.exit_code == 2 and "cannot read" in r.output

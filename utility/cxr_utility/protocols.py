@@ -277,22 +277,8 @@ def calibrate_detector(real: np.ndarray, seed: int = 0, folds: int = 5,
 
 
 def markdown(result: dict) -> str:
-    """The utility table: one line per arm and size, then the differences."""
-    lines = ["| arm | real per class | training images | AUC (95 % CI) | balanced accuracy | sensitivity | "
-             "specificity |", "|---|---|---|---|---|---|---|"]
-    for a in result["arms"]:
-        lines.append(f"| {a['arm']} | {a['per_class']} | {sum(a['training_images'].values())} | {a['auc']:.3f} "
-                     f"[{a['auc_ci'][0]:.3f}, {a['auc_ci'][1]:.3f}] | {a['balanced_accuracy']:.3f} | "
-                     f"{a['sensitivity']:.3f} | {a['specificity']:.3f} |")
-    if result.get("differences"):
-        lines += ["", "| real per class | arm | against | AUC difference (95 % CI) |", "|---|---|---|---|"]
-        for d in result["differences"]:
-            lines.append(f"| {d['per_class']} | {d['arm']} | {d['against']} | {d['difference']:+.3f} "
-                         f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] |")
-    if result.get("label_fidelity"):
-        lines += ["", "| generator's real per class | " + " | ".join(
-            f"label fidelity {c}" for c in next(iter(result["label_fidelity"].values()))) + " |"]
-        lines.append("|---|" + "---|" * len(next(iter(result["label_fidelity"].values()))))
-        for n, v in result["label_fidelity"].items():
-            lines.append(f"| {n} | " + " | ".join(f"{x:.1%}" for x in v.values()) + " |")
-    return "\n".join(lines)
+    """The utility table: one line per arm and size, then the differences and the label fidelity
+    (cxr_runtime.utility_table, which the HTML report renders too)."""
+    from cxr_runtime.utility_table import markdown as _markdown
+
+    return _markdown(result)
