@@ -289,12 +289,7 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
     from cxr_runtime.evaluation import labelled_pair, score_sets
 
     _quiet_native()
-    with reported():  # a CxrError: its one line and exit code (a bad --utility file before any scoring)
-        utility = None
-        if utility_file is not None:
-            from cxr_runtime.utility_table import load
-
-            utility = load(utility_file)
+    with reported():  # a CxrError: its one line and exit code
         classes = labelled_pair(fake_dir, real_dir)
 
     def one(fake_d, real_d, held_d, train_d) -> dict:
