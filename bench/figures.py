@@ -13,6 +13,9 @@ left (clavicle, shoulder, often the side marker), the right lung field with its 
 upper mediastinum with both clavicles and the spine.
 
     python bench/figures.py --crops --index 3 --out docs/figures/texture-crops.png base-s0@1000:ema
+
+A labelled model's class is named after the weights (`labelled-quick-proj-s0@1000:ema/PNEUMONIA`);
+give --real that class's held-out folder.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ def _samples(root: Path, key: str, n: int) -> np.ndarray:
 
     name, _, rest = key.partition("@")
     step, _, weights = rest.partition(":")
-    folder = root / name / "scores" / f"step-{int(step):09d}-{weights or 'ema'}" / "samples"
+    weights, _, label = weights.partition("/")  # a labelled model's class: NAME@STEP:WEIGHTS/CLASS
+    folder = root / name / "scores" / f"step-{int(step):09d}-{weights or 'ema'}" / "samples" / label
     files = sorted(folder.glob("sample-*.png"))[:n]
     if len(files) < n:
         raise SystemExit(f"{folder}: fewer than {n} samples")
@@ -66,7 +70,8 @@ def crops(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("keys", nargs="+", help="NAME@STEP:WEIGHTS of scored models (the sweep's row keys)")
+    ap.add_argument("keys", nargs="+", help="NAME@STEP:WEIGHTS of scored models (the sweep's row keys), "
+                                      "NAME@STEP:WEIGHTS/CLASS for one class of a labelled model")
     ap.add_argument("--runs", default=os.environ.get("CXR_RUNS", str(Path.home() / "cxr-runs")))
     ap.add_argument("--real", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "kermany-cxr"
                                           / "heldout" / "NORMAL"))
