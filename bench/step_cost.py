@@ -66,8 +66,8 @@ def variants() -> dict[str, dict]:
         "today + pixel noise": {**today, "g_noise": True},
         "today + D high-pass head 32": {**today, "d_highpass": 32},
         "today + spectrum loss": {**today, "g_spectral": 10.0},
-        "today, labelled (2 classes)": {**today, "classes": ("NORMAL", "PNEUMONIA")},
-        "today, labelled, projection D": {**today, "classes": ("NORMAL", "PNEUMONIA"), "d_condition": "projection"},
+        "today, labelled (2 classes, projection D)": {**today, "classes": ("NORMAL", "PNEUMONIA")},
+        "today, labelled, class channels in D": {**today, "classes": ("NORMAL", "PNEUMONIA"), "d_condition": "channels"},
     }
 
 

@@ -119,10 +119,11 @@ def test_the_projection_discriminator_reads_the_class_at_the_logit():
     assert build_discriminator(cfg.replace(d_condition="channels")).get_layer("d_conv1").kernel.shape[2] == 3
 
 
-def test_a_labelled_run_trains_with_the_projection_discriminator(labelled, tmp_path):
+def test_a_labelled_run_trains_with_class_channels_in_d(labelled, tmp_path):
+    """The other conditioning (the default is projection, which the other labelled tests train)."""
     from cxr_training.train import train
 
     data, _ = labelled
-    run = train(preset("smoke").replace(d_condition="projection"), data, out_root=tmp_path / "runs",
+    run = train(preset("smoke").replace(d_condition="channels"), data, out_root=tmp_path / "runs",
                 log=lambda m: None)
     assert (run / "generator.keras").is_file()

@@ -50,6 +50,19 @@ def test_tiny_config_builds_and_runs():
     assert d(x).shape == (3, 1)
 
 
+def test_the_labelled_default_is_the_projection_d_and_leaves_unlabelled_hashes_alone():
+    """Measured better (docs/results.md), projection is the labelled default; an unlabelled config's
+    hash ignores the field, and a labelled config written before it existed stays class channels."""
+    quick = preset("quick")
+    assert quick.d_condition == "projection"
+    assert quick.hash() == quick.replace(d_condition="channels").hash()  # no effect unlabelled
+    labelled = quick.replace(classes=("NORMAL", "PNEUMONIA"))
+    assert labelled.hash() != labelled.replace(d_condition="channels").hash()
+    old = {k: v for k, v in labelled.to_dict().items() if k != "d_condition"}
+    assert Config.from_dict(old).d_condition == "channels"
+    assert Config.from_dict({k: v for k, v in quick.to_dict().items() if k != "d_condition"}) == quick
+
+
 def test_config_validation_and_roundtrip():
     cfg = preset("quick")
     assert Config.from_dict(cfg.to_dict()) == cfg

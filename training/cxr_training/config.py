@@ -32,6 +32,8 @@ def opt(default, help: str, *, flag: str | None = None, choices=None, lo=None, h
 # Config fields that only say when to write what, or how exactly to compute it (not what is
 # trained): outside Config.hash.
 UNHASHED = frozenset({"checkpoint_minutes", "deterministic"})
+# Fields that only a labelled run (classes set) reads.
+UNLABELLED_NO_EFFECT = frozenset({"d_condition"})
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,11 @@ class Config:
                              lo=0.0)
     d_mbstd: bool = opt(False, "Minibatch standard-deviation channel in D before Flatten (Karras et al. 2018).",
                         flag="mbstd")
-    d_condition: str = opt("channels", "How a labelled run's D is told the class: channels (one constant channel "
-                                       "per class beside the image, Mirza and Osindero 2014) or projection (the "
-                                       "inner product of a class embedding with D's features added to its logit, "
-                                       "Miyato and Koyama 2018). Unlabelled runs: no effect.",
+    d_condition: str = opt("projection", "How a labelled run's D is told the class: projection (the inner product "
+                                         "of a class embedding with D's features added to its logit, Miyato and "
+                                         "Koyama 2018; measured better on every per-class metric, docs/results.md) "
+                                         "or channels (one constant channel per class beside the image, Mirza and "
+                                         "Osindero 2014). Unlabelled runs: no effect.",
                            choices=("channels", "projection"))
     d_highpass: int = opt(0, "A second head in D that sees only fine detail: the image minus its sigma-1 blur, "
                              "through 3x3 convolutions of this many channels (two stride-2) to a 1x1 convolution "
@@ -244,6 +247,8 @@ class Config:
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
         kw = {"precision": "float32"}  # configs written before the field existed trained in float32
+        if d.get("classes") and "d_condition" not in d:  # labelled runs before the field: class channels
+            kw["d_condition"] = "channels"
         if d.get("augment") == "adaptive" and "ada_start" not in d:  # before ada_start, ADA started at augment_p
             kw["ada_start"] = d.get("augment_p", 1.0)
         for k, v in d.items():
@@ -255,8 +260,10 @@ class Config:
     def hash(self) -> str:
         """Short content hash of the resolved config (provenance of exported models). Fields that
         cannot change what is trained (UNHASHED) are left out, so a run started before one of
-        them existed keeps its hash."""
-        blob = json.dumps({k: v for k, v in self.to_dict().items() if k not in UNHASHED}, sort_keys=True).encode("utf-8")
+        them existed keeps its hash; so are the labelled-only fields of an unlabelled run
+        (UNLABELLED_NO_EFFECT), so that their defaults can change without touching its hash."""
+        skip = UNHASHED | (UNLABELLED_NO_EFFECT if not self.classes else frozenset())
+        blob = json.dumps({k: v for k, v in self.to_dict().items() if k not in skip}, sort_keys=True).encode("utf-8")
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
