@@ -11,7 +11,6 @@ count).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -26,14 +25,13 @@ def rows_of(root: Path, name: str) -> list[dict]:
     """The run's epoch rows, each with `hours`: the step count times the run's step cost given with
     --cost (a step measured alone, in one process: bench/step_cost.py), else the run's own
     cumulative epoch time (training plus epoch-end work, which other work on the machine slows)."""
-    runs = sorted(p for p in (root / name).glob("[0-9]" * 5 + "-*") if (p / "metrics.jsonl").is_file())
+    from cxr_training.runs import RunFolder
+
+    runs = [run for run in RunFolder.under(root / name) if run.history]
     if not runs:
         raise SystemExit(f"no run folder with metrics.jsonl under {root / name}")
     rows, hours = [], 0.0
-    for line in (runs[-1] / "metrics.jsonl").read_text().splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
+    for r in runs[-1].history:
         hours += (r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0)) / 3600
         rows.append({**r, "hours": r["step"] * COSTS[name] / 3600 if name in COSTS else hours})
     return rows

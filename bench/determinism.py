@@ -33,6 +33,7 @@ configure()  # TensorFlow's settings as cxr-train runs it (oneDNN on, quiet star
 import json, statistics, sys, tempfile
 import numpy as np
 from cxr_training.config import preset
+from cxr_training.runs import RunFolder
 from cxr_training.train import train
 
 deterministic, steps, data, preset_name = sys.argv[1] == "1", int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -51,8 +52,7 @@ def diff(a, b):
 runs = [train(cfg, data, out_root=tempfile.mkdtemp(prefix="cxr-determinism-"), log=lambda m: None) for _ in range(2)]
 paused = train(cfg, data, out_root=tempfile.mkdtemp(prefix="cxr-determinism-"), log=lambda m: None, stop_at=half)
 resumed = train(resume_dir=paused, log=lambda m: None)
-per_step = [statistics.median(json.loads(line)["seconds_per_step"] for line in (r / "metrics.jsonl").read_text().splitlines())
-            for r in runs]
+per_step = [statistics.median(row["seconds_per_step"] for row in RunFolder(r).history) for r in runs]
 a, b, c = final(runs[0]), final(runs[1]), final(resumed)
 print(json.dumps({"max_abs_diff": diff(a, b), "resume_max_abs_diff": diff(a, c), "variables": len(a),
                   "seconds_per_step": per_step}))

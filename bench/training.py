@@ -5,7 +5,7 @@
     `tf.function` step fed numpy batches from Python, nothing else;
 (b) `cxr-train` itself, the paper preset with its defaults (precision auto, default
     strategy), run as a user runs it; its steady-state seconds per step are the median step
-    time it logs (metrics.csv, `seconds_per_step`), so start-up and epoch-end work are
+    time it logs (the metrics row's `seconds_per_step`), so start-up and epoch-end work are
     excluded;
 (c) `cxr-train --precision float32`, to separate what mixed precision gives from the rest;
 (d) `cxr-train --preset quick`: the recipe's step as the presets ship it (the lighter G and D,
@@ -19,7 +19,6 @@ cxr-train runs, reference again) so drift shows. Writes bench/training.json.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -86,10 +85,10 @@ def cxr_train_seconds_per_step(data: str, batch: int, steps: int, *extra: str, p
         subprocess.run([exe, "--preset", preset, "--data", data, "--out", out, "--epochs", "1",
                         "--steps-per-epoch", str(steps), "--batch-size", str(batch), *extra],
                        check=True, capture_output=True, env={**os.environ, "CXR_CACHE_DIR": "off"})
-        run = next(Path(out).iterdir())
-        precision = json.loads((run / "config.json").read_text())["config"]["precision"]
-        with open(run / "metrics.csv") as f:
-            return float(next(csv.DictReader(f))["seconds_per_step"]), precision
+        from cxr_training.runs import RunFolder
+
+        run = RunFolder.under(out)[0]
+        return float(run.history[0]["seconds_per_step"]), run.config.precision
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

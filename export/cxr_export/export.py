@@ -32,7 +32,7 @@ from cxr_runtime.contract import (
 )
 from cxr_runtime.io import atomic_write_bytes, atomic_write_json, sha256_file
 from cxr_runtime.quiet import quiet_stderr
-from cxr_training.runs import library_versions, newest_run
+from cxr_training.runs import RunFolder, library_versions, provenance
 from cxr_training.tfenv import import_tf
 
 PARITY_ATOL = 1e-5  # max |keras - onnx| allowed on [-1, 1] outputs, plain tf2onnx graph
@@ -63,45 +63,27 @@ class ParityReport:
 
 
 def resolve_generator(source: str | os.PathLike | None, runs_root: str | os.PathLike = "runs") -> Path:
-    """A run folder, or a generator.keras file, or (None) the newest finished run."""
+    """A run folder, or a generator.keras file, or (None) the newest finished run
+    (runs.RunFolder.finished)."""
     if source is None:
-        root = Path(runs_root)
-        finished = [p for p in sorted(root.iterdir()) if (p / "generator.keras").is_file()] if root.is_dir() else []
+        runs = RunFolder.under(runs_root)
+        finished = [r for r in runs if r.finished]
         if not finished:
-            newest = newest_run(root)
-            hint = f" ({newest.name} has not finished: resume it with cxr-train --resume {newest})" if newest else ""
-            raise ExportError(f"no finished run with a generator.keras under {root}{hint}")
-        return finished[-1] / "generator.keras"
+            hint = (f" ({runs[-1].name} has not finished: resume it with cxr-train --resume {runs[-1].path})"
+                    if runs else "")
+            raise ExportError(f"no finished run with a generator.keras under {Path(runs_root)}{hint}")
+        return finished[-1].generator_path()
     path = Path(source)
     if path.is_dir():
-        if not (path / "generator.keras").is_file():
+        keras_path = RunFolder(path).generator_path()
+        if not keras_path.is_file():
             raise ExportError(f"{path} has no generator.keras (not a finished run?)")
-        return path / "generator.keras"
+        return keras_path
     if not path.is_file():
         raise ExportError(f"not found: {path}")
     if path.suffix != ".keras":
         raise ExportError(f"expected a run folder or a .keras generator, got {path}")
     return path
-
-
-def load_provenance(keras_path: Path) -> dict:
-    """generator.json (and config.json's data fingerprint) of the run that made the model.
-
-    The raw weights beside an EMA generator (`generator-raw.keras`, named `raw_model` in
-    generator.json) have no file of their own: they take the run's, with `weights: raw`, so
-    that their export keeps the run's classes, config and data fingerprint.
-    """
-    keras_path = Path(keras_path)
-    info_path = keras_path.with_suffix(".json")
-    if info_path.is_file():
-        return json.loads(info_path.read_text())
-    shared = keras_path.parent / "generator.json"
-    if shared.is_file():
-        info = json.loads(shared.read_text())
-        if info.get("raw_model") == keras_path.name:
-            info = {k: v for k, v in info.items() if k != "raw_model"}
-            return {**info, "model": keras_path.name, "weights": "raw"}
-    return {}
 
 
 def convert(generator, opset: int = OPSET) -> onnx.ModelProto:
@@ -244,8 +226,8 @@ def _training_images(keras_path: Path, data_dir, image_size: int, purpose: str =
     from cxr_runtime.images import NoImagesError, load_folder
 
     resize = "stretch"
-    cfg_path = keras_path.parent / "config.json"
-    run_cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else None
+    run = RunFolder(keras_path.parent)
+    run_cfg = run.meta if run.started else None
     if data_dir is None:
         if run_cfg is None:
             raise ExportError(f"{purpose} needs the training images: pass --data DIR")
@@ -256,7 +238,7 @@ def _training_images(keras_path: Path, data_dir, image_size: int, purpose: str =
         images = load_folder(data_dir, size=image_size, resize=resize)
     except NoImagesError as e:
         raise ExportError(f"{purpose}: {e} (pass --data DIR)") from None
-    info = load_provenance(keras_path)  # generator.json: the data fingerprint the run recorded
+    info = provenance(keras_path)  # generator.json: the data fingerprint the run recorded
     recorded = info.get("data_sha256") or (run_cfg or {}).get("data", {}).get("sha256")
     count = info.get("data_count") or (run_cfg or {}).get("data", {}).get("count", "?")
     if recorded and images.fingerprint()["sha256"] != recorded and log is not None:
@@ -346,7 +328,7 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     generator = load_generator(keras_path)
     if len(generator.inputs) != 1 or len(generator.input_shape) != 2 or generator.output_shape[-1] != 1:
         raise ExportError(f"{keras_path} is not a latent -> one-channel image generator")
-    info = load_provenance(keras_path)
+    info = provenance(keras_path)
     classes = tuple((info.get("config") or {}).get("classes") or ())
     input_dim, size = int(generator.input_shape[-1]), int(generator.output_shape[1])
     latent_dim = input_dim - len(classes)  # a labelled G's input: the latent, then the one-hot class

@@ -2,7 +2,8 @@
 "Sweeps"). The top floor: it drives cxr-train, cxr-export and cxr-runtime as subprocesses.
 
     plan.py      plan files: parsing, checking, each entry's cxr-train options and Config
-    stages.py    running a stage as a subprocess (signals passed on); what a run folder holds
+    stages.py    running a stage as a subprocess (signals passed on); a plan entry's run folder
+                 (cxr_training.runs.RunFolder reads what it holds)
     results.py   results.jsonl (rows written once, replaced when the judges change) and the tables
     machine.py   the CPU and the code a run was trained with
     sweep.py     the Sweep: train, export, sample, score and audit each entry; status; the lock
@@ -26,7 +27,6 @@ from cxr_sweep.results import (
     table,
 )
 from cxr_sweep.stages import Runner, Stopped, command, display, run_folder
-from cxr_sweep.stages import _last_step as _last_step
 from cxr_sweep.sweep import LOCK, Sweep, locked, status
 
 __all__ = ["LOCK", "RESULTS", "SCALED", "SUPERSEDED", "Entry", "Plan", "Runner", "Stopped", "Sweep", "SweepError",

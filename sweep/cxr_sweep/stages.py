@@ -1,13 +1,11 @@
-"""Running the stages (cxr-train, cxr-export, cxr-runtime) as subprocesses, and probing what a
-run's folder holds."""
+"""Running the stages (cxr-train, cxr-export, cxr-runtime) as subprocesses, and finding a plan
+entry's run folder (read through cxr_training.runs.RunFolder)."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -17,8 +15,7 @@ from pathlib import Path
 
 from cxr_sweep.errors import SweepError
 from cxr_training.errors import Interrupted
-
-_RUN_RE = re.compile(r"^\d{5}-")
+from cxr_training.runs import RunFolder
 
 
 def _pdeathsig():  # pragma: no cover - runs in the child between fork and exec
@@ -115,35 +112,10 @@ def _tail(path: Path, n: int) -> str:
 
 
 def run_folder(root: Path, name: str) -> Path | None:
-    """The numbered cxr-train folder of a plan entry ($CXR_RUNS/<name>/00001-<preset>), or None."""
-    base = root / name
-    if not base.is_dir():
-        return None
-    found = sorted(p for p in base.iterdir() if p.is_dir() and _RUN_RE.match(p.name) and (p / "config.json").is_file())
-    return found[-1] if found else None
-
-
-def _finished(run: Path) -> bool:
-    info = run / "generator.json"
-    if not (run / "generator.keras").is_file() or not info.is_file():
-        return False
-    meta = json.loads(info.read_text())
-    return int(meta["step"]) >= int(meta["config"]["epochs"]) * int(meta["config"]["steps_per_epoch"])
-
-
-def _history(run: Path) -> list[dict]:
-    from cxr_training.runs import read_history
-
-    return read_history(run)
-
-
-def _last_step(run: Path) -> int:
-    """The step of the newest checkpoint (what a resume starts from), read without TensorFlow."""
-    steps = [0]
-    for meta in (run / "checkpoints").glob("*/meta.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            steps.append(int(json.loads(meta.read_text())["step"]))
-    return max(steps)
+    """The numbered cxr-train folder of a plan entry ($CXR_RUNS/<name>/00001-<preset>) that has
+    its config.json, or None."""
+    found = [r for r in RunFolder.under(root / name) if r.started]
+    return found[-1].path if found else None
 
 
 def _rmtree(path: Path) -> None:

@@ -69,27 +69,16 @@ from cxr_sweep.results import (
     row_key,
     summary,
 )
-from cxr_sweep.stages import (
-    _RUN_RE,
-    Runner,
-    _finished,
-    _history,
-    _last_step,
-    _rmtree,
-    command,
-    display,
-    run_folder,
-)
+from cxr_sweep.stages import Runner, _rmtree, command, display, run_folder
+from cxr_training.runs import RunFolder
 
 LOCK = ".sweep.lock"
 
 
 def model_path(run: Path, entry: Entry, step: int, weights: str) -> Path:
     """The Keras file a row scores: the final model or a snapshot's, EMA or raw weights."""
-    folder = run / "snapshots" / f"step-{step:09d}" if step != entry.steps else run
     base = next((weights.removesuffix(x) for x in SCALED if weights.endswith(x)), weights)
-    raw = folder / "generator-raw.keras"
-    return raw if base == "raw" and raw.is_file() else folder / "generator.keras"
+    return RunFolder(run).generator_path(base, None if step == entry.steps else step)
 
 
 class Sweep:
@@ -185,9 +174,9 @@ class Sweep:
     def train(self, plan: Plan, entry: Entry, cfg, base: Path) -> tuple[Path, int]:
         """Train to the entry's next pause or its end: (the run folder, the step reached)."""
         run = run_folder(self.root, entry.name)
-        if run is not None and _finished(run):
+        if run is not None and RunFolder(run).finished:
             return run, entry.steps
-        last = _last_step(run) if run is not None else 0
+        last = RunFolder(run).checkpoint_step if run is not None else 0
         passed = entry.passed_pause(last)
         if self.first_pass and passed is not None:  # past a pause: the rest of the plan goes first, as in its sweep
             self.log(f"cxr-sweep: {entry.name}: at step {last}, past its pause at step {passed}; it waits "
@@ -198,10 +187,9 @@ class Sweep:
         log_path = base / "sweep.log"
         segment = {"cpu": cpu_name(), "code": code_version(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if run is None:
-            for partial in base.iterdir():  # a folder whose config.json was never written: nothing to keep
-                if partial.is_dir() and _RUN_RE.match(partial.name):
-                    self.log(f"cxr-sweep: {entry.name}: removing {partial.name}, killed before its config was written")
-                    _rmtree(partial)
+            for partial in RunFolder.under(base):  # a folder whose config.json was never written: nothing to keep
+                self.log(f"cxr-sweep: {entry.name}: removing {partial.name}, killed before its config was written")
+                _rmtree(partial.path)
             argv = command("cxr-train", *train_args(entry, cfg.steps_per_epoch), "--data", plan.data,
                            "--heldout", plan.heldout, "--out", base, *stop)
             self.log(f"cxr-sweep: {entry.name}: training {entry.steps} steps"
@@ -209,14 +197,12 @@ class Sweep:
                      f"log {log_path}")
             segment["from_step"] = 0
         else:
-            from cxr_training.config import Config
-
-            saved = Config.from_dict(json.loads((run / "config.json").read_text())["config"])
+            saved = RunFolder(run).config
             if saved != cfg.replace(precision=saved.precision, classes=saved.classes):  # both set by cxr-train
                 self.log(f"cxr-sweep: {entry.name}: note: {run.name} was started with a config other than the "
                          "plan entry now gives (a preset changed since?); it is resumed with its own")
             argv = command("cxr-train", "--resume", run, "--data", plan.data, "--heldout", plan.heldout, *stop)
-            segment["from_step"] = _last_step(run)
+            segment["from_step"] = RunFolder(run).checkpoint_step
             self.log(f"cxr-sweep: {entry.name}: resuming {run} after step {segment['from_step']}"
                      f"{f' to step {target}' if stop else ''}; log {log_path}")
         segment["command"] = shlex.join(display(argv))
@@ -224,9 +210,9 @@ class Sweep:
             f.write(json.dumps(segment) + "\n")
         self.runner.run(argv, log_path)
         run = run_folder(self.root, entry.name)
-        if run is not None and _finished(run):
+        if run is not None and RunFolder(run).finished:
             return run, entry.steps
-        if run is not None and stop and _last_step(run) >= target:
+        if run is not None and stop and RunFolder(run).checkpoint_step >= target:
             return run, target
         missing = f"checkpoint at step {target}" if stop else "finished model"
         raise SweepError(f"cxr-train ended without a {missing} under {base}")
@@ -340,8 +326,8 @@ class Sweep:
                 "scoring_seconds": round(time.time() - t0, 1)}
 
     def compose_row(self, plan: Plan, entry: Entry, run: Path, score: dict) -> dict:
-        meta = json.loads((run / "config.json").read_text())
-        history = [r for r in _history(run) if r["step"] <= score["step"]]
+        meta = RunFolder(run).meta
+        history = [r for r in RunFolder(run).history if r["step"] <= score["step"]]
         segments = [json.loads(x) for x in (self.root / entry.name / "segments.jsonl").read_text().splitlines()
                     if x.strip()] if (self.root / entry.name / "segments.jsonl").is_file() else []
         per_step = [r["seconds_per_step"] for r in history if r.get("seconds_per_step")]
@@ -389,10 +375,10 @@ def status(plan: Plan, root: Path) -> list[str]:
         scored = sum(1 for r in have if r.startswith(f"{e.name}@"))
         if run is None:
             state = "not started"
-        elif _finished(run):
+        elif RunFolder(run).finished:
             state = f"trained; {scored} row(s) written"
         else:
-            step = _last_step(run)
+            step = RunFolder(run).checkpoint_step
             passed = e.passed_pause(step)
             state = f"training, step {step}/{e.steps}" + (
                 " (paused at a pause_at step)" if step in e.pause_at else

@@ -20,6 +20,7 @@ import pytest
 import cxr_sweep as sweep
 from cxr_sweep import Entry, Stopped, Sweep, SweepError, load_plan, read_results, resolve_config
 from cxr_sweep import results as results_module
+from cxr_training.runs import RunFolder
 
 
 def _plan(tmp_path, body: str, data=None, heldout=None) -> Path:
@@ -383,7 +384,7 @@ def test_sigterm_leaves_the_run_resumable_and_the_rows_whole(tmp_path, few_real,
     assert "continues where it stopped" in err
     assert "stopped by SIGTERM" in log.read_text() and read_results(root) == []
     run = sweep.run_folder(root, "a")
-    assert sweep._last_step(run) > 0 and not (run / "generator.keras").exists()
+    assert RunFolder(run).checkpoint_step > 0 and not (run / "generator.keras").exists()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = read_results(root)

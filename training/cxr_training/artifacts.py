@@ -9,7 +9,7 @@ from pathlib import Path
 from cxr_runtime.io import atomic_path, atomic_write_json
 from cxr_training.config import Config
 from cxr_training.models import build_generator
-from cxr_training.runs import library_versions
+from cxr_training.runs import GENERATOR_FILE, PROVENANCE_FILE, RAW_GENERATOR_FILE, library_versions
 
 
 def now() -> str:
@@ -28,9 +28,9 @@ def save_generator(folder: Path, gan, cfg: Config, run_meta: dict, epoch: int, s
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     ema = gan.ema_generator is not None
-    models = {"generator.keras": gan.sampler()}
+    models = {GENERATOR_FILE: gan.sampler()}
     if ema:
-        models["generator-raw.keras"] = gan.generator
+        models[RAW_GENERATOR_FILE] = gan.generator
     for name, model in models.items():
         if model is gan.generator and cfg.precision != "float32":
             plain = build_generator(cfg, precision="float32")
@@ -38,11 +38,11 @@ def save_generator(folder: Path, gan, cfg: Config, run_meta: dict, epoch: int, s
             model = plain
         with atomic_path(folder / name, suffix=".keras") as tmp:
             model.save(tmp)
-    path = folder / "generator.keras"
-    atomic_write_json(folder / "generator.json", {
-        "model": "generator.keras",
+    path = folder / GENERATOR_FILE
+    atomic_write_json(folder / PROVENANCE_FILE, {  # last: its presence marks the save complete
+        "model": GENERATOR_FILE,
         "weights": "ema" if ema else "raw",
-        **({"raw_model": "generator-raw.keras"} if ema else {}),
+        **({"raw_model": RAW_GENERATOR_FILE} if ema else {}),
         "run_id": run_meta.get("run_id", folder.name),
         "epoch": epoch,
         "step": step,

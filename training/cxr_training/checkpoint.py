@@ -130,7 +130,8 @@ def save(run_dir: Path, gan, epoch: int, step: int, config: dict, keep: int) -> 
     return final
 
 
-def _step_of(ckpt: Path) -> int:
+def step_of(ckpt: Path) -> int:
+    """The global step in a checkpoint's meta.json, -1 when unreadable."""
     try:
         return int(json.loads((ckpt / "meta.json").read_text())["step"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -143,7 +144,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.glob("epoch-*") if p.is_dir() and (p / "meta.json").is_file()]
-    return sorted(found, key=lambda p: (_step_of(p), p.name))
+    return sorted(found, key=lambda p: (step_of(p), p.name))
 
 
 def read_meta(ckpt: Path) -> dict:

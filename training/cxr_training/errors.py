@@ -3,7 +3,8 @@ for the user of cxr-train or cxr-sweep.
 
     CxrError
     |-- TrainingError       a problem the user can fix: bad data or config, a mismatched resume
-    |   `-- StrategyError       a distribution strategy that cannot be set up as asked
+    |   |-- StrategyError       a distribution strategy that cannot be set up as asked
+    |   `-- RunFolderError      a run folder whose config.json (or generator.json) cannot be read
     |-- CheckpointError     a checkpoint that cannot be read or restored
     |   `-- NonFiniteState      refusal to write a checkpoint holding NaN or infinite values
     |-- NonFiniteLoss       a loss became NaN or infinite (exit code 1)
@@ -23,6 +24,10 @@ class TrainingError(CxrError):
 
 class StrategyError(TrainingError, ValueError):
     """A strategy that cannot be set up as asked (bad TF_CONFIG, too late to split devices)."""
+
+
+class RunFolderError(TrainingError):
+    """A run folder whose config.json (or a generator's generator.json) is missing or unreadable."""
 
 
 class CheckpointError(CxrError, RuntimeError):

@@ -23,7 +23,6 @@ keras-team/keras#19246). Errors a user can cause are errors.TrainingError (one l
 from __future__ import annotations
 
 import gc
-import json
 import os
 import shutil
 import signal
@@ -43,11 +42,11 @@ from cxr_training.artifacts import now, save_generator
 from cxr_training.config import Config
 from cxr_training.data import class_layout, labels_of, load_training_images, stream_store_dir
 from cxr_training.epoch import Progress, check_losses, epoch_end, log_stderr
-from cxr_training.errors import Interrupted, TrainingError
+from cxr_training.errors import Interrupted, RunFolderError, TrainingError
 from cxr_training.evaluate import LATENTS_KEYED, LATENTS_LEGACY, Evaluator, QualityMonitor
 from cxr_training.gan import GAN, make_optimizers
 from cxr_training.models import build_discriminator, build_generator
-from cxr_training.runs import library_versions, new_run_dir, read_history, write_history
+from cxr_training.runs import CONFIG_FILE, RunFolder, library_versions, new_run_dir, read_history, write_history
 from cxr_training.signals import StopState, handled
 from cxr_training.tfenv import import_tf
 
@@ -161,7 +160,7 @@ def prepare_run(cfg: Config, data_dir, out_root="runs", heldout_dir=None, strate
             "latents": LATENTS_KEYED,
             "versions": library_versions(),
         }
-        atomic_write_json(folder / "config.json", meta)
+        atomic_write_json(folder / CONFIG_FILE, meta)
         run = Run(cfg, folder, meta, images, mode, placement, _build(cfg, placement), heldout, log=log, store=store,
                   scratch=scratch)
     _announce(run)
@@ -172,12 +171,12 @@ def resume_run(run_dir, data_dir=None, heldout_dir=None, strategy: str = "defaul
                log=log_stderr) -> Run:
     """An unfinished run, from its newest intact checkpoint: the same data (checked by content),
     the same held-out folder, metric rows after the checkpoint dropped."""
-    folder = Path(run_dir)
+    recorded = RunFolder(run_dir)
+    folder = recorded.path
     try:
-        meta = json.loads((folder / "config.json").read_text())
-        cfg = Config.from_dict(meta["config"])
-    except (OSError, ValueError, KeyError) as e:
-        raise TrainingError(f"cannot resume {folder}: no readable config.json ({e})") from None
+        meta, cfg = recorded.meta, recorded.config
+    except RunFolderError as e:
+        raise TrainingError(f"cannot resume {e}") from None
     _deterministic(cfg, log)  # as the run started: before TensorFlow starts its thread pools
     placement = _placement(strategy)
     recorded = meta.get("heldout")
