@@ -39,6 +39,7 @@ def main(argv=None) -> None:
           cxr-sweep bench/plans/recipe.toml --status
           cxr-sweep --table
           cxr-sweep --seeds
+          cxr-sweep bench/plans/utility.toml    (a [utility] plan: a generator per real subset, then cxr-utility)
         """
         root = Path(root).expanduser() if root else default_root()
         from cxr_training.tfenv import missing_extra
@@ -56,6 +57,24 @@ def main(argv=None) -> None:
                 return
             if plan is None:
                 raise click.UsageError("give a PLAN file (or --table)")
+            utility = _utility_plan(plan)
+            if utility is not None:  # a [utility] plan: generators per subset, then the classifier protocols
+                if check or show_status:
+                    click.echo(f"{utility.name}: ok (sizes {', '.join(map(str, utility.sizes))} per class, "
+                               f"preset {utility.preset}, {utility.seeds} classifier seeds)")
+                    return
+                from cxr_sweep.utility_plan import UtilityPlanRun
+
+                with locked(root):
+                    job = UtilityPlanRun(utility, root)
+                    with job.runner.signals():
+                        try:
+                            job.run()
+                        except Stopped as e:
+                            click.echo(f"cxr-sweep: stopped by {e}; `cxr-sweep {plan}` continues where it stopped",
+                                       err=True)
+                            sys.exit(e.exit_code)
+                return
             loaded = load_plan(plan)
             if check:
                 for e in loaded.runs:
@@ -82,6 +101,19 @@ def main(argv=None) -> None:
             sys.exit(code)
 
     cli.main(args=argv, prog_name="cxr-sweep")
+
+
+def _utility_plan(path: Path):
+    """The plan as a utility plan when it holds a [utility] table, else None (a training plan)."""
+    import tomllib
+
+    from cxr_sweep.utility_plan import is_utility_plan, load_utility_plan
+
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None  # load_plan says what is wrong with it
+    return load_utility_plan(raw, Path(path)) if is_utility_plan(raw) else None
 
 
 if __name__ == "__main__":  # pragma: no cover
