@@ -8,7 +8,8 @@ import numpy as np
 
 from cxr_training import checkpoint
 from cxr_training.config import preset
-from cxr_training.train import load_images_or_fail, train
+from cxr_training.data import load_images_or_fail
+from cxr_training.train import train
 
 
 def _state(run):

@@ -75,6 +75,14 @@ class Progress:
             self.stream.flush()
 
 
+def save_checkpoint(run, epochs_done: int) -> str:
+    """A checkpoint of the run at its current step, `epochs_done` epochs complete (the step is
+    past their end when taken inside the next one); the name of its folder. Pruned to the
+    newest cfg.keep_checkpoints."""
+    cfg = run.cfg
+    return checkpoint.save(run.folder, run.gan, epochs_done, run.gan.step, cfg.to_dict(), cfg.keep_checkpoints).name
+
+
 def check_losses(run, logs: dict, epoch: int) -> None:
     """After every step: a non-finite loss stops the run at once, writing nothing."""
     losses = {k: logs[k] for k in ("g_loss", "d_loss") if k in logs}
@@ -130,7 +138,7 @@ def epoch_end(run, epoch: int, logs: dict, step_times: list[float], train_second
         save_generator(folder, gan, cfg, run.meta, epoch, step)
         saved += f" [snapshot {folder.name}]"
     if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or stopping:
-        written = checkpoint.save(run.folder, gan, epoch, step, cfg.to_dict(), cfg.keep_checkpoints).name
+        written = save_checkpoint(run, epoch)
         saved = " [checkpoint]" + saved
     if quality:
         run.log("  vs held-out: " + describe_quality(quality)

@@ -7,23 +7,25 @@
 
 `train()` does these for cxr-train. A `Run` holds everything a run is: config, folder and its
 config.json, training (and held-out) images, where it computes (the distribution strategy),
-the GAN, and where it stands (the step it starts from, the metric rows so far).
+the GAN, and where it stands (the step it starts from, the metric rows so far). Both kinds of
+run take one setup path (_start, then _setup); they differ only in the folder each gives it
+(a new one with a new config.json, or the run's own once its data is checked by content).
+Reading the images, the stream file and the held-out set are data.py's.
 
-Order of events in fit: per epoch, the GAN's loss means are reset, then each step runs the
-compiled train step (gan.py) on the next element of the input pipeline (pipeline.py; one
-iterator for all the steps left), checks the losses, and reports progress; at the epoch's end
-epoch.epoch_end does the metric suite, the quality monitor (with --heldout), files, pictures,
-snapshots and the checkpoint. SIGINT/SIGTERM (signals.py) stop the loop after the current
-step with a checkpoint; the loop is ours, not keras.Model.fit, so no private Keras method has
-to be overridden (fit's symbolic build pulls an element from the pipeline under a strategy,
-and its step function fails under MirroredStrategy in this Keras/TensorFlow pair,
-keras-team/keras#19246). Errors a user can cause are errors.TrainingError (one line, exit 2).
+Order of events in fit (_train, then _Loop.epoch and _Loop.steps): per epoch, the GAN's loss
+means are reset, then each step runs the compiled train step (gan.py) on the next element of
+the input pipeline (pipeline.py; one iterator for all the steps left), checks the losses, and
+reports progress; at the epoch's end epoch.epoch_end does the metric suite, the quality
+monitor (with --heldout), files, pictures, snapshots and the checkpoint. SIGINT/SIGTERM
+(signals.py) stop the loop after the current step with a checkpoint; the loop is ours, not
+keras.Model.fit, so no private Keras method has to be overridden (fit's symbolic build pulls
+an element from the pipeline under a strategy, and its step function fails under
+MirroredStrategy in this Keras/TensorFlow pair, keras-team/keras#19246). Errors a user can cause are errors.TrainingError (one line, exit 2).
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import shutil
 import signal
 import sys
@@ -35,13 +37,19 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_runtime import quality
 from cxr_runtime.io import atomic_write_json
 from cxr_training import checkpoint, distribute, pipeline, precision
 from cxr_training.artifacts import now, save_generator
 from cxr_training.config import Config
-from cxr_training.data import class_layout, labels_of, load_training_images, stream_store_dir
-from cxr_training.epoch import Progress, check_losses, epoch_end, log_stderr
+from cxr_training.data import (
+    class_layout,
+    heldout_record,
+    labels_of,
+    load_heldout,
+    load_images_or_fail,
+    remove_stream_file,
+)
+from cxr_training.epoch import Progress, check_losses, epoch_end, log_stderr, save_checkpoint
 from cxr_training.errors import Interrupted, RunFolderError, TrainingError
 from cxr_training.evaluate import LATENTS_KEYED, LATENTS_LEGACY, Evaluator, QualityMonitor
 from cxr_training.gan import GAN, make_optimizers
@@ -89,7 +97,7 @@ class Run:
         return labels_of(self.heldout.files, self.cfg.classes) if self.cfg.classes and self.heldout else None
 
     def close(self) -> None:
-        _remove(self.store)
+        remove_stream_file(self.store)
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
@@ -134,18 +142,14 @@ def prepare_run(cfg: Config, data_dir, out_root="runs", heldout_dir=None, strate
             cfg.validate()
         except ValueError as e:
             raise TrainingError(f"{data_dir} holds the classes {', '.join(classes)}: {e}") from None
-    _deterministic(cfg, log)  # before TensorFlow starts its thread pools
-    placement = _placement(strategy)  # first TF work: MultiWorkerMirroredStrategy must exist before other TF work
-    cfg = _resolved(cfg, placement, log)
-    heldout = _load_heldout(heldout_dir, cfg, log)
-    images, mode, store = load_images_or_fail(data_dir, cfg, log, input_mode)
-    scratch = None
-    with _removed_on_failure(store) as made:
+    placement = _start(cfg, strategy, log)
+
+    def new_folder(cfg: Config, images, heldout, made: _removed_on_failure):
+        """A new run folder and its config.json (a worker's: in a scratch folder, removed afterwards)."""
         fingerprint = images.fingerprint()
-        held_meta = _heldout_meta(heldout, heldout_dir, images)
-        if not placement.chief:  # same work as the chief, written to a folder removed afterwards
-            scratch = out_root = made.add(Path(tempfile.mkdtemp(prefix=f"cxr-worker{placement.worker}-")))
-        folder = new_run_dir(out_root, cfg.preset)
+        held = heldout_record(heldout, heldout_dir, images)
+        scratch = None if placement.chief else made.add(_scratch_dir(placement))  # the chief's work, thrown away
+        folder = new_run_dir(scratch or out_root, cfg.preset)
         meta = {
             "run_id": folder.name,
             "created": now(),
@@ -156,15 +160,14 @@ def prepare_run(cfg: Config, data_dir, out_root="runs", heldout_dir=None, strate
             "data": fingerprint,
             **({"classes": {c: int(n) for c, n in zip(cfg.classes, np.bincount(
                 labels_of(images.files, cfg.classes), minlength=cfg.n_classes))}} if cfg.classes else {}),
-            **({"heldout": held_meta} if held_meta else {}),
+            **({"heldout": held} if held else {}),
             "latents": LATENTS_KEYED,
             "versions": library_versions(),
         }
         atomic_write_json(folder / CONFIG_FILE, meta)
-        run = Run(cfg, folder, meta, images, mode, placement, _build(cfg, placement), heldout, log=log, store=store,
-                  scratch=scratch)
-    _announce(run)
-    return run
+        return folder, meta, scratch
+
+    return _setup(cfg, placement, data_dir, heldout_dir, input_mode, log, new_folder)
 
 
 def resume_run(run_dir, data_dir=None, heldout_dir=None, strategy: str = "default", input_mode: str = "auto",
@@ -177,36 +180,32 @@ def resume_run(run_dir, data_dir=None, heldout_dir=None, strategy: str = "defaul
         meta, cfg = recorded.meta, recorded.config
     except RunFolderError as e:
         raise TrainingError(f"cannot resume {e}") from None
-    _deterministic(cfg, log)  # as the run started: before TensorFlow starts its thread pools
-    placement = _placement(strategy)
-    recorded = meta.get("heldout")
-    if heldout_dir is not None and not recorded:
+    placement = _start(cfg, strategy, log)  # as the run started
+    scored = meta.get("heldout")  # the held-out images its epochs were scored against
+    if heldout_dir is not None and not scored:
         raise TrainingError(f"run {folder.name} was started without --heldout: its epochs are not scored, and a "
                             "resume cannot start scoring them (metrics.jsonl would mix rows with and without the "
                             "monitor); drop --heldout")
     data_dir = data_dir or meta["data"]["root"]
-    heldout_dir = heldout_dir or (recorded["root"] if recorded else None)
-    cfg = _resolved(cfg, placement, log)
-    heldout = _load_heldout(heldout_dir, cfg, log)
-    images, mode, store = load_images_or_fail(data_dir, cfg, log, input_mode)
-    scratch = None
-    with _removed_on_failure(store) as made:
+    heldout_dir = heldout_dir or (scored["root"] if scored else None)
+
+    def own_folder(cfg: Config, images, heldout, made: _removed_on_failure):
+        """The run's folder and config.json, once the images are those it was trained and scored on (a
+        worker's: a copy in a scratch folder, removed afterwards)."""
         if images.fingerprint()["sha256"] != meta["data"]["sha256"]:
             raise TrainingError(f"the data under {data_dir} is not the data run {folder.name} was trained on "
                                 f"(fingerprint {images.fingerprint()['sha256'][:12]} vs {meta['data']['sha256'][:12]})")
-        held_meta = _heldout_meta(heldout, heldout_dir, images)
-        if recorded and held_meta and recorded["sha256"] != held_meta["sha256"]:
+        held = heldout_record(heldout, heldout_dir, images)
+        if scored and held and scored["sha256"] != held["sha256"]:
             raise TrainingError(f"the held-out images under {heldout_dir} are not those run {folder.name} "
                                 "was scored against; epoch scores would not be comparable")
-        if not placement.chief:
-            scratch = made.add(Path(tempfile.mkdtemp(prefix=f"cxr-worker{placement.worker}-")))
-            shutil.copytree(folder, scratch / folder.name)
-            folder = scratch / folder.name
-        run = Run(cfg, folder, meta, images, mode, placement, _build(cfg, placement), heldout, log=log, store=store,
-                  scratch=scratch)
-        _restore(run)
-    _announce(run)
-    return run
+        if placement.chief:
+            return folder, meta, None
+        scratch = made.add(_scratch_dir(placement))
+        shutil.copytree(folder, scratch / folder.name)
+        return scratch / folder.name, meta, scratch
+
+    return _setup(cfg, placement, data_dir, heldout_dir, input_mode, log, own_folder, resuming=True)
 
 
 def fit(run: Run, hooks=(), stop_at: int | None = None) -> Path:
@@ -217,7 +216,6 @@ def fit(run: Run, hooks=(), stop_at: int | None = None) -> Path:
     paused, bitwise with cfg.deterministic or at small sizes (a budget per session; cxr-sweep's
     pause_at)."""
     cfg, gan, log = run.cfg, run.gan, run.log
-    spe = cfg.steps_per_epoch
     stop_at = _checked_stop(cfg, stop_at)
     for hook in hooks:
         if hasattr(hook, "set_model"):
@@ -229,60 +227,7 @@ def fit(run: Run, hooks=(), stop_at: int | None = None) -> Path:
             f"continue it with: cxr-train --resume {run.folder}")
         return run.folder
     else:
-        _prepare_epoch_end(run)
-        source = (pipeline.MemorySource if run.mode == "memory" else pipeline.DiskSource)(run.images.images, cfg,
-                                                                                          run.labels)
-        batches = iter(_input(cfg, source, run.placement, run.start_step, cfg.total_steps))
-        train_step = gan.step_function()
-        progress = Progress(cfg, log)
-        stop = StopState()
-        timer = _CheckpointTimer(cfg.checkpoint_minutes)
-        try:
-            with handled(stop):
-                for epoch in range(run.start_epoch, cfg.epochs):
-                    gan.reset_metrics()
-                    first = gan.step - epoch * spe  # > 0 only in an epoch resumed in its middle
-                    if first and run.trackers is not None:
-                        for v, value in zip((v for m in gan.metrics for v in m.variables), run.trackers):
-                            v.assign(value)
-                    _call(hooks, "on_epoch_begin", epoch)
-                    progress.begin(epoch + 1, first)
-                    t_epoch, step_times, logs = time.time(), [], {}
-                    for batch in range(first, spe):
-                        _call(hooks, "on_train_batch_begin", batch)
-                        t = time.perf_counter()
-                        logs = {k: float(v) for k, v in train_step(batches).items()}
-                        step_times.append(time.perf_counter() - t)
-                        check_losses(run, logs, epoch + 1)
-                        progress.step(batch + 1, logs)
-                        _call(hooks, "on_train_batch_end", batch, logs)
-                        if stop.signum is not None:
-                            break
-                        if batch + 1 < spe and timer.due():  # the epoch's end writes its own
-                            name = checkpoint.save(run.folder, gan, epoch, gan.step, cfg.to_dict(),
-                                                   cfg.keep_checkpoints).name
-                            timer.reset()
-                            log(f"  checkpoint {name} ({cfg.checkpoint_minutes:g} min since the last one)")
-                    progress.end()
-                    if stop.signum is not None and gan.step % spe:  # stopped inside the epoch: its end never came
-                        stop.checkpoint = checkpoint.save(run.folder, gan, epoch, gan.step, cfg.to_dict(),
-                                                          cfg.keep_checkpoints).name
-                        break
-                    pausing = stop_at is not None and gan.step >= stop_at
-                    written = epoch_end(run, epoch + 1, logs, step_times, time.time() - t_epoch,
-                                        stop.signum is not None or pausing)
-                    stop.checkpoint = written or stop.checkpoint
-                    if written:
-                        timer.reset()
-                    _call(hooks, "on_epoch_end", epoch, logs)
-                    if stop.signum is not None or pausing:
-                        break
-        finally:
-            # Release the input pipeline while the interpreter is whole, whatever ended the loop: a
-            # tf.data iterator left to interpreter shutdown once waited forever on its reader thread
-            # (docs/reliability.md).
-            del batches, source
-            gc.collect()
+        stop = _train(run, hooks, stop_at)
         if stop.signum is not None:
             raise Interrupted(f"stopped by {signal.Signals(stop.signum).name} at step {gan.step}; checkpoint "
                               f"{stop.checkpoint} written; continue with: cxr-train --resume {run.folder}",
@@ -296,32 +241,127 @@ def fit(run: Run, hooks=(), stop_at: int | None = None) -> Path:
     return run.folder
 
 
-# --------------------------------------------------------------------------- the pieces
+def _train(run: Run, hooks, stop_at: int | None) -> StopState:
+    """The epochs left, until the last one, a SIGINT/SIGTERM or stop_at's epoch end; returns
+    why it stopped (the signal, if any) and the last checkpoint written."""
+    _prepare_epoch_end(run)
+    loop = _Loop(run, hooks, stop_at)
+    try:
+        with handled(loop.stop):
+            for epoch in range(run.start_epoch, run.cfg.epochs):
+                if not loop.epoch(epoch):
+                    break
+    finally:
+        loop.release()
+    return loop.stop
 
 
-class _CheckpointTimer:
-    """When a checkpoint inside an epoch is due: `minutes` after the last one (or the start)."""
+class _Loop:
+    """What the loop carries from epoch to epoch: the hooks, one input iterator for all the
+    steps left and the compiled step that consumes it, the progress lines, the signal state
+    and the timer of checkpoints inside an epoch."""
 
-    def __init__(self, minutes: float):
-        self.seconds = minutes * 60.0
-        self.reset()
+    def __init__(self, run: Run, hooks, stop_at: int | None):
+        cfg = run.cfg
+        self.run, self.hooks, self.stop_at = run, hooks, stop_at
+        self.source = (pipeline.MemorySource if run.mode == "memory" else pipeline.DiskSource)(run.images.images,
+                                                                                               cfg, run.labels)
+        self.batches = iter(_input(cfg, self.source, run.placement, run.start_step, cfg.total_steps))
+        self.train_step = run.gan.step_function()
+        self.progress = Progress(cfg, run.log)
+        self.stop = StopState()
+        self.timer = _CheckpointTimer(cfg.checkpoint_minutes)
 
-    def reset(self):
-        self.last = time.monotonic()
+    def epoch(self, epoch: int) -> bool:
+        """Epoch `epoch` (from 0): its steps, then its end; False when the loop stops after it."""
+        run, stop = self.run, self.stop
+        logs, step_times, seconds = self.steps(epoch)
+        if stop.signum is not None and run.gan.step % run.cfg.steps_per_epoch:  # stopped inside: its end never came
+            stop.checkpoint = save_checkpoint(run, epoch)
+            return False
+        pausing = self.stop_at is not None and run.gan.step >= self.stop_at
+        written = epoch_end(run, epoch + 1, logs, step_times, seconds, stop.signum is not None or pausing)
+        stop.checkpoint = written or stop.checkpoint
+        if written:
+            self.timer.reset()
+        _call(self.hooks, "on_epoch_end", epoch, logs)
+        return stop.signum is None and not pausing
 
-    def due(self) -> bool:
-        return self.seconds > 0 and time.monotonic() - self.last >= self.seconds
+    def steps(self, epoch: int) -> tuple[dict, list[float], float]:
+        """The steps of epoch `epoch` left (all but in an epoch resumed in its middle), until a
+        signal: the last step's losses, each step's seconds, the epoch's seconds."""
+        run, gan, spe = self.run, self.run.gan, self.run.cfg.steps_per_epoch
+        gan.reset_metrics()
+        first = gan.step - epoch * spe  # > 0 only in an epoch resumed in its middle
+        if first and run.trackers is not None:
+            for v, value in zip((v for m in gan.metrics for v in m.variables), run.trackers):
+                v.assign(value)
+        _call(self.hooks, "on_epoch_begin", epoch)
+        self.progress.begin(epoch + 1, first)
+        t_epoch, step_times, logs = time.time(), [], {}
+        for batch in range(first, spe):
+            _call(self.hooks, "on_train_batch_begin", batch)
+            t = time.perf_counter()
+            logs = {k: float(v) for k, v in self.train_step(self.batches).items()}
+            step_times.append(time.perf_counter() - t)
+            check_losses(run, logs, epoch + 1)
+            self.progress.step(batch + 1, logs)
+            _call(self.hooks, "on_train_batch_end", batch, logs)
+            if self.stop.signum is not None:
+                break
+            if batch + 1 < spe and self.timer.due():  # the epoch's end writes its own
+                name = save_checkpoint(run, epoch)
+                self.timer.reset()
+                run.log(f"  checkpoint {name} ({run.cfg.checkpoint_minutes:g} min since the last one)")
+        self.progress.end()
+        return logs, step_times, time.time() - t_epoch
+
+    def release(self) -> None:
+        """Release the input pipeline while the interpreter is whole, whatever ended the loop: a
+        tf.data iterator left to interpreter shutdown once waited forever on its reader thread
+        (docs/reliability.md)."""
+        self.batches = self.source = None
+        gc.collect()
 
 
-def _checked_stop(cfg: Config, stop_at: int | None) -> int | None:
-    """stop_at as fit uses it: None when absent or at/after the run's end; an epoch end, else
-    TrainingError."""
-    if stop_at is None or stop_at >= cfg.total_steps:
-        return None
-    if stop_at < 1 or stop_at % cfg.steps_per_epoch:
-        raise TrainingError(f"--stop-at {stop_at} is not an epoch end of this run (a multiple of its "
-                            f"{cfg.steps_per_epoch} steps per epoch, below its {cfg.total_steps} steps)")
-    return stop_at
+# --------------------------------------------------------------------------- setup: prepare_run and resume_run
+
+
+def _start(cfg: Config, strategy: str, log) -> distribute.Placement:
+    """TensorFlow's first work, in the order it must come: cfg.deterministic's thread settings
+    (before TensorFlow starts its thread pools), then the strategy (MultiWorkerMirroredStrategy
+    must exist before any other TensorFlow work)."""
+    _deterministic(cfg, log)
+    try:
+        return distribute.make(strategy)
+    except distribute.StrategyError as e:
+        raise TrainingError(str(e)) from None
+
+
+def _setup(cfg: Config, placement: distribute.Placement, data_dir, heldout_dir, input_mode: str, log, place,
+           resuming: bool = False) -> Run:
+    """The setup of every run, new or resumed, once the strategy exists: the config checked and
+    its precision resolved, the held-out and training images read, then `place(cfg, images,
+    heldout, made)` gives the run its folder, config.json contents and scratch folder (a new
+    folder, or the run's own once the images are checked against it), G and D are built from
+    the seed and, resuming, the newest intact checkpoint is restored. A failure removes the
+    stream file and every folder added to `made`."""
+    cfg = _resolved(cfg, placement, log)
+    heldout = load_heldout(heldout_dir, cfg, log)
+    images, mode, store = load_images_or_fail(data_dir, cfg, log, input_mode)
+    with _removed_on_failure(store) as made:
+        folder, meta, scratch = place(cfg, images, heldout, made)
+        run = Run(cfg, folder, meta, images, mode, placement, _build(cfg, placement), heldout, log=log, store=store,
+                  scratch=scratch)
+        if resuming:
+            _restore(run)
+    _announce(run)
+    return run
+
+
+def _scratch_dir(placement: distribute.Placement) -> Path:
+    """A non-chief worker's folder: it does the chief's work there, and the folder goes at close."""
+    return Path(tempfile.mkdtemp(prefix=f"cxr-worker{placement.worker}-"))
 
 
 class _removed_on_failure:
@@ -344,15 +384,8 @@ class _removed_on_failure:
                 if Path(p).is_dir():
                     shutil.rmtree(p, ignore_errors=True)
                 else:
-                    _remove(p)
+                    Path(p).unlink(missing_ok=True)
         return False
-
-
-def _call(hooks, name: str, *args) -> None:
-    for hook in hooks:
-        method = getattr(hook, name, None)
-        if method is not None:
-            method(*args)
 
 
 def _deterministic(cfg: Config, log) -> None:
@@ -374,13 +407,6 @@ def _deterministic(cfg: Config, log) -> None:
                             "process (as cxr-train does)") from None
     tf.config.experimental.enable_op_determinism()
     log("deterministic: one inter-op thread, op determinism on (bitwise the same run on this machine)")
-
-
-def _placement(strategy: str) -> distribute.Placement:
-    try:
-        return distribute.make(strategy)
-    except distribute.StrategyError as e:
-        raise TrainingError(str(e)) from None
 
 
 def _resolved(cfg: Config, placement: distribute.Placement, log) -> Config:
@@ -432,22 +458,14 @@ def _restore(run: Run) -> None:
     write_history(run.folder, run.history)
 
 
-def _heldout_meta(heldout, heldout_dir, images) -> dict | None:
-    if heldout is None:
-        return None
-    overlap = set(heldout.sha256) & set(images.sha256)
-    if overlap:
-        raise TrainingError(f"--heldout {heldout_dir} shares {len(overlap)} image(s) with the training data: "
-                            "held-out images must never be trained on")
-    fp = heldout.fingerprint()
-    return {"root": fp["root"], "count": fp["count"], "sha256": fp["sha256"]}
-
-
 def _announce(run: Run) -> None:
     cfg = run.cfg
     run.log(f"run {run.folder} | {len(run.images.files)} images from {run.images.root} ({run.mode}) | preset "
             f"{cfg.preset}: {cfg.epochs} epochs x {cfg.steps_per_epoch} steps, batch {cfg.batch_size}, seed "
             f"{cfg.seed}, {cfg.precision}, {run.placement.describe()}")
+
+
+# --------------------------------------------------------------------------- the loop's pieces
 
 
 def _prepare_epoch_end(run: Run) -> None:
@@ -477,75 +495,6 @@ def _prepare_epoch_end(run: Run) -> None:
     })
 
 
-def load_images_or_fail(data_dir, cfg: Config, log=log_stderr, input_mode: str = "auto"):
-    """(images, mode, store): the usable images, "memory" or "stream", and the stream file
-    (None in memory mode; the caller removes it)."""
-    from cxr_runtime.images import NoImagesError, find_images
-
-    root = Path(data_dir)
-    candidates = len(find_images(root)) if root.is_dir() else 0
-    try:
-        mode = pipeline.choose_mode(input_mode, candidates, cfg)
-    except ValueError as e:
-        raise TrainingError(str(e)) from None
-    store = None
-    if mode == "stream":
-        folder = stream_store_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in _orphaned_stores(folder):
-            log(f"removing {old.name}, left by a run that was killed")
-            _remove(old)
-        fd, name = tempfile.mkstemp(prefix=f"cxr-stream-{os.getpid()}-", suffix=".f32", dir=folder)
-        os.close(fd)
-        store = Path(name)
-        log(f"streaming the training set from {store} ({candidates} candidate files; "
-            f"about {candidates * cfg.image_size ** 2 * 4 / 1e9:.2f} GB of disk)")
-    every = max(1, candidates // 10)
-
-    def progress(done: int, total: int) -> None:  # a line per 10 % on sets worth waiting for
-        if total >= 2000 and (done % every == 0 or done == total):
-            log(f"  read {done}/{total} image files")
-
-    try:
-        images = load_training_images(data_dir, cfg, into=store, progress=progress)
-    except NoImagesError as e:
-        _remove(store)
-        raise TrainingError(str(e)) from None
-    except BaseException:
-        _remove(store)
-        raise
-    warning = images.skipped_warning()
-    if warning:
-        log(warning)
-    if len(images.files) < max(2, cfg.batch_size):
-        _remove(store)
-        raise TrainingError(
-            f"{len(images.files)} usable images under {data_dir}: need at least max(2, batch size {cfg.batch_size})"
-        )
-    return images, mode, store
-
-
-def _orphaned_stores(folder: Path) -> list[Path]:
-    """Stream files whose process (the pid in the name) no longer runs on this host."""
-    found = []
-    for p in folder.glob("cxr-stream-*-*.f32"):
-        try:
-            pid = int(p.name.split("-")[2])
-            os.kill(pid, 0)
-        except ValueError:
-            continue
-        except ProcessLookupError:
-            found.append(p)
-        except PermissionError:  # alive, another user's
-            continue
-    return found
-
-
-def _remove(path: Path | None) -> None:
-    if path is not None:
-        Path(path).unlink(missing_ok=True)
-
-
 def _input(gan_cfg: Config, source, placement: distribute.Placement, start: int, end: int):
     """The dataset `fit` consumes for global steps [start, end)."""
     if placement.name == "default":
@@ -559,30 +508,33 @@ def _input(gan_cfg: Config, source, placement: distribute.Placement, start: int,
     return placement.strategy.distribute_datasets_from_function(per_worker)
 
 
-def _load_heldout(heldout_dir, cfg: Config, log):
-    """The held-out images for the quality monitor, read by the training set's rules; None
-    when no folder is given or the monitor is off (quality_images 0). A labelled run's held-out
-    folder has the same class subfolders."""
-    if heldout_dir is None:
+class _CheckpointTimer:
+    """When a checkpoint inside an epoch is due: `minutes` after the last one (or the start)."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60.0
+        self.reset()
+
+    def reset(self):
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return self.seconds > 0 and time.monotonic() - self.last >= self.seconds
+
+
+def _checked_stop(cfg: Config, stop_at: int | None) -> int | None:
+    """stop_at as fit uses it: None when absent or at/after the run's end; an epoch end, else
+    TrainingError."""
+    if stop_at is None or stop_at >= cfg.total_steps:
         return None
-    if not cfg.quality_images:
-        log("quality_images is 0: the held-out folder is not scored")
-        return None
-    if cfg.classes and class_layout(heldout_dir) != cfg.classes:
-        raise TrainingError(f"--heldout {heldout_dir}: a labelled run needs held-out images in the same class "
-                            f"subfolders ({', '.join(cfg.classes)}); found {list(class_layout(heldout_dir)) or 'none'}")
-    from cxr_runtime.images import NoImagesError, load_folder
-
-    try:
-        held = load_folder(heldout_dir, size=cfg.image_size, resize=cfg.resize)
-    except NoImagesError as e:
-        raise TrainingError(f"--heldout: {e}") from None
-    warning = held.skipped_warning()
-    if warning:
-        log(warning)
-    if len(held.files) <= quality.K_NEIGHBOURS:
-        raise TrainingError(f"--heldout {heldout_dir}: {len(held.files)} usable images; the quality metrics need "
-                            f"more than {quality.K_NEIGHBOURS}")
-    return held
+    if stop_at < 1 or stop_at % cfg.steps_per_epoch:
+        raise TrainingError(f"--stop-at {stop_at} is not an epoch end of this run (a multiple of its "
+                            f"{cfg.steps_per_epoch} steps per epoch, below its {cfg.total_steps} steps)")
+    return stop_at
 
 
+def _call(hooks, name: str, *args) -> None:
+    for hook in hooks:
+        method = getattr(hook, name, None)
+        if method is not None:
+            method(*args)
