@@ -53,7 +53,7 @@ def main() -> None:
 
     import ray
 
-    from cxr_runtime import Generator, distributed, sampling
+    from cxr_runtime import Generator, ray_sampling, sampling
     from cxr_runtime.session import usable_cores
 
     cores = usable_cores()
@@ -76,7 +76,7 @@ def main() -> None:
         for workers in (1, 2):
             out = scratch / f"ray-{workers}"
             t0 = time.perf_counter()
-            distributed.sample(args.model, out, args.n, seed=0, workers=workers, shard_size=args.shard_size)
+            ray_sampling.sample(args.model, out, args.n, seed=0, workers=workers, shard_size=args.shard_size)
             wall = time.perf_counter() - t0
             manifest = json.loads((out / "manifest.json").read_text())
             rows[f"ray_{workers}_workers"] = {"workers": workers, "seconds": wall,
@@ -100,7 +100,7 @@ def main() -> None:
     paper = {}
     for nodes in (8, 64):
         workers = nodes * cores
-        shard = distributed.MAX_SHARD
+        shard = ray_sampling.MAX_SHARD
         rounds = math.ceil(math.ceil(1_000_000 / shard) / workers)
         seconds = ray_start + startup + rounds * (shard / worker_rate + max(per_shard, 0.0))
         paper[f"{nodes}_nodes"] = {"workers": workers, "shard_size": shard, "hours": seconds / 3600,

@@ -126,7 +126,7 @@ def sample(n, model, out, seed, batch_size, device, fmt, engine, address, worker
     the files already written are kept and the rest are added (cxr_runtime.sampling).
     With --engine ray the index range is split into shards written by Ray actors into OUT
     (a folder every node can reach); same seed, N and model give the same bytes per file as
-    the local engine (cxr_runtime.distributed); a labelled model's classes one after the
+    the local engine (cxr_runtime.ray_sampling); a labelled model's classes one after the
     other, each into OUT/CLASS.
     """
     plan = _class_plan(label, class_counts, n)
@@ -237,7 +237,7 @@ def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, worker
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     with reported():  # a CxrError: its one line and exit code
-        from cxr_runtime import distributed
+        from cxr_runtime import ray_sampling
 
         state = {"shown": 0}
 
@@ -246,7 +246,7 @@ def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, worker
             if sys.stderr.isatty():
                 click.echo(f"\rsampling on Ray: {done}/{total}", err=True, nl=done == total)
 
-        result = distributed.sample(model, out, n, seed=seed, fmt=fmt, workers=workers, shard_size=shard_size,
+        result = ray_sampling.sample(model, out, n, seed=seed, fmt=fmt, workers=workers, shard_size=shard_size,
                                     address=address, device=device,
                                     cpus_per_worker=cpus_per_worker, batch_size=batch_size, progress=progress,
                                     latent_scale=latent_scale, on_resume=_resuming, label=label)
@@ -269,13 +269,18 @@ def _sample_on_ray(n, model, out, seed, batch_size, device, fmt, address, worker
 @click.option("--quality", is_flag=True,
               help="Also the distribution metrics: recall, coverage and KID on a fixed feature bank, and "
                    "diversity (mean SSIM among the generated images).")
-@click.option("--heldout", "heldout_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Held-out real images: with --quality, their scores against --real are the reference scale.")
+@click.option("--baseline", "baseline_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Other real images (the training images, or a second held-out set): with --quality, scored "
+                   "against --real as the generated ones are, the baseline a generator as faithful as real data "
+                   "would reach.")
+@click.option("--heldout", "old_baseline_dir", type=click.Path(file_okay=False, path_type=Path), hidden=True,
+              help="The old name of --baseline.")
 @click.option("--train", "train_dir", type=click.Path(file_okay=False, path_type=Path),
               help="The generator's training images: also the memorisation audit's verdict against them "
                    "(as `cxr-runtime audit`, without writing pictures).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_dir, train_dir, as_json):
+def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, baseline_dir, old_baseline_dir, train_dir,
+             as_json):
     """SSIM and MSE of generated vs real images with the training's protocol and code.
 
     Each generated image is paired with a real image by a fixed-seed permutation; the
@@ -284,21 +289,24 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
     (default) and the numpy reference agree within 1e-5. Labelled folders (--fake and --real
     each with one subfolder per class, e.g. a `sample --classes` output against
     heldout/{NORMAL,PNEUMONIA}) are scored class by class, each against its own real images
-    (and its own --heldout and --train subfolders when those are labelled too).
+    (and its own --baseline and --train subfolders when those are labelled too).
     """
     from cxr_runtime.evaluation import labelled_pair, score_sets
 
+    if baseline_dir is not None and old_baseline_dir is not None:
+        raise click.UsageError("--heldout is the old name of --baseline: give one of them")
+    baseline_dir = baseline_dir or old_baseline_dir
     _quiet_native()
     with reported():  # a CxrError: its one line and exit code
         classes = labelled_pair(fake_dir, real_dir)
 
-    def one(fake_d, real_d, held_d, train_d) -> dict:
+    def one(fake_d, real_d, base_d, train_d) -> dict:
         fake = _load_or_fail(fake_d, "--fake", size, resize)
         real = _load_or_fail(real_d, "--real", size, resize)
-        held = _load_or_fail(held_d, "--heldout", size, resize) if quality and held_d else None
+        base = _load_or_fail(base_d, "--baseline", size, resize) if quality and base_d else None
         train = _load_or_fail(train_d, "--train", size, resize) if train_d else None
         with reported():  # a CxrError: its one line and exit code
-            return score_sets(fake, real, held=held, train=train, quality=quality, engine=engine, device=device,
+            return score_sets(fake, real, baseline=base, train=train, quality=quality, engine=engine, device=device,
                               size=size)
 
     def sub(folder, c):  # a labelled folder's class subfolder, or the folder itself when it is plain
@@ -307,13 +315,13 @@ def evaluate(fake_dir, real_dir, size, resize, engine, device, quality, heldout_
         return None if folder is None else (Path(folder) / c if c in class_layout(folder) else Path(folder))
 
     if not classes:
-        result = one(fake_dir, real_dir, heldout_dir, train_dir)
+        result = one(fake_dir, real_dir, baseline_dir, train_dir)
         if as_json:
             click.echo(json.dumps(result, indent=2))
         else:
             _print_evaluation(result, quality)
         return
-    results = {c: one(Path(fake_dir) / c, Path(real_dir) / c, sub(heldout_dir, c), sub(train_dir, c))
+    results = {c: one(Path(fake_dir) / c, Path(real_dir) / c, sub(baseline_dir, c), sub(train_dir, c))
                for c in classes}
     if as_json:
         click.echo(json.dumps({"classes": results}, indent=2))
@@ -334,15 +342,15 @@ def _print_evaluation(result: dict, quality: bool) -> None:
     if quality:
         from cxr_runtime.quality import QUALITY_METRICS
 
-        refq = result.get("quality_reference")
-        click.echo("(+-: 95 % interval over both image sets; reference: the --heldout images scored the same way)"
-                   if refq else "(+-: 95 % interval over both image sets)")
+        base = result.get("quality_baseline")
+        click.echo("(+-: 95 % interval over both image sets; baseline: the --baseline images scored the same way)"
+                   if base else "(+-: 95 % interval over both image sets)")
         for m in QUALITY_METRICS:
             line = f"{m.label:<16}{m.text(result['quality']):>18}"
             if m.real_key:
                 line += f"   (among real images {result['quality'][m.real_key]:{m.fmt}})"
-            if refq and m.key in refq:
-                line += f"   (reference {m.text(refq)})"
+            if base and m.key in base:
+                line += f"   (baseline {m.text(base)})"
             click.echo(f"{line}   [{m.better}]")
     if "audit" in result:
         a = result["audit"]
@@ -415,7 +423,7 @@ def _load_or_fail(folder: Path, flag: str, size: int, resize: str):
 @click.option("--train", "train_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The generator's training images.")
 @click.option("--heldout", "heldout_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Real images not used for training: audited the same way, as the honest reference.")
+              help="Real images not used for training: audited the same way, as the honest baseline.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="audit", show_default=True,
               help="Folder for summary.json and flagged/ (generated | nearest training image, side by side).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
@@ -515,13 +523,13 @@ def _audit_one(fake_dir, train_dir, heldout_dir, out, threshold, detail_threshol
 @click.option("--real", "real_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Real images the metrics compare against (e.g. held-out patients).")
 @click.option("--train", "train_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The generator's training images (audit and reference scale).")
+              help="The generator's training images (audit and baseline).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="report.html", show_default=True)
 @click.option("--utility", "utility_file", type=click.Path(dir_okay=False, path_type=Path),
               help="A `cxr-utility run` result (its JSON --out): its tables are added as a section of the page.")
 def report(fake_dir, real_dir, train_dir, out, utility_file):
-    """One self-contained HTML page: sample grid, every metric beside its real-vs-real
-    reference, the memorisation audit with its flagged pairs and nearest-neighbour histograms.
+    """One self-contained HTML page: sample grid, every metric beside its baseline (the
+    training images scored the same way), the memorisation audit with its flagged pairs and nearest-neighbour histograms.
     Labelled folders (--fake, --real and --train with one subfolder per class): one page per
     class, OUT with the class before its suffix (report-NORMAL.html, ...). --utility adds the
     classifier tables of a `cxr-utility run` (to every page: they cover all classes)."""

@@ -2,11 +2,13 @@
 evaluate` prints, the report shows and a sweep stores (docs/metrics.md).
 
 `score_sets` takes ImageSets already read (cxr_runtime.images.load_folder) and returns one dict:
-SSIM and MSE by the study's paired protocol with the real-vs-real reference, and with `quality`
-every metric of the table with its 95 % interval (and the held-out images' values as the
-reference), with `train` the memorisation audit's summary. `score_folders` reads the folders
-first; for labelled folders (one subfolder per class on both sides, images.class_layout) it
-scores each class against its own real images.
+SSIM and MSE by the study's paired protocol with the real-vs-real reference (`ref_ssim`,
+`ref_mse`); with `quality` every metric of the table with its 95 % interval, and with `baseline`
+(other real images: the training images, or a held-out set) those images scored the same way
+(`quality_baseline`, the scale a generator as faithful as real data would reach); with `train`
+the memorisation audit's summary. `labelled_pair` says whether two folders are labelled alike
+(one subfolder per class, images.class_layout), so that each class is scored against its own
+real images.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from cxr_runtime.errors import CxrError
 from cxr_runtime.images import ImageSet, class_layout
 
 
-def score_sets(fake: ImageSet, real: ImageSet, *, held: ImageSet | None = None, train: ImageSet | None = None,
-               quality: bool = False, engine: str = "onnx", device: str = "auto", size: int = 128) -> dict:
+def score_sets(fake: ImageSet, real: ImageSet, *, baseline: ImageSet | None = None,
+               train: ImageSet | None = None, quality: bool = False, engine: str = "onnx", device: str = "auto", size: int = 128) -> dict:
     from cxr_runtime import metrics
 
     scorer = metrics
@@ -46,13 +48,13 @@ def score_sets(fake: ImageSet, real: ImageSet, *, held: ImageSet | None = None, 
         from cxr_runtime.onnx_metrics import OnnxScorer
 
         onnx_scorer = scorer if engine == "onnx" else OnnxScorer(device="cpu")
-        reference = q.RealSet(real.images, onnx_scorer)
-        result["quality"] = reference.score(fake.images, onnx_scorer)
+        real_set = q.RealSet(real.images, onnx_scorer)
+        result["quality"] = real_set.score(fake.images, onnx_scorer)
         result["quality_interval"] = q.intervals(result["quality"])
-        if held is not None:
-            result["quality_reference"] = reference.score(held.images, onnx_scorer)
-            result["quality_reference_interval"] = q.intervals(result["quality_reference"])
-            result["quality_reference"]["images"] = len(held.files)
+        if baseline is not None:
+            result["quality_baseline"] = real_set.score(baseline.images, onnx_scorer)
+            result["quality_baseline_interval"] = q.intervals(result["quality_baseline"])
+            result["quality_baseline"]["images"] = len(baseline.files)
     if train is not None:
         from cxr_runtime import audit as au
 

@@ -33,7 +33,7 @@ compare *sets* of images in a feature space:
 
 Every metric comes with a 95 % interval that resamples both the real and the generated images
 (a grouped two-sample jackknife: `<key>_se`, printed as +- 1.96 se), and is read beside the
-same metric of the real training images against the same real set (the reference).
+same metric of the real training images against the same real set (the baseline).
 
 QUALITY_METRICS (at the end) is the table every output iterates over.
 """
@@ -434,7 +434,7 @@ class QualityMetric:
     better: "higher", "lower" or "near ..."; label, fmt and short: how it is printed (short in tables);
     columns: result key -> column in metrics.jsonl/csv (the monitor's "q_" names; default
     "q_" + key); real_key: the companion that holds the real images' own value (a line on the
-    plot, printed beside it); log_scale: plotted on a log axis; reference: the paper that defines
+    plot, printed beside it); log_scale: plotted on a log axis; citation: the paper that defines
     it. Every metric also gets `<key>_se` (se_key), the standard error of the table's jackknife
     over both sets, printed as its 95 % interval (+- 1.96 se)."""
 
@@ -447,7 +447,7 @@ class QualityMetric:
     columns: Mapping[str, str] = field(default_factory=dict)
     real_key: str | None = None
     log_scale: bool = False
-    reference: str = ""
+    citation: str = ""
 
     @property
     def se_key(self) -> str:
@@ -498,19 +498,19 @@ def _detail_kurtosis(s: Scoring) -> dict[str, float]:
 # measures must; they fail the ladder, so prdc() computes them but they are not reported.
 QUALITY_METRICS: list[QualityMetric] = [
     QualityMetric("recall", "recall", lambda s: {"recall": s.prdc["recall"]}, "higher",
-                  reference="Naeem et al. 2020"),
+                  citation="Naeem et al. 2020"),
     QualityMetric("coverage", "coverage", lambda s: {"coverage": s.prdc["coverage"]}, "higher",
-                  reference="Naeem et al. 2020"),
-    QualityMetric("kid", "KID", _kid, "lower", log_scale=True, reference="Binkowski et al. 2018"),
+                  citation="Naeem et al. 2020"),
+    QualityMetric("kid", "KID", _kid, "lower", log_scale=True, citation="Binkowski et al. 2018"),
     QualityMetric("diversity_ssim", "diversity", _diversity, "near the real value", short=".3f",
                   real_key="diversity_ssim_real",
                   columns={"diversity_ssim": "q_diversity", "diversity_ssim_real": "q_diversity_real",
                            "diversity_ssim_se": "q_diversity_se"}),
     QualityMetric("c2st_auc", "classifier AUC", lambda s: {"c2st_auc": c2st_auc(s.real_f, s.fake_f)},
-                  "near 0.5", reference="Lopez-Paz and Oquab 2017"),
+                  "near 0.5", citation="Lopez-Paz and Oquab 2017"),
     QualityMetric("texture_auc", "texture AUC", lambda s: {"texture_auc": c2st_auc(s.real_t, s.fake_t)},
-                  "near 0.5", reference="classifier two-sample test on full-size texture features"),
-    QualityMetric("hf_power_ratio", "HF power ratio", _hf_ratio, "near the reference (1 = real's)"),
+                  "near 0.5", citation="classifier two-sample test on full-size texture features"),
+    QualityMetric("hf_power_ratio", "HF power ratio", _hf_ratio, "near the baseline (1 = real's)"),
     QualityMetric("detail_kurtosis", "detail kurtosis", _detail_kurtosis, "near the real value", short=".1f",
                   fmt=".2f", real_key="detail_kurtosis_real"),
 ]

@@ -72,17 +72,17 @@ def build_report(fake, real, train, utility: dict | None = None, utility_source:
 
     scorer = OnnxScorer(device="auto")
     ssim, mse = scorer.paired_ssim_mse(fake.images, real.images)
-    ref_ssim, ref_mse = scorer.paired_ssim_mse(train.images, real.images)
-    reference = q.RealSet(real.images, scorer)
-    qual = reference.score(fake.images, scorer)
-    qref = reference.score(train.images, scorer)
+    base_ssim, base_mse = scorer.paired_ssim_mse(train.images, real.images)  # the baseline: training vs real
+    real_set = q.RealSet(real.images, scorer)
+    qual = real_set.score(fake.images, scorer)
+    qbase = real_set.score(train.images, scorer)
     result = au.audit(fake.images, train.images, real.images)
     s = result["summary"]
     rows = [
-        ("SSIM vs real (paired)", f"{ssim:.4f}", f"{ref_ssim:.4f}", "study's metric; rewards average images"),
-        ("MSE vs real (paired)", f"{mse:.4f}", f"{ref_mse:.4f}", "study's metric; rewards average images"),
-        *((m.label, m.text(qual) + (f" (real {qual[m.real_key]:{m.fmt}})" if m.real_key else ""), m.text(qref),
-           f"{m.better} is better" + (f"; {m.reference}" if m.reference else ""))
+        ("SSIM vs real (paired)", f"{ssim:.4f}", f"{base_ssim:.4f}", "study's metric; rewards average images"),
+        ("MSE vs real (paired)", f"{mse:.4f}", f"{base_mse:.4f}", "study's metric; rewards average images"),
+        *((m.label, m.text(qual) + (f" (real {qual[m.real_key]:{m.fmt}})" if m.real_key else ""), m.text(qbase),
+           f"{m.better} is better" + (f"; {m.citation}" if m.citation else ""))
           for m in q.QUALITY_METRICS),
     ]
     table = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(v)}</td><td>{html.escape(r)}</td>"
@@ -120,12 +120,12 @@ img{{image-rendering:pixelated}}</style></head><body>
 {len(train.files)} ({html.escape(str(train.root))}). cxr-runtime {__version__}, {time.strftime("%Y-%m-%d %H:%M")}.</p>
 <h2>Samples</h2><img id="grid" src="{grid}" alt="sample grid" width="520">
 <h2>Metrics</h2>
-<table id="metrics"><tr><th>metric</th><th>generated vs real</th><th>training vs real (reference)</th><th>reading</th></tr>
+<table id="metrics"><tr><th>metric</th><th>generated vs real</th><th>training vs real (baseline)</th><th>reading</th></tr>
 {table}</table>
-<p>Definitions: docs/metrics.md. ±: the 95 % interval, resampling both image sets (jackknife). The reference
+<p>Definitions: docs/metrics.md. ±: the 95 % interval, resampling both image sets (jackknife). The baseline
 column scores the real training images against the same real images: the value a generator as faithful and
 varied as real data would reach; a metric is as good as real data when its interval overlaps the
-reference's.</p>
+baseline's.</p>
 <h2>Memorisation audit</h2>
 {verdict}
 <p>What this proves: {html.escape(s["proves"])}. It does not prove that no patient can be recognised in a

@@ -35,7 +35,7 @@ from cxr_runtime.io import atomic_path, atomic_write_json
 
 EXTENSIONS = {"png": "png", "npy": "npy", "dicom": "dcm"}
 MARKER = ".sampling.json"
-SHARDS = ".shards"  # the Ray engine's per-shard done records (cxr_runtime.distributed)
+SHARDS = ".shards"  # the Ray engine's per-shard done records (cxr_runtime.ray_sampling)
 MANIFEST = "manifest.json"
 LATENT_RULE = "image i: numpy default_rng([seed, i // 1024]).standard_normal((1024, latent_dim), float32)[i % 1024] * latent_scale"
 

@@ -23,7 +23,7 @@ def main(argv=None) -> None:
     @click.option("--table", "as_table", is_flag=True, help="Print the rows of results.jsonl as a markdown table.")
     @click.option("--seeds", "by_seed", is_flag=True,
                   help="Print results.jsonl with the seeds of each recipe (same config apart from the seed) "
-                       "folded into one line: mean and range, then the held-out reference line.")
+                       "folded into one line: mean and range, then the baseline line of each held-out folder.")
     @click.option("--status", "show_status", is_flag=True, help="Show where each run of PLAN stands; run nothing.")
     @click.option("--check", is_flag=True, help="Check PLAN (every entry's flags and values); run nothing.")
     def cli(plan, root, as_table, by_seed, show_status, check):

@@ -24,18 +24,30 @@ def read_results(root: Path) -> list[dict]:
     path = root / RESULTS
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if isinstance(row.get("metrics"), dict):
-                row["metrics"] = {_LEGACY_METRIC_KEYS.get(k, k): v for k, v in row["metrics"].items()}
-            if row.get("judges", 1) == 1:  # before version 2, kid_se resampled the generated images only
-                for part in ("metrics", "reference"):
-                    if isinstance(row.get(part), dict) and "kid_se" in row[part]:
-                        row[part]["kid_se_generated_only"] = row[part].pop("kid_se")
-            rows.append(row)
-    return rows
+    return [_under_todays_names(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _under_todays_names(row: dict) -> dict:
+    """A row as today's sweep writes it: metric keys of the first version renamed; the baseline
+    (the training images scored as generated ones) under `baseline`, where rows written before
+    it had its own word hold it as `reference` (per class too); kid_se of judges version 1,
+    which resampled the generated images only, as kid_se_generated_only."""
+    if isinstance(row.get("metrics"), dict):
+        row["metrics"] = {_LEGACY_METRIC_KEYS.get(k, k): v for k, v in row["metrics"].items()}
+    for part in (row, *(row.get("classes") or {}).values()):
+        if isinstance(part, dict) and "reference" in part and "baseline" not in part:
+            part["baseline"] = part.pop("reference")
+    if row.get("judges", 1) == 1:
+        for part in ("metrics", "baseline"):
+            if isinstance(row.get(part), dict) and "kid_se" in row[part]:
+                row[part]["kid_se_generated_only"] = row[part].pop("kid_se")
+    return row
+
+
+def baseline_of(evaluation: dict) -> dict:
+    """The baseline scores of an `evaluate --json` result (score.json's "quality"): written as
+    `quality_baseline`, as `quality_reference` before the baseline had its own word."""
+    return evaluation.get("quality_baseline", evaluation.get("quality_reference", {}))
 
 
 def current(row: dict) -> bool:
@@ -98,7 +110,7 @@ def _cell(m, values: dict) -> str:
 
 
 def per_class(rows: list[dict]) -> list[dict]:
-    """A labelled plan's row (one model, `classes`: each class's metrics, reference and audit) as one
+    """A labelled plan's row (one model, `classes`: each class's metrics, baseline and audit) as one
     row per class, `run` marked with the class, `heldout` its class folder; other rows as they are."""
     out = []
     for r in rows:
@@ -107,7 +119,7 @@ def per_class(rows: list[dict]) -> list[dict]:
             continue
         for c, v in r["classes"].items():
             out.append({**r, "run": f"{r['run']} [{c}]", "class": c, "metrics": v["metrics"],
-                        "reference": v["reference"], "audit": v["audit"],
+                        "baseline": v["baseline"], "audit": v["audit"],
                         "heldout": str(Path(r.get("heldout", "")) / c)})
     return out
 
@@ -122,7 +134,7 @@ def summary(row: dict) -> str:
 
 def table(rows: list[dict]) -> str:
     """The rows as a markdown table (docs/results.md): the metric table's columns, the audit,
-    the cost; each held-out folder's reference row (the training images scored as generated
+    the cost; each held-out folder's baseline row (the training images scored as generated
     ones) once at the end."""
     from cxr_runtime.quality import QUALITY_METRICS
 
@@ -136,7 +148,7 @@ def table(rows: list[dict]) -> str:
                  f"{r['audit']['flagged']}/{r['audit']['generated']}", sps, f"{r['train_seconds'] / 3600:.2f}",
                  ", ".join(r["cpu"])]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += _reference_lines(rows, lead=3, trail=4)
+    lines += _baseline_lines(rows, lead=3, trail=4)
     return "\n".join(lines)
 
 
@@ -168,17 +180,17 @@ def _recipe(row: dict) -> tuple:
     return (e.get("preset"), tuple(e.get("flags", ())), e.get("steps"), row["step"], row["weights"], row.get("class"))
 
 
-def _reference_lines(rows: list[dict], lead: int, trail: int) -> list[str]:
+def _baseline_lines(rows: list[dict], lead: int, trail: int) -> list[str]:
     """One line per held-out folder: the training images scored against it as if generated (what
     a generator reproducing real X-rays of this population would reach), in a table whose metric
     columns come after `lead` cells and before `trail` ones."""
     from cxr_runtime.quality import QUALITY_METRICS
 
-    refs = {r["heldout"]: r["reference"] for r in rows if r.get("reference") and r.get("heldout")}
+    bases = {r["heldout"]: r["baseline"] for r in rows if r.get("baseline") and r.get("heldout")}
     lines = []
-    for held, ref in refs.items():
-        cells = [f"*the training images vs {'/'.join(Path(held).parts[-2:])} (reference)*", *[""] * (lead - 1),
-                 *(_cell(m, ref) for m in QUALITY_METRICS), *[""] * trail]
+    for held, base in bases.items():
+        cells = [f"*the training images vs {'/'.join(Path(held).parts[-2:])} (baseline)*", *[""] * (lead - 1),
+                 *(_cell(m, base) for m in QUALITY_METRICS), *[""] * trail]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -188,7 +200,7 @@ def seed_table(rows: list[dict]) -> str:
     different seeds, as one markdown line each, seeds in order: the runs, the preset and flags
     (the most explicit spelling among the runs' plan entries), the mean of every metric with its
     range over the seeds (min-max), the audit flags summed over the seeds, the median s/step per
-    seed, averaged; then the reference line of each held-out folder."""
+    seed, averaged; then the baseline line of each held-out folder."""
     from cxr_runtime.quality import QUALITY_METRICS
 
     rows = per_class(rows)
@@ -223,7 +235,7 @@ def seed_table(rows: list[dict]) -> str:
         cells.append(f"{statistics.fmean(sps):.2f}" if sps else "-")
         cells.append(", ".join(sorted({c for r in group for c in r["cpu"]})))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += _reference_lines(rows, lead=6, trail=3)
+    lines += _baseline_lines(rows, lead=6, trail=3)
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ command resumes the whole plan after a kill, a reboot or a new session on the sa
    scales `--latent-scale auto` and `diversity` choose (`ema-scaled`, `ema-diverse`): export to
    ONNX (parity gate), sample
    `samples` images, `cxr-runtime evaluate --quality` against the held-out folder (with the
-   training images scored the same way as the reference row) and `cxr-runtime audit` against
+   training images scored the same way as the baseline row) and `cxr-runtime audit` against
    the training folder;
 3. one JSON row per scored model appended to $CXR_RUNS/results.jsonl, exactly once: the row is
    composed from files the stages left (score.json) and the whole results file is replaced
@@ -63,6 +63,7 @@ from cxr_sweep.results import (
     SCALED,
     _audit_summary,
     append_row,
+    baseline_of,
     current,
     read_results,
     recipe_hash,
@@ -270,7 +271,7 @@ class Sweep:
         quality = out / "quality.json"
         if not quality.is_file():
             self.log(f"cxr-sweep: {key}: evaluate --quality against {plan.heldout}")
-            argv = command("cxr-runtime", "evaluate", "--fake", samples, "--real", plan.heldout, "--heldout",
+            argv = command("cxr-runtime", "evaluate", "--fake", samples, "--real", plan.heldout, "--baseline",
                            plan.data, "--quality", "--json", "--device", "cpu")
             self.runner.run(argv, log_path, stdout_path=quality)  # --json on stdout, notes in the log
             try:
@@ -333,7 +334,7 @@ class Sweep:
         per_step = [r["seconds_per_step"] for r in history if r.get("seconds_per_step")]
         monitor = next((r for r in reversed(history) if "q_kid" in r), {})
         per_class = score["quality"].get("classes")
-        q, ref = ({}, {}) if per_class else (score["quality"]["quality"], score["quality"].get("quality_reference", {}))
+        q, base = ({}, {}) if per_class else (score["quality"]["quality"], baseline_of(score["quality"]))
         first = shlex.join(display(command("cxr-train", *train_args(entry, meta["config"]["steps_per_epoch"]),
                                            "--data", plan.data, "--heldout", plan.heldout, "--out",
                                            self.root / entry.name)))
@@ -352,10 +353,10 @@ class Sweep:
             "wall_seconds": round(sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in history), 1),
             "metrics": {**q, "ssim": score["quality"]["ssim"], "mse": score["quality"]["mse"]} if not per_class else {},
             **({"classes": {c: {"metrics": {**v["quality"], "ssim": v["ssim"], "mse": v["mse"]},
-                                "reference": v.get("quality_reference", {}),
+                                "baseline": baseline_of(v),
                                 "audit": score["class_audit"][c]} for c, v in per_class.items()}}
                if per_class else {}),
-            "reference": ref,
+            "baseline": base,
             "audit": score["audit"],
             "monitor": {k: v for k, v in monitor.items() if k.startswith("q_") or k.startswith("audit_")},
             "samples": score["samples"], "sample_seed": score["sample_seed"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cxr_runtime.distributed import ShardWriter
+from cxr_runtime.ray_sampling import ShardWriter
 
 
 class DiesOnce(ShardWriter):

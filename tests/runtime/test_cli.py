@@ -166,7 +166,7 @@ def test_info(model):
 def test_evaluate_quality(model, tmp_path, kermany):
     out = tmp_path / "s"
     run("sample", "--n", 12, "--model", model, "--out", out)
-    r = run("evaluate", "--fake", out, "--real", kermany / "train" / "NORMAL", "--heldout",
+    r = run("evaluate", "--fake", out, "--real", kermany / "train" / "NORMAL", "--baseline",
             kermany / "heldout" / "NORMAL", "--quality", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
@@ -174,16 +174,23 @@ def test_evaluate_quality(model, tmp_path, kermany):
     from cxr_runtime.quality import QUALITY_METRICS, metric_keys
 
     for key in metric_keys():  # every metric, its standard error over both sets, the real companions
-        assert np.isfinite(res["quality"][key]) and np.isfinite(res["quality_reference"][key]), key
+        assert np.isfinite(res["quality"][key]) and np.isfinite(res["quality_baseline"][key]), key
     for m in QUALITY_METRICS:  # and its 95 % interval, around the value
         lo, hi = res["quality_interval"][m.key]
         assert lo <= res["quality"][m.key] <= hi
-        assert res["quality_reference_interval"][m.key][1] > res["quality_reference_interval"][m.key][0] or \
-            res["quality_reference"][m.se_key] == 0.0
+        assert res["quality_baseline_interval"][m.key][1] > res["quality_baseline_interval"][m.key][0] or \
+            res["quality_baseline"][m.se_key] == 0.0
     # a tiny random generator is nothing like X-rays; held-out real images are
-    assert res["quality"]["kid"] > 10 * res["quality_reference"]["kid"]
-    assert res["quality_reference"]["coverage"] > res["quality"]["coverage"]
-    assert res["quality_reference"]["images"] == 45
+    assert res["quality"]["kid"] > 10 * res["quality_baseline"]["kid"]
+    assert res["quality_baseline"]["coverage"] > res["quality"]["coverage"]
+    assert res["quality_baseline"]["images"] == 45
+    # --heldout, the flag's old name, still works (not shown in --help); both at once are refused
+    old = run("evaluate", "--fake", out, "--real", kermany / "train" / "NORMAL", "--heldout",
+              kermany / "heldout" / "NORMAL", "--quality", "--json")
+    assert old.exit_code == 0 and json.loads(old.stdout) == res
+    assert "--baseline" in run("evaluate", "--help").output and "--heldout" not in run("evaluate", "--help").output
+    both = run("evaluate", "--fake", out, "--real", out, "--baseline", out, "--heldout", out)
+    assert both.exit_code == 2 and "--heldout is the old name of --baseline" in both.output
 
 
 def test_collapsed_generated_set_is_scored_as_it_is(tmp_path, kermany):

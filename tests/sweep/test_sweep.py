@@ -56,12 +56,13 @@ class FakeRunner(sweep.Runner):
     """Writes what each command would write. `stop_training_once`: the first cxr-train call
     leaves a checkpoint at step 3 and is 'killed' (Stopped), as a SIGTERM would."""
 
-    def __init__(self, stop_training_once=False, fail=(), auto_scale="1.2"):
+    def __init__(self, stop_training_once=False, fail=(), auto_scale="1.2", baseline_key="quality_baseline"):
         super().__init__(log=lambda msg: None)
         self.calls: list[list[str]] = []
         self.stop_training_once = stop_training_once
         self.fail = set(fail)
         self.auto_scale = auto_scale
+        self.baseline_key = baseline_key  # quality_reference: what evaluate wrote before the baseline had its name
 
     def run(self, argv, log_path, ok=(0,), stdout_path=None):
         argv = sweep.display(argv)
@@ -88,7 +89,7 @@ class FakeRunner(sweep.Runner):
                 "ssim": 0.3, "mse": 0.1,
                 "quality": {"kid": 1.5, "kid_se": 0.1, "coverage": 0.4, "recall": 0.2, "diversity_ssim": 0.25,
                             "diversity_ssim_real": 0.19},
-                "quality_reference": {"kid": 0.02, "coverage": 1.0, "recall": 0.9, "diversity_ssim": 0.2}}
+                self.baseline_key: {"kid": 0.02, "coverage": 1.0, "recall": 0.9, "diversity_ssim": 0.2}}
             classes = sorted(p.name for p in _arg(argv, "--fake").iterdir() if p.is_dir())
             stdout_path.write_text(json.dumps(
                 {"classes": {c: {**one, "quality": {**one["quality"], "kid": 1.5 + i}} for i, c in enumerate(classes)}}
@@ -178,7 +179,7 @@ def test_plan_trains_scores_and_writes_one_row_per_scored_model(tmp_path):
         "a@6:ema-diverse", "b@3:raw", "b@3:raw-scaled", "b@3:raw-diverse", "b@6:raw", "b@6:raw-scaled",
         "b@6:raw-diverse"]
     row = rows[4]
-    assert row["metrics"]["kid"] == 1.5 and row["reference"]["kid"] == 0.02 and row["audit"]["flagged"] == 0
+    assert row["metrics"]["kid"] == 1.5 and row["baseline"]["kid"] == 0.02 and row["audit"]["flagged"] == 0
     assert row["final"] and row["seconds_per_step"] == 0.5 and row["wall_seconds"] == 22.0
     assert row["entry"]["flags"] == ["--ema-halflife", "2"] and row["cpu"]
     assert row["command"].startswith("cxr-train --preset smoke --seed 0 --ema-halflife 2 --epochs 2 --snapshot-steps 3")
@@ -393,7 +394,7 @@ def test_sigterm_leaves_the_run_resumable_and_the_rows_whole(tmp_path, few_real,
     assert "resuming" in log.read_text()
     assert rows[0]["audit"]["generated"] == 20
     # a 300-step smoke generator is far from real X-rays: the training images score much closer
-    assert rows[0]["metrics"]["kid"] > rows[0]["reference"]["kid"] + 3 * rows[0]["metrics"]["kid_se"]
+    assert rows[0]["metrics"]["kid"] > rows[0]["baseline"]["kid"] + 3 * rows[0]["metrics"]["kid_se"]
     assert os.path.isfile(rows[0]["run_folder"] + "/generator.keras")
 
 
@@ -407,17 +408,52 @@ def test_rows_of_the_first_sweep_version_read_under_todays_metric_names(tmp_path
     assert "| 0.270 (0.190) |" in sweep.table(rows)
 
 
-def test_the_table_ends_with_one_reference_line_per_heldout_folder_in_its_columns():
+def test_files_written_before_the_baseline_had_its_name_read_the_same(tmp_path):
+    """The baseline (the training images scored as generated ones) was once called `reference`:
+    evaluate results (score.json, quality.json) holding `quality_reference` and results.jsonl rows
+    holding `reference` (per class too) give the rows and tables today's files give."""
+    rows = {}
+    for key in ("quality_baseline", "quality_reference"):
+        where = tmp_path / key / "w"
+        where.mkdir(parents=True)
+        runner = FakeRunner(baseline_key=key)
+        assert _sweep(_plan(where, _run("a")), where / "runs", runner).run() == 0
+        evaluate = next(c for c in runner.calls if c[:2] == ["cxr-runtime", "evaluate"])
+        assert _arg(evaluate, "--baseline") == where / "data"  # the training images, scored as the baseline
+        rows[key] = read_results(where / "runs")
+    new, old = rows["quality_baseline"], rows["quality_reference"]
+    assert [r["baseline"] for r in old] == [r["baseline"] for r in new] and new[0]["baseline"]["kid"] == 0.02
+    assert "reference" not in old[0] and sweep.table(old) == sweep.table(new)
+
+    # results.jsonl rows of before, a plain and a labelled one, against the same rows written today
+    base = {"kid": 0.02, "coverage": 1.0, "recall": 0.89}
+    today = [{"key": "a@6:ema", "run": "a", "step": 6, "weights": "ema", "heldout": "/d/heldout/NORMAL",
+              "baseline": base, "metrics": {"kid": 0.5, "coverage": 0.9, "recall": 0.3},
+              "audit": {"flagged": 0, "generated": 500}, "seconds_per_step": 2.0, "train_seconds": 3600, "cpu": ["x"]},
+             {"key": "b@6:ema", "run": "b", "step": 6, "weights": "ema", "heldout": "/d/heldout", "metrics": {},
+              "classes": {"NORMAL": {"metrics": {"kid": 0.4}, "baseline": base, "audit": {"flagged": 0,
+                                                                                          "generated": 20}}},
+              "audit": {"flagged": 0, "generated": 20}, "seconds_per_step": 2.0, "train_seconds": 3600, "cpu": ["x"]}]
+    before = json.loads(json.dumps(today).replace('"baseline"', '"reference"'))
+    for name, written in (("today", today), ("before", before)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in written))
+    assert read_results(tmp_path / "before") == read_results(tmp_path / "today") == today
+    table = sweep.table(read_results(tmp_path / "before"))
+    assert table == sweep.table(today) and "heldout/NORMAL (baseline)* |  |  | 0.89 | 1.00 | 0.02 |" in table
+
+
+def test_the_table_ends_with_one_baseline_line_per_heldout_folder_in_its_columns():
     def row(name, held):
         return {"key": f"{name}@6:ema", "run": name, "step": 6, "weights": "ema", "heldout": held,
-                "reference": {"kid": 0.02, "coverage": 1.0, "recall": 0.89},
+                "baseline": {"kid": 0.02, "coverage": 1.0, "recall": 0.89},
                 "metrics": {"kid": 0.5, "coverage": 0.9, "recall": 0.3},
                 "audit": {"flagged": 0, "generated": 500}, "seconds_per_step": 2.0, "train_seconds": 3600, "cpu": ["x"]}
 
     lines = sweep.table([row("a", "/d/heldout/NORMAL"), row("b", "/d/heldout/NORMAL"), row("c", "/e/other")]).splitlines()
     assert len(lines) == 2 + 3 + 2
-    assert lines[5].startswith("| *the training images vs heldout/NORMAL (reference)* |  |  | 0.89 | 1.00 | 0.02 |")
-    assert lines[6].startswith("| *the training images vs e/other (reference)* |")
+    assert lines[5].startswith("| *the training images vs heldout/NORMAL (baseline)* |  |  | 0.89 | 1.00 | 0.02 |")
+    assert lines[6].startswith("| *the training images vs e/other (baseline)* |")
     assert all(line.count("|") == lines[0].count("|") for line in lines)
 
 
@@ -430,13 +466,13 @@ def test_seeds_of_one_recipe_fold_into_one_line_with_mean_and_range():
                 "audit": {"flagged": flagged, "generated": 500}, "seconds_per_step": 2.0 + seed, "cpu": ["x"]}
 
     rows = [row("s2", 2, 0.6, 0), row("s0", 0, 0.2, 0), row("other", 0, 9.0, 0, ["--mbstd"]), row("s1", 1, 0.4, 2)]
-    rows[1].update(heldout="/data/heldout/NORMAL", reference={"kid": 0.02, "coverage": 1.0, "recall": 0.89})
+    rows[1].update(heldout="/data/heldout/NORMAL", baseline={"kid": 0.02, "coverage": 1.0, "recall": 0.89})
     lines = sweep.seed_table(rows).splitlines()
-    assert len(lines) == 5  # header, rule, the three seeds of `long` (in seed order), the other recipe, reference
+    assert len(lines) == 5  # header, rule, the three seeds of `long` (in seed order), the other recipe, baseline
     assert lines[2] == ("| s0, s1, s2 | long | - | 6 | ema | 0, 1, 2 | 0.30 (0.30-0.30) | 1.00 (1.00-1.00) | "
                         "0.40 (0.20-0.60) | 0.260 (0.250-0.270), real 0.190 | - | - | - | - | 2/1500 | 3.00 | x |")
     assert lines[3].startswith("| other | long | --mbstd | 6 | ema | 0 | 0.30 | 1.00 | 9.00 |")
-    assert lines[4] == ("| *the training images vs heldout/NORMAL (reference)* |  |  |  |  |  | 0.89 | 1.00 | 0.02 "
+    assert lines[4] == ("| *the training images vs heldout/NORMAL (baseline)* |  |  |  |  |  | 0.89 | 1.00 | 0.02 "
                         "| - | - | - | - | - |  |  |  |")
     assert all(line.count("|") == lines[0].count("|") for line in lines)
 
@@ -575,7 +611,7 @@ def _labelled_folder(root, classes=("NORMAL", "PNEUMONIA")):
 def test_a_labelled_plan_scores_each_class_against_its_own_images(tmp_path):
     """A plan whose data and heldout hold one subfolder per class: each model is sampled per class
     (--classes), scored and audited per class, and its row holds each class; the tables show one
-    line per class, with each class's reference line."""
+    line per class, with each class's baseline line."""
     data, held = _labelled_folder(tmp_path / "data"), _labelled_folder(tmp_path / "heldout")
     plan = _plan(tmp_path, _run("a", flags="[]"), data=data, heldout=held)
     assert load_plan(plan).classes == ("NORMAL", "PNEUMONIA")
@@ -590,7 +626,7 @@ def test_a_labelled_plan_scores_each_class_against_its_own_images(tmp_path):
     lines = sweep.table(read_results(root)).splitlines()
     assert any(line.startswith("| a [NORMAL] | 6 | raw | ") for line in lines)
     assert any(line.startswith("| a [PNEUMONIA] | 6 | raw | ") for line in lines)
-    assert sum("heldout/PNEUMONIA (reference)" in line for line in lines) == 1
+    assert sum("heldout/PNEUMONIA (baseline)" in line for line in lines) == 1
     seeds = sweep.seed_table(read_results(root)).splitlines()
     # one line per class, step and weights (2 x 3 each): a class is never folded into another
     assert sum(" [NORMAL]" in line for line in seeds) == sum(" [PNEUMONIA]" in line for line in seeds) == 6

@@ -342,7 +342,7 @@ def test_shared_fake_is_one_generator_pass_with_g_trained_through_the_updated_d(
     """shared_fake: G runs forward once per step; D steps on (real, G(z)); G then steps on
     -log D'(G(z)) for the same z through D' = D after its update. Checked against the same
     computation written out by hand on a twin model."""
-    from cxr_training.pipeline import latents
+    from cxr_training.pipeline import step_latents
 
     cfg = preset("smoke").replace(shared_fake=True, augment=augment_mode, augment_p=0.5)
     gan, twin = _gan(cfg), _gan(cfg)
@@ -358,7 +358,7 @@ def test_shared_fake_is_one_generator_pass_with_g_trained_through_the_updated_d(
     assert calls.count("generator") == 1
     monkeypatch.undo()
 
-    z = latents(cfg.seed, step, 1, cfg.batch_size, cfg.latent_dim)
+    z = step_latents(cfg.seed, step, 1, cfg.batch_size, cfg.latent_dim)
     with tf.GradientTape() as tape:
         d_loss, r1, _ = twin.d_phase_loss(step, real, twin.generator(z, training=True), 0, cfg.batch_size)
         d_total = d_loss + r1

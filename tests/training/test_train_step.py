@@ -84,9 +84,9 @@ def test_batches_depend_only_on_seed_and_step():
     for (_, a), (_, b) in zip(first[5:], again):
         np.testing.assert_array_equal(a, b)  # a pipeline started at step 5 gives step 5's batch
     assert not np.array_equal(first[5][1], first[6][1])
-    zd1, zd2, zd3 = (pipeline.latents(cfg.seed, s, 1, 4, 16).numpy() for s in (5, 5, 6))
+    zd1, zd2, zd3 = (pipeline.step_latents(cfg.seed, s, 1, 4, 16).numpy() for s in (5, 5, 6))
     np.testing.assert_array_equal(zd1, zd2)
-    assert not np.array_equal(zd1, zd3) and not np.array_equal(zd1, pipeline.latents(cfg.seed, 5, 2, 4, 16).numpy())
+    assert not np.array_equal(zd1, zd3) and not np.array_equal(zd1, pipeline.step_latents(cfg.seed, 5, 2, 4, 16).numpy())
     # a batch holds distinct images
     flat = first[0][1].reshape(cfg.batch_size, -1)
     assert len({row.tobytes() for row in flat}) == cfg.batch_size

@@ -120,7 +120,7 @@ class QualityMonitor:
 
         self.scorer = OnnxScorer(device="cpu")
         heldout = np.asarray(heldout, np.float32)
-        self.reference = quality.RealSet(heldout, self.scorer, QUALITY_DIVERSITY_IMAGES)
+        self.real_set = quality.RealSet(heldout, self.scorer, QUALITY_DIVERSITY_IMAGES)
         self.train = np.asarray(train, np.float32)
         self._banks: dict = {}  # the audit's candidate banks of the training images, built on first use
         self.classes = tuple(classes)
@@ -157,7 +157,7 @@ class QualityMonitor:
         def table(values: dict, suffix: str = "") -> dict:
             return {m.column(k) + suffix: values[k] for m in quality.QUALITY_METRICS for k in m.keys() if k in values}
 
-        scores = table(self.reference.score(images, self.scorer))
+        scores = table(self.real_set.score(images, self.scorer))
         auditable = images.shape[-1] >= audit.MIN_SIZE and images.shape[-1] == images.shape[-2]
         if not self.classes:
             if auditable:

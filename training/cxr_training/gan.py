@@ -36,7 +36,7 @@ from __future__ import annotations
 from cxr_training import augment
 from cxr_training.config import Config
 from cxr_training.models import build_generator, logit_model
-from cxr_training.pipeline import latents, replica_rows
+from cxr_training.pipeline import replica_rows, step_latents
 from cxr_training.tfenv import import_tf
 
 tf, keras = import_tf()
@@ -282,9 +282,9 @@ class GAN(keras.Model):
         start, rows = replica_rows(ctx.replica_id_in_sync_group, replicas, self.batch_size)
         tf.debugging.assert_equal(step, self.global_step, message="input pipeline out of step with the model")
         fake_labels = self.fake_labels(start, rows)
-        z_d = self.with_class(latents(self.seed, step, 1, self.batch_size, self.latent_dim)[start : start + rows],
+        z_d = self.with_class(step_latents(self.seed, step, 1, self.batch_size, self.latent_dim)[start : start + rows],
                               fake_labels)
-        z_g = self.with_class(latents(self.seed, step, 2, self.batch_size, self.latent_dim)[start : start + rows],
+        z_g = self.with_class(step_latents(self.seed, step, 2, self.batch_size, self.latent_dim)[start : start + rows],
                               fake_labels)
         labels = {"real_labels": real_labels, "fake_labels": fake_labels}
 

@@ -109,9 +109,9 @@ def balanced_indices(seed, step, labels, classes: int, batch: int):
     return tf.reshape(tf.transpose(tf.stack(blocks)), [-1])
 
 
-def latents(seed, step, stream: int, batch: int, dim: int):
+def step_latents(seed, step, stream: int, batch: int, dim: int):
     """float32 (batch, dim) standard normal latents for a global step; stream 1 feeds
-    D's step, stream 2 G's step."""
+    D's step, stream 2 G's step. (The runtime's generator.latents numbers images instead.)"""
     key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64) * 3 + stream])
     return tf.random.stateless_normal([batch, dim], seed=key)
 

@@ -27,9 +27,9 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_history(rows: list[dict], out_dir: Path, quality_reference: dict | None = None) -> list[Path]:
-    """Redraw the figures from the history; `quality_reference`: the training images' scores
-    against the held-out set (keys train_q_recall, ...), drawn as dashed lines."""
+def plot_history(rows: list[dict], out_dir: Path, baseline: dict | None = None) -> list[Path]:
+    """Redraw the figures from the history; `baseline`: the training images' scores against
+    the held-out set (keys train_q_recall, ...), drawn as dashed lines."""
     out_dir = Path(out_dir)
     epochs = [r["epoch"] for r in rows]
 
@@ -55,7 +55,7 @@ def plot_history(rows: list[dict], out_dir: Path, quality_reference: dict | None
     scored = [r for r in rows if "q_kid" in r]
     if not scored:
         return [fig6, fig7]
-    ref = quality_reference or {}
+    base = baseline or {}
     ep = [r["epoch"] for r in scored]
     metrics = quality.QUALITY_METRICS  # one panel per metric of the table, then the audit's flags
     fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(4 * (len(metrics) + 1), 3.6))
@@ -68,8 +68,8 @@ def plot_history(rows: list[dict], out_dir: Path, quality_reference: dict | None
         ax.plot(ep, values, "o-", label="generated")
         if m.real_key and m.column(m.real_key) in scored[-1]:
             ax.axhline(scored[-1][m.column(m.real_key)], color="grey", ls="--", label="held-out real")
-        elif f"train_{col}" in ref:
-            line = max(ref[f"train_{col}"], 1e-4) if m.log_scale else ref[f"train_{col}"]
+        elif f"train_{col}" in base:
+            line = max(base[f"train_{col}"], 1e-4) if m.log_scale else base[f"train_{col}"]
             ax.axhline(line, color="grey", ls="--", label="training images")
         ax.set_title(f"{m.label} vs held-out ({m.better})", fontsize=9)
     axes[-1].plot(ep, [r.get("audit_flagged", float("nan")) for r in scored], "o-", color="C3", label="flagged images")

@@ -1,4 +1,4 @@
-"""Sampling on Ray (cxr_runtime.distributed): byte-identical to the local sampler for any
+"""Sampling on Ray (cxr_runtime.ray_sampling): byte-identical to the local sampler for any
 number of workers and shard size, resumable after the driver dies, a dead worker's shard
 redone, Parquet output, and a two-node cluster on loopback."""
 
@@ -27,7 +27,7 @@ if os.environ.get("CI") != "true":
     pytest.importorskip("ray")
 import ray  # noqa: E402
 
-from cxr_runtime import distributed  # noqa: E402
+from cxr_runtime import ray_sampling  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 30
@@ -44,7 +44,7 @@ def _same_files(a: Path, b: Path, pattern: str = "sample-*") -> int:
 def _clean(folder: Path, manifest: str = "manifest.json") -> None:
     """A finished set: no marker, no shard records, no temporary file."""
     assert (folder / manifest).is_file() and not (folder / ".sampling.json").exists()
-    assert not (folder / distributed.SHARDS).exists()
+    assert not (folder / ray_sampling.SHARDS).exists()
     assert not [p for p in folder.iterdir() if ".tmp-" in p.name]
 
 
@@ -77,7 +77,7 @@ def test_byte_identical_to_the_local_sampler(model, local_ray, tmp_path, fmt, wo
     m, local = model
     out = tmp_path / "ray"
     seen = []
-    r = distributed.sample(m, out, N, seed=4, fmt=fmt, workers=workers, shard_size=shard,
+    r = ray_sampling.sample(m, out, N, seed=4, fmt=fmt, workers=workers, shard_size=shard,
                            progress=lambda done, n: seen.append(done))
     assert (r.count, r.written) == (N, N) and seen[-1] == N and seen == sorted(seen)
     assert _same_files(local[fmt], out) == N
@@ -85,7 +85,7 @@ def test_byte_identical_to_the_local_sampler(model, local_ray, tmp_path, fmt, wo
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["engine"] == "ray" and manifest["count"] == N and manifest["ray"]["workers"] == workers
     assert manifest["model_sha256"] == json.loads((local[fmt] / "manifest.json").read_text())["model_sha256"]
-    again = distributed.sample(m, out, N, seed=4, fmt=fmt, workers=workers)
+    again = ray_sampling.sample(m, out, N, seed=4, fmt=fmt, workers=workers)
     assert again.written == 0  # a complete set is left as it is
 
 
@@ -94,11 +94,11 @@ def test_the_latent_scale_reaches_the_workers(model, local_ray, tmp_path):
     m, _ = model
     local = tmp_path / "local"
     sampling.sample_to_folder(Generator(m, device="cpu", latent_scale=1.3), local, N, seed=4, batch_size=4)
-    distributed.sample(m, tmp_path / "ray", N, seed=4, workers=2, shard_size=8, latent_scale=1.3)
+    ray_sampling.sample(m, tmp_path / "ray", N, seed=4, workers=2, shard_size=8, latent_scale=1.3)
     assert _same_files(local, tmp_path / "ray") == N
     assert json.loads((tmp_path / "ray" / "manifest.json").read_text())["latent_scale"] == 1.3
     scaled = tiny_generator(tmp_path / "scaled.onnx", size=32, metadata={"latent_scale": "1.3"})
-    distributed.sample(scaled, tmp_path / "ray-meta", N, seed=4, workers=2, shard_size=8)
+    ray_sampling.sample(scaled, tmp_path / "ray-meta", N, seed=4, workers=2, shard_size=8)
     assert _same_files(local, tmp_path / "ray-meta") == N
 
 
@@ -107,7 +107,7 @@ def test_parquet_rows_hold_the_png_files(model, local_ray, tmp_path):
 
     m, local = model
     out = tmp_path / "pq"
-    distributed.sample(m, out, N, seed=4, fmt="parquet", workers=2, shard_size=8)
+    ray_sampling.sample(m, out, N, seed=4, fmt="parquet", workers=2, shard_size=8)
     parts = sorted(out.glob("part-*.parquet"))
     assert len(parts) == 4 and parts[0].name == "part-000000000000-000000000008.parquet"
     table = pq.read_table(out)  # the folder is one data set
@@ -126,7 +126,7 @@ def test_a_dead_worker_shard_is_redone(model, local_ray, tmp_path):
     local_ray.write_text("die")  # the first shard's actor writes one image and kills its process
     m, local = model
     out = tmp_path / "ray"
-    distributed.sample(m, out, N, seed=4, workers=2, shard_size=5, writer_cls=DiesOnce)
+    ray_sampling.sample(m, out, N, seed=4, workers=2, shard_size=5, writer_cls=DiesOnce)
     assert not local_ray.exists()  # the worker did die
     assert _same_files(local["png"], out) == N
     _clean(out)
@@ -137,8 +137,8 @@ def test_an_error_in_the_writer_stops_the_job_with_its_message(model, local_ray,
 
     m, _ = model
     t0 = time.time()
-    with pytest.raises(distributed.DistributedError, match="No space left on device"):
-        distributed.sample(m, tmp_path / "ray", N, seed=4, workers=1, shard_size=10, writer_cls=Fails)
+    with pytest.raises(ray_sampling.DistributedError, match="No space left on device"):
+        ray_sampling.sample(m, tmp_path / "ray", N, seed=4, workers=1, shard_size=10, writer_cls=Fails)
     assert time.time() - t0 < 120  # not retried forever
     assert not (tmp_path / "ray" / "manifest.json").exists()
 
@@ -176,8 +176,8 @@ def test_a_killed_driver_resumes_where_it_stopped(model, tmp_path):
 
     def driver(workers: int, shard: int) -> subprocess.Popen:
         code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-                "from cxr_runtime import distributed\n"
-                f"r = distributed.sample({str(m)!r}, {str(out)!r}, 120, seed=4, workers={workers}, shard_size={shard})\n"
+                "from cxr_runtime import ray_sampling\n"
+                f"r = ray_sampling.sample({str(m)!r}, {str(out)!r}, 120, seed=4, workers={workers}, shard_size={shard})\n"
                 "print(r.resumed_from, r.written)\n")
         return subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True,
@@ -185,12 +185,12 @@ def test_a_killed_driver_resumes_where_it_stopped(model, tmp_path):
 
     first = driver(1, 3)
     deadline = time.time() + 240
-    while time.time() < deadline and len(list((out / distributed.SHARDS).glob("*.done"))) < 3:
+    while time.time() < deadline and len(list((out / ray_sampling.SHARDS).glob("*.done"))) < 3:
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     _kill_processes_mentioning(str(ray_tmp))
-    done = len(list((out / distributed.SHARDS).glob("*.done")))
+    done = len(list((out / ray_sampling.SHARDS).glob("*.done")))
     assert 3 <= done < 40 and not (out / "manifest.json").exists()
 
     second = driver(2, 7)
@@ -220,7 +220,7 @@ def test_two_node_cluster_on_loopback(model, tmp_path):
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         m, local = model
         out = tmp_path / "ray"
-        distributed.sample(m, out, N, seed=4, workers=2, shard_size=3)
+        ray_sampling.sample(m, out, N, seed=4, workers=2, shard_size=3)
         assert _same_files(local["png"], out) == N
         nodes = json.loads((out / "manifest.json").read_text())["ray"]["nodes"]
         head_id = ray.get_runtime_context().get_node_id()  # the driver's node
@@ -231,11 +231,11 @@ def test_two_node_cluster_on_loopback(model, tmp_path):
 
 
 def test_plan_shards_covers_what_is_left():
-    assert distributed.plan_shards(10, 4) == [(0, 4), (4, 8), (8, 10)]
-    assert distributed.plan_shards(10, 4, [(0, 4), (6, 8)]) == [(4, 6), (8, 10)]
-    assert distributed.plan_shards(5, 10, [(0, 5)]) == []
-    assert distributed.default_shard_size(100_000, 8) == distributed.MAX_SHARD
-    assert distributed.default_shard_size(30, 2) == 4
+    assert ray_sampling.plan_shards(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert ray_sampling.plan_shards(10, 4, [(0, 4), (6, 8)]) == [(4, 6), (8, 10)]
+    assert ray_sampling.plan_shards(5, 10, [(0, 5)]) == []
+    assert ray_sampling.default_shard_size(100_000, 8) == ray_sampling.MAX_SHARD
+    assert ray_sampling.default_shard_size(30, 2) == 4
 
 
 def test_base_runtime_never_imports_ray(tmp_path):
@@ -258,16 +258,16 @@ def test_the_gpu_rule_on_ray():
     """cuda: a GPU per worker; auto: a GPU per worker when the cluster has one, else none; cpu:
     none; a GPU number is refused (Ray narrows each actor's CUDA_VISIBLE_DEVICES to its own GPU,
     so cuda:1 would name a device the actor cannot see)."""
-    assert distributed.gpus_per_worker("cuda", {"CPU": 8}) == 1
-    assert distributed.gpus_per_worker("auto", {"CPU": 8, "GPU": 2.0}) == 1
-    assert distributed.gpus_per_worker("auto", {"CPU": 8}) == 0
-    assert distributed.gpus_per_worker("cpu", {"CPU": 8, "GPU": 2.0}) == 0
+    assert ray_sampling.gpus_per_worker("cuda", {"CPU": 8}) == 1
+    assert ray_sampling.gpus_per_worker("auto", {"CPU": 8, "GPU": 2.0}) == 1
+    assert ray_sampling.gpus_per_worker("auto", {"CPU": 8}) == 0
+    assert ray_sampling.gpus_per_worker("cpu", {"CPU": 8, "GPU": 2.0}) == 0
 
 
 def test_a_gpu_number_is_refused_before_ray_starts(model, tmp_path):
     m, _ = model
-    with pytest.raises(distributed.DistributedError, match="a GPU number cannot be chosen"):
-        distributed.sample(m, tmp_path / "x", 3, device="cuda:1")
+    with pytest.raises(ray_sampling.DistributedError, match="a GPU number cannot be chosen"):
+        ray_sampling.sample(m, tmp_path / "x", 3, device="cuda:1")
     r = CliRunner().invoke(main, ["sample", "--n", "3", "--model", str(m), "--out", str(tmp_path / "y"),
                                   "--engine", "ray", "--device", "cuda:1"])
     assert r.exit_code == 2 and "a GPU number cannot be chosen" in r.output and not (tmp_path / "y").exists()
@@ -281,8 +281,8 @@ def test_auto_reserves_a_gpu_per_worker_on_a_cluster_with_gpus(model, tmp_path):
     out = tmp_path / "ray"
     code = (f"import ray, json\n"
             "ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, logging_level='ERROR')\n"
-            "from cxr_runtime import distributed\n"
-            f"distributed.sample({str(m)!r}, {str(out)!r}, {N}, seed=4, workers=2, shard_size=4, device='auto')\n"
+            "from cxr_runtime import ray_sampling\n"
+            f"ray_sampling.sample({str(m)!r}, {str(out)!r}, {N}, seed=4, workers=2, shard_size=4, device='auto')\n"
             "ray.shutdown()\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -315,5 +315,5 @@ def test_a_labelled_model_on_ray_writes_the_local_files_of_each_class(local_ray,
                                   "--classes", "NORMAL=4,COVID=4"])
     assert r.exit_code != 0 and "COVID" in r.output and not (tmp_path / "bad").exists()
     with pytest.raises(LabelError, match="labelled model"):
-        distributed.sample(m, tmp_path / "none", 4, workers=1)
+        ray_sampling.sample(m, tmp_path / "none", 4, workers=1)
     assert not (tmp_path / "none").exists()
