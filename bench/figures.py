@@ -15,7 +15,7 @@ upper mediastinum with both clavicles and the spine.
     python bench/figures.py --crops --index 3 --out docs/figures/texture-crops.png base-s0@1000:ema
 
 A labelled model's class is named after the weights (`labelled-quick-proj-s0@1000:ema/PNEUMONIA`);
-give --real that class's held-out folder.
+give --real that class's held-out folder. A key without "@" is a folder of samples.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ import numpy as np
 def _samples(root: Path, key: str, n: int) -> np.ndarray:
     from cxr_runtime.images import load_folder
 
+    if "@" not in key:  # a folder of samples (e.g. a utility plan's syn-N/CLASS)
+        folder = Path(key).expanduser()
+        return load_folder(folder).images[:n]
     name, _, rest = key.partition("@")
     step, _, weights = rest.partition(":")
     weights, _, label = weights.partition("/")  # a labelled model's class: NAME@STEP:WEIGHTS/CLASS
