@@ -211,3 +211,16 @@ def test_subset_writes_exactly_the_images_run_uses(kermany, tmp_path):
     r = CliRunner().invoke(main, ["subset", "--real", str(kermany / "train"), "--per-class", "500",
                                   "--out", str(tmp_path / "big")])
     assert r.exit_code == 2 and "fewer than 500" in r.output and not (tmp_path / "big").exists()
+
+
+def test_predict_is_quiet_for_very_confident_logits():
+    """A logit of -1000 is probability 0 without numpy's overflow warning reaching the user."""
+    import warnings
+
+    class Confident:
+        def __call__(self, x, training=False):
+            return np.array([[-1000.0], [0.0], [1000.0]], np.float32)[: len(x)]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(classifier.predict(Confident(), np.zeros((3, 8, 8), np.float32)), [0, 0.5, 1])

@@ -106,4 +106,5 @@ def predict(model, images: np.ndarray, batch: int = 128) -> np.ndarray:
     """Probability of the positive class for each image."""
     logits = np.concatenate([np.asarray(model(np.asarray(images[i : i + batch], np.float32)[..., None],
                                               training=False)).ravel() for i in range(0, len(images), batch)])
-    return 1.0 / (1.0 + np.exp(-logits))
+    with np.errstate(over="ignore"):  # exp(-logit) overflows to inf for a very negative logit: probability 0
+        return 1.0 / (1.0 + np.exp(-logits))
