@@ -269,8 +269,196 @@ def labelled_graph(gated: onnx.ModelProto, latent_dim: int, classes: int, gated_
     return model
 
 
-def _calibrate(blob: bytes, real, log, criterion: str):
-    """The latent scale for the model `blob` on the training images `real` (cxr_runtime.calibration)."""
+@dataclass
+class _Source:
+    """The Keras generator to export and what its run recorded (generator.json)."""
+    path: Path
+    generator: object
+    info: dict
+    classes: tuple[str, ...]  # a labelled G's classes; its input is the latent, then the one-hot class
+    latent_dim: int
+    size: int
+
+
+def export(source, out: str | os.PathLike, atol: float | None = None, opset: int = OPSET,
+           optimize: bool = True, quantize: str = "none", data_dir=None,
+           citation: str = DEFAULT_DATA_CITATION, license_: str = DEFAULT_DATA_LICENSE,
+           runs_root: str | os.PathLike = "runs", log=print, *, chunk: int | None = None,
+           latent_scale: float | str = 1.0) -> ExportResult:
+    """Convert, gate, publish; optionally quantise to int8 behind the quality gate.
+
+    The steps, each a function: _load the generator and its run; _convert it with its metadata
+    (the optimised sub-pixel graph is written from the weights, so optimising is part of
+    converting and the gate checks the graph that ships); _validate (the parity gate, its report
+    written either way); on a pass, labelled_graph (a labelled model's class input) and
+    _calibrate (the latent scale); _publish; last _quantise (int8 from the gated graph, behind
+    its own gate).
+
+    chunk: images per pass of the optimised graph's convolution loop (None: optimize.CHUNK; 0: no
+    loop). The int8 model is quantised from the graph without the loop.
+    latent_scale: the standard deviation the runtime draws latents at, written into the
+    metadata (1: nothing written, the default); "auto" (lowest KID) or "diversity" (as varied
+    as the training images): chosen on the training images by cxr_runtime.calibration after
+    the parity gate passes (the grid's scores are written too).
+    Each model reaches its path only if its gate passes; reports are written either way.
+    Raises ParityError / Int8GateError (report written, no model left at that path) or ExportError.
+    """
+    _check_options(quantize, optimize, chunk)
+    if optimize and chunk is None:
+        from cxr_export.optimize import CHUNK
+
+        chunk = CHUNK
+    out = Path(out)
+    src = _load(source, runs_root, out, log)
+    real = _training_images(src.path, data_dir, src.size, log=log) if quantize == "int8" else None
+    latent_scale, criterion = _latent_scale(latent_scale)
+    calibration_real = _calibration_images(src, data_dir, real, latent_scale, log) if criterion else None
+
+    model, meta, seconds = _convert(src, out, opset, optimize, chunk, citation, license_,
+                                    1.0 if criterion else latent_scale)
+    graph, blob = meta["graph"], model.SerializeToString()
+    log(f"built the {graph} graph (opset {opset}) in {seconds:.1f} s; checking parity")
+
+    if atol is None:
+        atol = PARITY_ATOL_OPTIMIZED if optimize else PARITY_ATOL
+    report = _validate(src, blob, out, atol, graph, seconds)
+    gated = model  # the graph the gate checked (a labelled model's: on the joined input)
+    if report.passed:
+        if src.classes:  # the published graph takes the class beside z
+            model = labelled_graph(gated, src.latent_dim, len(src.classes), blob)
+            blob = model.SerializeToString()
+        if criterion:  # the graph is right; now the scale it is sampled at
+            meta = _calibrate(model, meta, _graph_meta(optimize, chunk), blob, calibration_real, criterion, log)
+            blob = model.SerializeToString()  # metadata only: the graph the gate passed is unchanged
+    _publish(out, blob, report)
+    result = ExportResult(out, report, seconds, graph)
+    if quantize == "none":
+        return result
+
+    log(f"parity passed (max abs error {report.max_abs_err:.2g}); quantising to int8")
+    result.int8_report, result.int8_seconds = _quantise(src, out, opset, chunk, gated, blob, meta, real)
+    result.int8_path = int8_path(out)
+    return result
+
+
+def _check_options(quantize: str, optimize: bool, chunk: int | None) -> None:
+    if quantize not in ("none", "int8"):
+        raise ExportError(f"unknown quantisation {quantize!r}")
+    if quantize == "int8" and not optimize:
+        raise ExportError("--quantize int8 needs the optimised graph: drop --no-optimize")
+    if chunk is not None and not optimize:
+        raise ExportError("--chunk applies to the optimised graph: drop --no-optimize or --chunk")
+
+
+def _load(source, runs_root, out: Path, log) -> _Source:
+    """The generator to export (resolve_generator), checked to be latent -> one-channel image;
+    `out`'s folder made."""
+    import_tf()
+    keras_path = resolve_generator(source, runs_root)
+    if out.exists() and out.is_dir():
+        raise ExportError(f"--out {out} is a folder; give a file name such as {out / 'generator.onnx'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log(f"loading {keras_path}")
+    from cxr_training.models import load_generator
+
+    generator = load_generator(keras_path)
+    if len(generator.inputs) != 1 or len(generator.input_shape) != 2 or generator.output_shape[-1] != 1:
+        raise ExportError(f"{keras_path} is not a latent -> one-channel image generator")
+    info = provenance(keras_path)
+    classes = tuple((info.get("config") or {}).get("classes") or ())
+    input_dim, size = int(generator.input_shape[-1]), int(generator.output_shape[1])
+    return _Source(keras_path, generator, info, classes, input_dim - len(classes), size)
+
+
+def _latent_scale(latent_scale: float | str) -> tuple[float | str, str | None]:
+    """(the scale, None) for a number, checked; (the word, the calibration criterion) for
+    "auto" (kid) or "diversity"."""
+    criterion = {"auto": "kid", "diversity": "diversity"}.get(latent_scale) if isinstance(latent_scale, str) else None
+    if criterion is not None:
+        return latent_scale, criterion
+    from cxr_runtime.generator import check_latent_scale
+
+    try:
+        return check_latent_scale(latent_scale), None
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+
+
+def _calibration_images(src: _Source, data_dir, real, latent_scale: str, log):
+    """The training images the latent scale is calibrated on (those of the int8 gate when read),
+    refused before any work when too few."""
+    from cxr_runtime.calibration import MIN_REAL
+
+    images = real if real is not None else _training_images(
+        src.path, data_dir, src.size, f"--latent-scale {latent_scale}", log=log)
+    if len(images) < MIN_REAL:  # refused before any work, not after the gate
+        raise ExportError(f"--latent-scale {latent_scale} needs at least {MIN_REAL} training images, found "
+                          f"{len(images)}")
+    return images
+
+
+def _metadata(src: _Source, graph: str, citation: str, license_: str, latent_scale: float) -> dict[str, str]:
+    """The model's metadata before calibration: provenance, graph and precision, a labelled
+    model's classes, a latent scale other than 1."""
+    meta = provenance_metadata(src.generator, src.info, src.path, citation, license_)
+    meta.update({"graph": graph, "precision": "float32"})
+    if src.classes:
+        meta.update({"latent_dim": str(src.latent_dim), CLASSES_KEY: json.dumps(list(src.classes)),
+                     "class_input": CLASS_INPUT})
+    if latent_scale != 1.0:
+        meta[LATENT_SCALE_KEY] = repr(latent_scale)
+    return meta
+
+
+def _graph_meta(optimize: bool, chunk: int | None) -> dict[str, str]:
+    """The fp32 graph's own metadata: batch_chunk is informational (the runtime reads the
+    graph's `chunk` input, not this)."""
+    return {"batch_chunk": str(chunk)} if optimize and chunk else {}
+
+
+def _convert(src: _Source, out: Path, opset: int, optimize: bool, chunk: int | None, citation: str, license_: str,
+             latent_scale: float) -> tuple[onnx.ModelProto, dict[str, str], float]:
+    """The graph (the optimised sub-pixel graph with a loop of `chunk`, or tf2onnx's) with its
+    metadata (_metadata, _graph_meta), checked; the metadata; the seconds it took. A failure
+    leaves no earlier model at `out`."""
+    from cxr_export import optimize as opt
+
+    t0 = time.perf_counter()
+    try:
+        if optimize:
+            try:
+                model = opt.build_optimized(src.generator, opset, chunk=chunk)
+            except opt.UnsupportedGenerator as e:
+                raise ExportError(f"cannot optimise: {e}; use --no-optimize") from None
+        else:
+            model = convert(src.generator, opset)
+    except ExportError:
+        _remove_stale(out)
+        raise
+    except Exception as e:  # tf2onnx and onnx raise many types; the user gets one line
+        stale = _remove_stale(out)
+        raise ConversionError(f"conversion failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}); "
+                              f"nothing written to {out}{stale}") from e
+    meta = _metadata(src, "subpixel-nchw" if optimize else "tf2onnx", citation, license_, latent_scale)
+    add_metadata(model, {**meta, **_graph_meta(optimize, chunk)})
+    onnx.checker.check_model(model)
+    return model, meta, time.perf_counter() - t0
+
+
+def _validate(src: _Source, blob: bytes, out: Path, atol: float, graph: str, seconds: float) -> ParityReport:
+    """The parity gate on the graph `blob`; its report written beside `out`, passed or not."""
+    report = parity(src.generator, blob, atol=atol)
+    report.model = str(out)
+    report.keras_model = str(src.path)
+    atomic_write_json(parity_path(out), {**asdict(report), "graph": graph, "max_abs_err": report.max_abs_err,
+                                          "conversion_seconds": round(seconds, 2)})
+    return report
+
+
+def _calibrate(model: onnx.ModelProto, meta: dict[str, str], graph_meta: dict[str, str], blob: bytes, real,
+               criterion: str, log) -> dict[str, str]:
+    """The latent scale for the model `blob` on the training images `real` (cxr_runtime.calibration),
+    written into `model`'s metadata; the metadata with it (the int8 model carries it too)."""
     import tempfile
 
     from cxr_runtime.calibration import DIVERSITY_TOLERANCE, calibrate_latent_scale
@@ -288,129 +476,29 @@ def _calibrate(blob: bytes, real, log, criterion: str):
            f"the smallest scale with diversity within {DIVERSITY_TOLERANCE} of the training images' "
            f"{cal.diversity_real:.3f}, or the closest")
     log(f"latent scale {cal.scale:g} ({why})")
-    return cal
+    meta = {**meta, LATENT_SCALE_KEY: repr(cal.scale), "latent_scale_calibration": json.dumps(cal.to_dict())}
+    add_metadata(model, {**meta, **graph_meta})
+    return meta
 
 
-def export(source, out: str | os.PathLike, atol: float | None = None, opset: int = OPSET,
-           optimize: bool = True, quantize: str = "none", data_dir=None,
-           citation: str = DEFAULT_DATA_CITATION, license_: str = DEFAULT_DATA_LICENSE,
-           runs_root: str | os.PathLike = "runs", log=print, *, chunk: int | None = None,
-           latent_scale: float | str = 1.0) -> ExportResult:
-    """Convert, gate, publish; optionally quantise to int8 behind the quality gate.
+def _publish(out: Path, blob: bytes, report: ParityReport) -> None:
+    per_batch = ", ".join(f"{b['batch']}: {b['max_abs_err']:.3g}" for b in report.batches)
+    _publish_or_refuse(out, blob, report.passed, lambda stale: ParityError(
+        f"parity gate failed: max abs error {report.max_abs_err:.3g} > {report.atol:g} (per batch: {per_batch}); "
+        f"nothing written to {out}{stale}; report: {parity_path(out)}"))
 
-    chunk: images per pass of the optimised graph's convolution loop (None: optimize.CHUNK; 0: no
-    loop). The int8 model is quantised from the graph without the loop.
-    latent_scale: the standard deviation the runtime draws latents at, written into the
-    metadata (1: nothing written, the default); "auto" (lowest KID) or "diversity" (as varied
-    as the training images): chosen on the training images by cxr_runtime.calibration after
-    the parity gate passes (the grid's scores are written too).
-    Each model reaches its path only if its gate passes; reports are written either way.
-    Raises ParityError / Int8GateError (report written, no model left at that path) or ExportError.
-    """
+
+def _quantise(src: _Source, out: Path, opset: int, chunk: int, gated: onnx.ModelProto, blob: bytes,
+              meta: dict[str, str], real) -> tuple[dict, float]:
+    """The int8 model, quantised from the gated graph without the convolution loop, published
+    at int8_path(out) behind its quality gate against the fp32 graph; (its report, seconds)."""
     from cxr_export import optimize as opt
     from cxr_export import quantize as q
 
-    if quantize not in ("none", "int8"):
-        raise ExportError(f"unknown quantisation {quantize!r}")
-    if quantize == "int8" and not optimize:
-        raise ExportError("--quantize int8 needs the optimised graph: drop --no-optimize")
-    if chunk is not None and not optimize:
-        raise ExportError("--chunk applies to the optimised graph: drop --no-optimize or --chunk")
-    _, keras = import_tf()
-    keras_path = resolve_generator(source, runs_root)
-    out = Path(out)
-    if out.exists() and out.is_dir():
-        raise ExportError(f"--out {out} is a folder; give a file name such as {out / 'generator.onnx'}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    log(f"loading {keras_path}")
-    from cxr_training.models import load_generator
-
-    generator = load_generator(keras_path)
-    if len(generator.inputs) != 1 or len(generator.input_shape) != 2 or generator.output_shape[-1] != 1:
-        raise ExportError(f"{keras_path} is not a latent -> one-channel image generator")
-    info = provenance(keras_path)
-    classes = tuple((info.get("config") or {}).get("classes") or ())
-    input_dim, size = int(generator.input_shape[-1]), int(generator.output_shape[1])
-    latent_dim = input_dim - len(classes)  # a labelled G's input: the latent, then the one-hot class
-    real = _training_images(keras_path, data_dir, size, log=log) if quantize == "int8" else None
-    calibrate = {"auto": "kid", "diversity": "diversity"}.get(latent_scale) if isinstance(latent_scale, str) else None
-    if calibrate is None:
-        from cxr_runtime.generator import check_latent_scale
-
-        try:
-            latent_scale = check_latent_scale(latent_scale)
-        except ValueError as e:
-            raise ExportError(str(e)) from None
-    calibration_real = (real if real is not None else _training_images(
-        keras_path, data_dir, size, f"--latent-scale {latent_scale}", log=log)) if calibrate else None
-    if calibration_real is not None:
-        from cxr_runtime.calibration import MIN_REAL
-
-        if len(calibration_real) < MIN_REAL:  # refused before any work, not after the gate
-            raise ExportError(f"--latent-scale {latent_scale} needs at least {MIN_REAL} training images, found "
-                              f"{len(calibration_real)}")
-
+    classes = len(src.classes)
     t0 = time.perf_counter()
-    try:
-        if optimize:
-            try:
-                chunk = opt.CHUNK if chunk is None else chunk
-                model = opt.build_optimized(generator, opset, chunk=chunk)
-            except opt.UnsupportedGenerator as e:
-                raise ExportError(f"cannot optimise: {e}; use --no-optimize") from None
-            graph = "subpixel-nchw"
-        else:
-            model = convert(generator, opset)
-            graph = "tf2onnx"
-    except ExportError:
-        _remove_stale(out)
-        raise
-    except Exception as e:  # tf2onnx and onnx raise many types; the user gets one line
-        stale = _remove_stale(out)
-        raise ConversionError(f"conversion failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}); "
-                              f"nothing written to {out}{stale}") from e
-    meta = provenance_metadata(generator, info, keras_path, citation, license_)
-    meta.update({"graph": graph, "precision": "float32"})
-    if classes:
-        meta.update({"latent_dim": str(latent_dim), CLASSES_KEY: json.dumps(list(classes)), "class_input": CLASS_INPUT})
-    if not calibrate and latent_scale != 1.0:
-        meta[LATENT_SCALE_KEY] = repr(latent_scale)
-    # batch_chunk is informational (the runtime reads the graph's `chunk` input, not this)
-    graph_meta = {"batch_chunk": str(chunk)} if optimize and chunk else {}
-    add_metadata(model, {**meta, **graph_meta})
-    onnx.checker.check_model(model)
-    seconds = time.perf_counter() - t0
-    blob = model.SerializeToString()
-    log(f"built the {graph} graph (opset {opset}) in {seconds:.1f} s; checking parity")
-
-    if atol is None:
-        atol = PARITY_ATOL_OPTIMIZED if optimize else PARITY_ATOL
-    report = parity(generator, blob, atol=atol)
-    report.model = str(out)
-    report.keras_model = str(keras_path)
-    atomic_write_json(parity_path(out), {**asdict(report), "graph": graph, "max_abs_err": report.max_abs_err,
-                                          "conversion_seconds": round(seconds, 2)})
-    per_batch = ", ".join(f"{b['batch']}: {b['max_abs_err']:.3g}" for b in report.batches)
-    gated = model  # the graph the gate checked (a labelled model's: on the joined input)
-    if classes and report.passed:  # the published graph takes the class beside z
-        model = labelled_graph(gated, latent_dim, len(classes), blob)
-        blob = model.SerializeToString()
-    if calibrate and report.passed:  # the graph is right; now the scale it is sampled at
-        cal = _calibrate(blob, calibration_real, log, calibrate)
-        meta.update({LATENT_SCALE_KEY: repr(cal.scale), "latent_scale_calibration": json.dumps(cal.to_dict())})
-        add_metadata(model, {**meta, **graph_meta})
-        blob = model.SerializeToString()  # metadata only: the graph the gate passed is unchanged
-    _publish_or_refuse(out, blob, report.passed, lambda stale: ParityError(
-        f"parity gate failed: max abs error {report.max_abs_err:.3g} > {atol:g} (per batch: {per_batch}); "
-        f"nothing written to {out}{stale}; report: {parity_path(out)}"))
-    result = ExportResult(out, report, seconds, graph)
-    if quantize == "none":
-        return result
-
-    log(f"parity passed (max abs error {report.max_abs_err:.2g}); quantising to int8")
-    t0 = time.perf_counter()
-    int8 = q.quantize_int8(opt.build_optimized(generator, opset, chunk=0) if chunk else gated, latent_dim,
-                           classes=len(classes))
+    int8 = q.quantize_int8(opt.build_optimized(src.generator, opset, chunk=0) if chunk else gated, src.latent_dim,
+                           classes=classes)
     add_metadata(int8, {**meta, "precision": "int8",
                         "quantization": f"static QDQ, int8 per-channel weights, uint8 activations, percentile "
                                         f"{q.CALIBRATION_PERCENTILE} calibration on {q.CALIBRATION_LATENTS} latents "
@@ -419,9 +507,9 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     int8_seconds = time.perf_counter() - t0
     int8_blob = int8.SerializeToString()
     fp32_joined = gated.SerializeToString() if classes else blob
-    qreport = q.quality(fp32_joined, int8_blob, latent_dim, real, classes=len(classes))
+    qreport = q.quality(fp32_joined, int8_blob, src.latent_dim, real, classes=classes)
     if classes:  # published with the class input, as the fp32 model
-        int8 = with_class_input(int8, latent_dim, len(classes))
+        int8 = with_class_input(int8, src.latent_dim, classes)
         onnx.checker.check_model(int8)
         int8_blob = int8.SerializeToString()
     qreport.update({"model": str(int8_path(out)), "fp32_model": str(out), "quantization_seconds": round(int8_seconds, 2)})
@@ -430,5 +518,4 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
         f"int8 quality gate failed: SSIM(fp32, int8) {qreport['ssim_fp32_vs_int8_mean']:.4f} (need >= {q.INT8_MIN_SSIM}), "
         f"metric shifts ssim {qreport.get('ssim_shift', float('nan')):.4f} mse {qreport.get('mse_shift', float('nan')):.4f} "
         f"(need <= {q.INT8_MAX_SHIFT}); nothing written to {int8_path(out)}{stale}; report: {int8_report_path(out)}"))
-    result.int8_path, result.int8_report, result.int8_seconds = int8_path(out), qreport, int8_seconds
-    return result
+    return qreport, int8_seconds
