@@ -7,10 +7,12 @@
     results.py   results.jsonl (rows written once, replaced when the judges change) and the tables
     machine.py   the CPU and the code a run was trained with
     sweep.py     the Sweep: train, export, sample, score and audit each entry; status; the lock
+    utility_plan.py  [utility] plans: a generator per real subset, then cxr-utility
+    errors.py    SweepError, and Stopped (a signal reached the sweep)
     cli.py       `cxr-sweep`
 """
 
-from cxr_sweep.errors import SweepError
+from cxr_sweep.errors import Stopped, SweepError
 from cxr_sweep.machine import code_version, cpu_name
 from cxr_sweep.plan import Entry, Plan, default_root, load_plan, resolve_config, train_args
 from cxr_sweep.results import (
@@ -26,7 +28,7 @@ from cxr_sweep.results import (
     summary,
     table,
 )
-from cxr_sweep.stages import Runner, Stopped, command, display, run_folder
+from cxr_sweep.stages import Runner, command, display, run_folder
 from cxr_sweep.sweep import LOCK, Sweep, locked, status
 
 __all__ = ["LOCK", "RESULTS", "SCALED", "SUPERSEDED", "Entry", "Plan", "Runner", "Stopped", "Sweep", "SweepError",

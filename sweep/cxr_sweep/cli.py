@@ -6,10 +6,9 @@ import sys
 from pathlib import Path
 
 from cxr_runtime.errors import reported
-from cxr_sweep.errors import SweepError
+from cxr_sweep.errors import Stopped, SweepError
 from cxr_sweep.plan import default_root, load_plan, resolve_config
 from cxr_sweep.results import RESULTS, read_results, seed_table, table
-from cxr_sweep.stages import Stopped
 from cxr_sweep.sweep import Sweep, locked, status
 
 

@@ -13,8 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from cxr_sweep.errors import SweepError
-from cxr_training.errors import Interrupted
+from cxr_sweep.errors import Stopped, SweepError
 from cxr_training.runs import RunFolder
 
 
@@ -77,13 +76,6 @@ class Runner:
         if partial:
             os.replace(partial, stdout_path)
         return code
-
-
-class Stopped(Interrupted):
-    """SIGINT or SIGTERM reached the sweep; the running stage kept its progress."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name, signum)
 
 
 _MODULES = {"cxr-train": "cxr_training.cli", "cxr-export": "cxr_export.cli", "cxr-runtime": "cxr_runtime.cli"}

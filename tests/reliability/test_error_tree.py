@@ -43,6 +43,15 @@ def test_every_exception_class_of_the_project_is_under_cxr_error():
         assert isinstance(cls.exit_code, int) and cls.exit_code in (1, 2), name
 
 
+def test_every_exception_class_lives_in_its_packages_errors_module():
+    """docs/contributing.md: each package's errors in its errors.py (cxr_runtime's in
+    cxr_runtime/errors.py, not beside Ray sampling). cxr_utility is left to its own tidy-up."""
+    elsewhere = sorted(name for name, cls in _our_exception_classes().items()
+                       if cls.__module__.split(".")[0] != "cxr_utility"
+                       and cls.__module__ != cls.__module__.split(".")[0] + ".errors")
+    assert elsewhere == [], f"exception classes outside their package's errors.py: {elsewhere}"
+
+
 def test_the_walk_would_find_a_class_outside_the_tree(monkeypatch):
     """The check above can fail: a module-level exception class not derived from CxrError."""
     import cxr_runtime.io as io_module
