@@ -2,7 +2,7 @@
 
 Some C++ libraries write diagnostics straight to fd 2 before, or regardless of, any
 Python logging configuration. `quiet_stderr()` points fd 2 at /dev/null for a block and
-restores it afterwards. CXR_VERBOSE=1 (or the older CXR_TF_VERBOSE=1) disables it.
+restores it afterwards. CXR_VERBOSE=1 disables it.
 Python exceptions raised in the block are unaffected.
 
 fd 2 belongs to the whole process, so this is for code that owns its process: the
@@ -26,7 +26,7 @@ _devnull: int | None = None
 
 
 def verbose() -> bool:
-    return os.environ.get("CXR_VERBOSE") == "1" or os.environ.get("CXR_TF_VERBOSE") == "1"
+    return os.environ.get("CXR_VERBOSE") == "1"
 
 
 def _enter() -> bool:

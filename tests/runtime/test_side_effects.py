@@ -81,3 +81,15 @@ def test_quiet_stderr_is_restored_when_threads_overlap():
     devnull = os.stat(os.devnull)
     assert (after.st_dev, after.st_ino) != (devnull.st_dev, devnull.st_ino) or \
         (before.st_dev, before.st_ino) == (devnull.st_dev, devnull.st_ino)
+
+
+def test_cxr_verbose_is_the_one_switch(monkeypatch):
+    """CXR_VERBOSE=1 keeps native chatter; CXR_TF_VERBOSE, a name of the first day that no
+    document gave, is not read."""
+    from cxr_runtime.quiet import verbose
+
+    monkeypatch.delenv("CXR_VERBOSE", raising=False)
+    monkeypatch.setenv("CXR_TF_VERBOSE", "1")
+    assert not verbose()
+    monkeypatch.setenv("CXR_VERBOSE", "1")
+    assert verbose()

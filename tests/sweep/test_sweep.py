@@ -599,6 +599,25 @@ def test_a_run_trained_again_is_scored_again(tmp_path):
     assert sorted(superseded) == ["a@6:ema", "a@6:ema-diverse", "a@6:ema-scaled"]
 
 
+def test_rows_and_scores_from_before_the_model_hash_stand(tmp_path):
+    """Rows and score.json files written before scores named their model (no model_sha256) are
+    taken as the model on disk: nothing is scored again (docs/contributing.md, "Old files")."""
+    plan = _plan(tmp_path, _run("a"))
+    root = tmp_path / "runs"
+    assert _sweep(plan, root, FakeRunner()).run() == 0
+    rows = read_results(root)
+    for row in rows:
+        row.pop("model_sha256")
+    (root / sweep.RESULTS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for score in (root / "a" / "scores").glob("*/score.json"):
+        stored = json.loads(score.read_text())
+        stored.pop("model_sha256")
+        score.write_text(json.dumps(stored))
+    again = FakeRunner()
+    assert _sweep(plan, root, again).run() == 0
+    assert again.calls == [] and read_results(root) == rows
+
+
 def _labelled_folder(root, classes=("NORMAL", "PNEUMONIA")):
     import cv2
 
