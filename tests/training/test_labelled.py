@@ -91,6 +91,22 @@ def test_labelled_runs_refuse_what_cannot_work(labelled, tmp_path, few_heldout):
         train(preset("smoke").replace(batch_size=3), data, out_root=tmp_path / "r", log=lambda m: None)
 
 
+def test_dry_run_refuses_a_labelled_config_in_the_words_of_a_run(labelled, tmp_path):
+    """cxr-train --dry-run and a run tell the config the data's classes and check it in one
+    place (data.with_data_classes): the same one line, exit 2."""
+    from click.testing import CliRunner
+
+    from cxr_training.cli import main
+    from cxr_training.train import prepare_run
+
+    data, _ = labelled
+    with pytest.raises(TrainingError) as e:
+        prepare_run(preset("smoke").replace(batch_size=3), data, out_root=tmp_path / "r", log=lambda m: None)
+    r = CliRunner().invoke(main, ["--preset", "smoke", "--batch-size", "3", "--data", str(data), "--dry-run"])
+    assert r.exit_code == 2 and r.output.strip().splitlines() == [f"error: {e.value}"]
+    assert "holds the classes NORMAL, PNEUMONIA" in str(e.value) and not (tmp_path / "r").exists()
+
+
 def test_labels_off_trains_one_set_as_before(labelled, tmp_path):
     from cxr_training.train import train
 

@@ -214,16 +214,14 @@ main.params.extend(config_options())
 
 def _dry_run(cfg, data_dir, labels: str = "auto"):
     from cxr_runtime.images import NoImagesError
-    from cxr_training.data import class_layout, load_training_images
+    from cxr_training.data import load_training_images, with_data_classes
+    from cxr_training.errors import TrainingError
 
-    classes = class_layout(data_dir) if labels == "auto" else ()
-    if classes:
-        cfg = cfg.replace(classes=classes)
-        try:
-            cfg.validate()
-        except ValueError as e:
-            click.echo(f"error: {data_dir} holds the classes {', '.join(classes)}: {e}", err=True)
-            sys.exit(EXIT_USER_ERROR)
+    try:
+        cfg = with_data_classes(cfg, data_dir, labels)
+    except TrainingError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USER_ERROR)
 
     try:
         images = load_training_images(data_dir, cfg, cache=False)  # --dry-run writes nothing, not even the cache

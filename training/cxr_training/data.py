@@ -80,6 +80,22 @@ def labels_of(files: list[str], classes: tuple[str, ...]) -> np.ndarray:
     return out
 
 
+def with_data_classes(cfg: Config, data_dir, labels: str = "auto") -> Config:
+    """cfg told the classes of a data folder with one subfolder per class (labels auto:
+    class_layout) and checked with them; cfg itself for a folder of images or labels off."""
+    if labels not in ("auto", "off"):
+        raise TrainingError(f"labels must be auto or off, not {labels!r}")
+    classes = class_layout(data_dir) if labels == "auto" else ()
+    if not classes:
+        return cfg
+    cfg = cfg.replace(classes=classes)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise TrainingError(f"{data_dir} holds the classes {', '.join(classes)}: {e}") from None
+    return cfg
+
+
 # --------------------------------------------------------------------------- what a run trains on
 
 

@@ -42,12 +42,12 @@ from cxr_training import checkpoint, distribute, pipeline, precision
 from cxr_training.artifacts import now, save_generator
 from cxr_training.config import Config
 from cxr_training.data import (
-    class_layout,
     heldout_record,
     labels_of,
     load_heldout,
     load_images_or_fail,
     remove_stream_file,
+    with_data_classes,
 )
 from cxr_training.epoch import Progress, check_losses, epoch_end, log_stderr, save_checkpoint
 from cxr_training.errors import Interrupted, RunFolderError, TrainingError
@@ -133,15 +133,7 @@ def prepare_run(cfg: Config, data_dir, out_root="runs", heldout_dir=None, strate
     written before step 0, G and D built from the seed. A data folder with one subfolder per
     class (labels auto) makes a labelled run: cfg.classes, balanced batches, G and D told the
     class, the held-out folder read with the same classes."""
-    if labels not in ("auto", "off"):
-        raise TrainingError(f"labels must be auto or off, not {labels!r}")
-    classes = class_layout(data_dir) if labels == "auto" else ()
-    if classes:
-        cfg = cfg.replace(classes=classes)
-        try:
-            cfg.validate()
-        except ValueError as e:
-            raise TrainingError(f"{data_dir} holds the classes {', '.join(classes)}: {e}") from None
+    cfg = with_data_classes(cfg, data_dir, labels)
     placement = _start(cfg, strategy, log)
 
     def new_folder(cfg: Config, images, heldout, made: _removed_on_failure):
