@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from cxr_utility import classifier, protocols
 from cxr_utility.cli import main
-from cxr_utility.data import LabelError, Labelled, load_labelled, nested_subset
+from cxr_utility.data import Labelled, load_labelled, nested_subset
+from cxr_utility.errors import LabelledFolderError
 
 FAST = classifier.ClassifierSpec(channels=(4, 8), steps=40, batch_size=16)
 
@@ -43,14 +44,14 @@ def test_the_shared_folders_load_with_both_classes(kermany):
     small, mid = nested_subset(data, 10), nested_subset(data, 25)
     assert small.counts() == {"NORMAL": 10, "PNEUMONIA": 10}
     assert set(small.files) <= set(mid.files)  # nested
-    with pytest.raises(LabelError, match="fewer than 139"):
+    with pytest.raises(LabelledFolderError, match="fewer than 139"):
         nested_subset(data, 139)
 
 
 def test_a_folder_without_classes_is_refused(kermany, tmp_path):
-    with pytest.raises(LabelError, match="one subfolder per class"):
+    with pytest.raises(LabelledFolderError, match="one subfolder per class"):
         load_labelled(kermany / "train" / "NORMAL")
-    with pytest.raises(LabelError, match="expected"):
+    with pytest.raises(LabelledFolderError, match="expected"):
         load_labelled(kermany / "train", classes=("NORMAL", "COVID"))
 
 

@@ -8,14 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_runtime.errors import CxrError, NoImagesError
+from cxr_runtime.errors import NoImagesError
 from cxr_runtime.images import load_folder
+from cxr_utility.errors import LabelledFolderError
 
 SUBSET_SEED = 2026  # the order in which a class's images enter the nested subsets
-
-
-class LabelError(CxrError):
-    """A labelled folder that cannot be used (no class subfolders, classes that do not match)."""
 
 
 @dataclass
@@ -42,10 +39,10 @@ class Labelled:
 def class_folders(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
-        raise LabelError(f"{root} is not a folder")
+        raise LabelledFolderError(f"{root} is not a folder")
     subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(subs) < 2:
-        raise LabelError(f"{root} needs one subfolder per class (at least two, e.g. NORMAL/ and PNEUMONIA/); "
+        raise LabelledFolderError(f"{root} needs one subfolder per class (at least two, e.g. NORMAL/ and PNEUMONIA/); "
                          f"found {len(subs)}")
     return subs
 
@@ -56,13 +53,13 @@ def load_labelled(root: str | Path, size: int = 128, classes: tuple[str, ...] | 
     subs = {p.name: p for p in class_folders(root)}
     names = tuple(sorted(subs)) if classes is None else tuple(classes)
     if set(names) != set(subs):
-        raise LabelError(f"{root} has the classes {sorted(subs)}, expected {sorted(names)}")
+        raise LabelledFolderError(f"{root} has the classes {sorted(subs)}, expected {sorted(names)}")
     images, labels, files = [], [], []
     for i, name in enumerate(names):
         try:
             s = load_folder(subs[name], size=size)
         except NoImagesError as e:
-            raise LabelError(f"class {name}: {e}") from None
+            raise LabelledFolderError(f"class {name}: {e}") from None
         images.append(np.asarray(s.images, np.float32))
         labels.append(np.full(len(s.images), i, np.int64))
         files += [f"{name}/{f}" for f in s.files]
@@ -76,7 +73,7 @@ def nested_subset(data: Labelled, per_class: int) -> Labelled:
     for i in range(len(data.classes)):
         members = np.flatnonzero(data.labels == i)
         if per_class > len(members):
-            raise LabelError(f"class {data.classes[i]} has {len(members)} images, fewer than {per_class}")
+            raise LabelledFolderError(f"class {data.classes[i]} has {len(members)} images, fewer than {per_class}")
         order = np.random.default_rng(SUBSET_SEED + i).permutation(len(members))
         idx.append(members[np.sort(order[:per_class])])
     return data.take(np.concatenate(idx))
@@ -86,6 +83,6 @@ def combine(*parts: Labelled) -> Labelled:
     classes = parts[0].classes
     for p in parts[1:]:
         if p.classes != classes:
-            raise LabelError(f"classes differ: {classes} and {p.classes}")
+            raise LabelledFolderError(f"classes differ: {classes} and {p.classes}")
     return Labelled(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]), classes,
                     [f for p in parts for f in p.files])
