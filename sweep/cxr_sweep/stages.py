@@ -78,7 +78,8 @@ class Runner:
         return code
 
 
-_MODULES = {"cxr-train": "cxr_training.cli", "cxr-export": "cxr_export.cli", "cxr-runtime": "cxr_runtime.cli"}
+_MODULES = {"cxr-train": "cxr_training.cli", "cxr-export": "cxr_export.cli", "cxr-runtime": "cxr_runtime.cli",
+            "cxr-utility": "cxr_utility.cli"}  # run as programs: the sweep imports none of cxr_utility
 
 
 def command(prog: str, *args) -> list[str]:

@@ -28,8 +28,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cxr_runtime.images import class_layout
 from cxr_sweep.errors import SweepError
-from cxr_sweep.stages import Runner, display
+from cxr_sweep.stages import Runner, command, display
 
 UTILITY_KEYS = {"name", "real", "test", "sizes", "preset", "flags", "seed", "samples", "seeds", "classifier_steps"}
 SUMMARY = "utility-plan.json"
@@ -87,20 +88,11 @@ def load_utility_plan(raw: dict, path: Path) -> UtilityPlan:
                        classifier_steps=table.get("classifier_steps"), path=path)
 
 
-def _module(prog: str) -> str:
-    return {"cxr-train": "cxr_training.cli", "cxr-export": "cxr_export.cli", "cxr-runtime": "cxr_runtime.cli",
-            "cxr-utility": "cxr_utility.cli"}[prog]
-
-
-def _cmd(prog: str, *args) -> list[str]:
-    return [sys.executable, "-m", _module(prog), *map(str, args)]
-
-
-def _classes(real: Path) -> list[str]:
-    names = sorted(p.name for p in real.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(names) < 2:
-        raise SweepError(f"real folder {real} must hold one subfolder per class (found {names})")
-    return names
+def _classes(real: Path) -> tuple[str, ...]:
+    classes = class_layout(real)
+    if not classes:
+        raise SweepError(f"real folder {real} must hold one subfolder of images per class (NORMAL/, PNEUMONIA/)")
+    return classes
 
 
 def batch_size(preset_batch: int, per_class: int, classes: int) -> int:
@@ -136,25 +128,25 @@ class UtilityPlanRun:
 
         p, f = self.plan, self.folder
         real_n, gan, syn, audit = f / f"real-{n}", f / f"gan-{n}", f / f"syn-{n}", f / f"audit-{n}"
-        self._run(_cmd("cxr-utility", "subset", "--real", p.real, "--per-class", n, "--out", real_n))
+        self._run(command("cxr-utility", "subset", "--real", p.real, "--per-class", n, "--out", real_n))
         run = _run_folder(gan)
         t0 = time.time()
         if run is None:
             bs = batch_size(preset(p.preset).batch_size, n, len(classes))
-            self._run(_cmd("cxr-train", "--preset", p.preset, "--seed", p.seed, *p.flags, "--batch-size", bs,
+            self._run(command("cxr-train", "--preset", p.preset, "--seed", p.seed, *p.flags, "--batch-size", bs,
                            "--data", real_n, "--out", gan))
         elif not run.finished:
-            self._run(_cmd("cxr-train", "--resume", run.path))
+            self._run(command("cxr-train", "--resume", run.path))
         run = _run_folder(gan)
         if run is None or not run.finished:
             raise SweepError(f"{gan}: training ended without a generator")
         model = gan / "generator.onnx"
         if not model.is_file():
-            self._run(_cmd("cxr-export", run.path, "--out", model))
-        self._run(_cmd("cxr-runtime", "sample", "--model", model, "--seed", 0, "--out", syn,
+            self._run(command("cxr-export", run.path, "--out", model))
+        self._run(command("cxr-runtime", "sample", "--model", model, "--seed", 0, "--out", syn,
                        "--classes", ",".join(f"{c}={p.samples}" for c in classes)))
         if not all((audit / c / "summary.json").is_file() for c in classes):
-            self._run(_cmd("cxr-runtime", "audit", "--fake", syn, "--train", real_n, "--heldout", p.test,
+            self._run(command("cxr-runtime", "audit", "--fake", syn, "--train", real_n, "--heldout", p.test,
                            "--out", audit), ok=(0, 1))
         flagged = {c: json.loads((audit / c / "summary.json").read_text())["flagged"] for c in classes}
         return {"per_class": n, "run": str(run.path), "model": str(model), "samples": str(syn),
@@ -169,7 +161,7 @@ class UtilityPlanRun:
         self.folder.mkdir(parents=True, exist_ok=True)
         generators = [self.generator(n, classes) for n in p.sizes]
         out = self.folder / "utility.json"
-        argv = _cmd("cxr-utility", "run", "--real", p.real, "--test", p.test,
+        argv = command("cxr-utility", "run", "--real", p.real, "--test", p.test,
                     "--sizes", ",".join(map(str, p.sizes)), "--seeds", p.seeds,
                     "--synthetic-per-class", p.samples, "--out", out)
         for g in generators:
