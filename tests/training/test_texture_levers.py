@@ -17,6 +17,7 @@ tf, keras = import_tf()
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_off_in_every_preset(name):
     assert preset(name).d_highpass == 0 and preset(name).g_spectral == 0.0 and not preset(name).g_noise
+    assert preset(name).d_patch == 0
 
 
 def test_high_pass_keeps_fine_detail_only():
@@ -40,6 +41,38 @@ def test_the_texture_head_adds_to_the_logit():
     main = keras.Model(d.inputs, d.get_layer("d_main").output)(x, training=False).numpy()
     patch = keras.Model(d.inputs, d.get_layer("d_hp_mean").output)(x, training=False).numpy()
     np.testing.assert_allclose(logit, main + patch, rtol=1e-5, atol=1e-6)
+
+
+def test_the_patch_head_sees_the_image_itself():
+    cfg = preset("smoke").replace(d_patch=8)
+    d = build_discriminator(cfg)
+    names = {layer.name for layer in d.layers}
+    assert {"d_main", "d_patch_conv1", "d_patch_conv3", "d_patch_logits", "d_patch_mean", "d_out"} <= names
+    assert not any(n.startswith("d_hp") for n in names)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 1)).astype(np.float32)
+    logit = logit_model(d)(x, training=False).numpy()
+    main = keras.Model(d.inputs, d.get_layer("d_main").output)(x, training=False).numpy()
+    head = keras.Model(d.inputs, d.get_layer("d_patch_mean").output)
+    np.testing.assert_allclose(logit, main + head(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
+    # unlike the high-pass head, it sees a constant shift of the image (no filter in front)
+    assert np.abs(head(x + 0.5, training=False).numpy() - head(x, training=False).numpy()).max() > 1e-4
+    both = build_discriminator(cfg.replace(d_highpass=8))
+    assert {"d_hp_mean", "d_patch_mean"} <= {layer.name for layer in both.layers}
+
+
+def test_a_new_lever_off_keeps_the_hash_of_runs_recorded_before_it():
+    import dataclasses
+    import hashlib
+    import json
+
+    from cxr_training.config import UNHASHED, UNLABELLED_NO_EFFECT
+
+    cfg = preset("quick")
+    skip = UNHASHED | UNLABELLED_NO_EFFECT | {"d_patch"}
+    old = {k: v for k, v in cfg.to_dict().items() if k not in skip}  # the record of a run from before it
+    assert cfg.hash() == hashlib.sha256(json.dumps(old, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    assert cfg.replace(d_patch=32).hash() != cfg.hash()
+    assert "d_patch" in {f.name for f in dataclasses.fields(cfg)}
 
 
 def test_log_spectrum_sees_blur_and_is_differentiable():
@@ -74,6 +107,6 @@ def test_pixel_noise_is_a_function_of_z_learned_from_zero():
 def test_a_run_trains_with_every_lever(tmp_path, few_real):
     from cxr_training.train import train
 
-    cfg = preset("smoke").replace(d_highpass=8, g_spectral=1.0, g_noise=True)
+    cfg = preset("smoke").replace(d_highpass=8, d_patch=8, g_spectral=1.0, g_noise=True)
     run = train(cfg, few_real, out_root=tmp_path, log=lambda m: None)
     assert (run / "generator.keras").is_file()

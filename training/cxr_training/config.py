@@ -34,6 +34,9 @@ def opt(default, help: str, *, flag: str | None = None, choices=None, lo=None, h
 UNHASHED = frozenset({"checkpoint_minutes", "deterministic"})
 # Fields that only a labelled run (classes set) reads.
 UNLABELLED_NO_EFFECT = frozenset({"d_condition"})
+# Fields added after runs were recorded: left out of Config.hash while at their default (off), so
+# that a run recorded before the field existed keeps its hash (and its rows their recipe).
+HASHED_WHEN_SET = frozenset({"d_patch"})
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ class Config:
                              "through 3x3 convolutions of this many channels (two stride-2) to a 1x1 convolution "
                              "whose patch logits are averaged and added to D's logit (a PatchGAN-style texture "
                              "judge); 0: off.", lo=0)
+    d_patch: int = opt(0, "The same patch head on the full-resolution image itself (no high-pass filter): 3x3 "
+                          "convolutions of this many channels (strides 1, 2, 2; each patch logit sees 9x9 pixels), "
+                          "averaged and added to D's logit; 0: off.", lo=0)
 
     # --- optimisation -----------------------------------------------------------------
     epochs: int = opt(15, "Epochs (the paper: 15).", lo=1)
@@ -261,8 +267,11 @@ class Config:
         """Short content hash of the resolved config (provenance of exported models). Fields that
         cannot change what is trained (UNHASHED) are left out, so a run started before one of
         them existed keeps its hash; so are the labelled-only fields of an unlabelled run
-        (UNLABELLED_NO_EFFECT), so that their defaults can change without touching its hash."""
+        (UNLABELLED_NO_EFFECT), so that their defaults can change without touching its hash, and the
+        fields of HASHED_WHEN_SET while off."""
         skip = UNHASHED | (UNLABELLED_NO_EFFECT if not self.classes else frozenset())
+        skip |= {f.name for f in dataclasses.fields(self)
+                 if f.name in HASHED_WHEN_SET and getattr(self, f.name) == f.default}
         blob = json.dumps({k: v for k, v in self.to_dict().items() if k not in skip}, sort_keys=True).encode("utf-8")
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -205,6 +205,16 @@ class HighPass(layers.Layer):
         return x - keras.ops.conv(padded, kernel, strides=1, padding="valid")
 
 
+def _patch_head(x, channels: int, prefix: str, out_name: str, cfg: Config, dt):
+    """A PatchGAN-style judge of local texture: 3x3 convolutions of `channels` (strides 1, 2, 2;
+    each output sees a 9x9 patch), a 1x1 convolution to one logit per patch, their mean."""
+    for i, stride in enumerate((1, 2, 2), start=1):
+        x = layers.Conv2D(channels, 3, strides=stride, padding="same", name=f"{prefix}_conv{i}", dtype=dt)(x)
+        x = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name=f"{prefix}_conv{i}_lrelu", dtype=dt)(x)
+    x = layers.Conv2D(1, 1, name=out_name, dtype="float32")(x)
+    return layers.GlobalAveragePooling2D(name=f"{prefix}_mean", dtype="float32")(x)
+
+
 def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Model:
     """image (size, size, 1) -> probability that it is real (sigmoid); the output layers
     always compute in float32 (see build_generator for `precision`). A labelled run's D sees
@@ -231,20 +241,17 @@ def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Mode
         onehot = image[:, 0, 0, 1:]
         embed = layers.Dense(int(x.shape[-1]), use_bias=False, name="d_class_embed", dtype="float32")(onehot)
         heads.append(layers.Dot(axes=1, name="d_projection", dtype="float32")([embed, x]))
-    if not cfg.d_highpass and not heads:
+    if not heads and not cfg.d_highpass and not cfg.d_patch:
         logit = layers.Dense(1, name=LOGIT_LAYER, dtype="float32")(x)
-    elif not cfg.d_highpass:
-        logit = layers.Add(name=LOGIT_LAYER, dtype="float32")([layers.Dense(1, name="d_main", dtype="float32")(x),
-                                                              *heads])
-    else:  # the texture head: patch logits on the fine detail, averaged, added to the global logit
-        main = layers.Dense(1, name="d_main", dtype="float32")(x)
-        h = HighPass(name="d_hp_input", dtype=dt)(image[..., :1] if cfg.n_classes else image)
-        for i, stride in enumerate((1, 2, 2), start=1):
-            h = layers.Conv2D(cfg.d_highpass, 3, strides=stride, padding="same", name=f"d_hp_conv{i}", dtype=dt)(h)
-            h = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name=f"d_hp_conv{i}_lrelu", dtype=dt)(h)
-        h = layers.Conv2D(1, 1, name="d_hp_patch", dtype="float32")(h)
-        h = layers.GlobalAveragePooling2D(name="d_hp_mean", dtype="float32")(h)
-        logit = layers.Add(name=LOGIT_LAYER, dtype="float32")([main, h, *heads])
+    else:  # the global head's logit plus each extra head's (layers made in this order: the seed's weights)
+        heads.insert(0, layers.Dense(1, name="d_main", dtype="float32")(x))
+        grey = image[..., :1] if cfg.n_classes else image
+        if cfg.d_highpass:  # the texture head: patch logits on the fine detail
+            hp = HighPass(name="d_hp_input", dtype=dt)(grey)
+            heads.append(_patch_head(hp, cfg.d_highpass, "d_hp", "d_hp_patch", cfg, dt))
+        if cfg.d_patch:  # the same on the full-resolution image itself
+            heads.append(_patch_head(grey, cfg.d_patch, "d_patch", "d_patch_logits", cfg, dt))
+        logit = layers.Add(name=LOGIT_LAYER, dtype="float32")(heads)
     p = layers.Activation("sigmoid", name="d_prob", dtype="float32")(logit)
     return keras.Model(image, p, name="discriminator")
 
