@@ -25,6 +25,9 @@ This graph computes the same function with dense convolutions only:
    phase tensor, summed. 16 outputs fill the CPU kernels' 16-channel blocks where 4 left
    three quarters of the work padding; tanh and two small DepthToSpace finish
    [N, 1, S, S].
+4. With --g-refine, the last layer's phases are interleaved too, its 3x3 convolution (+
+   LeakyReLU) runs on the full-size tensor, and SpaceToDepth turns its 2x2 blocks back into
+   the phase channels (2a + b) * C + c that step 3's convolution reads, as one tensor.
 
 `tests/export/test_optimize.py` checks the graph against Keras on random weights and the
 export gate checks it on the trained ones.
@@ -46,7 +49,8 @@ _PHASE_PADS = {0: (1, 0), 1: (0, 1)}
 
 
 def _layers(generator):
-    """(dense, [conv_transpose...], final_conv, slopes) of a paper-topology generator."""
+    """(dense, [conv_transpose...], refine conv or None, final_conv, slope) of a paper-topology
+    generator (--g-refine: a 3x3 'same' convolution named g_refine before the final one)."""
     from cxr_training.tfenv import import_tf
 
     _, keras = import_tf()
@@ -56,8 +60,13 @@ def _layers(generator):
     dense = [layer for layer in generator.layers if isinstance(layer, L.Dense)]
     ups = [layer for layer in generator.layers if isinstance(layer, (L.Conv2DTranspose, ResizeConv2x))]
     convs = [layer for layer in generator.layers if type(layer) is L.Conv2D]
+    refine = next((layer for layer in convs if layer.name == "g_refine"), None)
+    if refine is not None:
+        convs.remove(refine)
+        if refine.kernel_size != (3, 3) or refine.strides != (1, 1) or refine.padding != "same":
+            raise UnsupportedGenerator(f"{refine.name}: only a 3x3 'same' refinement convolution is rewritten")
     acts = [layer for layer in generator.layers if isinstance(layer, L.LeakyReLU)]
-    if len(dense) != 1 or len(convs) != 1 or not ups or len(acts) != len(ups) + 1:
+    if len(dense) != 1 or len(convs) != 1 or not ups or len(acts) != len(ups) + 1 + (refine is not None):
         raise UnsupportedGenerator("not the paper's generator topology (Dense, Conv2DTranspose or ResizeConv2x x n, "
                                    "Conv2D)")
     for u in ups:
@@ -74,7 +83,7 @@ def _layers(generator):
     slopes = {float(a.negative_slope) for a in acts}
     if len(slopes) != 1:
         raise UnsupportedGenerator("LeakyReLU slopes differ between layers")
-    return dense[0], ups, final, slopes.pop()
+    return dense[0], ups, refine, final, slopes.pop()
 
 
 def _noise_layers(generator, ups) -> list:
@@ -166,7 +175,7 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
     """
     from cxr_training.models import noise_projection
 
-    dense, ups, final, slope = _layers(generator)
+    dense, ups, refine, final, slope = _layers(generator)
     latent_dim = int(generator.input_shape[-1])
     size = int(generator.output_shape[1])
     base = size // 2 ** len(ups)
@@ -255,19 +264,35 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
                         helper.make_node("Add", [act, f"{name}_scaled"], [name], name=f"{name}_add_noise"),
                     ]
                 phases.append(name)
-        if li < len(ups):
+        if li < len(ups) or refine is not None:
             body.append(helper.make_node("Concat", phases, [f"up{li}_phases"], axis=1, name=f"up{li}_concat"))
             body += _interleave_nhwc(f"up{li}_phases", f"up{li}", int(up.filters), base * 2 ** (li - 1), body_const)
             x = f"up{li}"
 
-    # 3. the final convolution on the last layer's phases: one stride-2 conv per phase tensor,
-    #    summed (no concatenation of the largest tensors), then tanh and two small interleaves
+    # 2b. --g-refine: the 3x3 convolution (+ LeakyReLU) on the interleaved full-size tensor, whose
+    #     2x2 blocks are then the final convolution's phases again (SpaceToDepth: channel
+    #     (2a + b) * C + c, the phases' order), as one tensor
     kernel, b = (v.numpy() for v in final.weights)
     channels = int(ups[-1].filters)
+    if refine is not None:
+        w_r, b_r = (np.asarray(v.numpy(), np.float32) for v in refine.weights)
+        body += [
+            helper.make_node("Conv", [x, body_const("refine_w", w_r.transpose(3, 2, 0, 1)),
+                                      body_const("refine_b", b_r)], ["refine_conv"], kernel_shape=[3, 3],
+                             pads=[1, 1, 1, 1], name="refine_conv"),
+            helper.make_node("LeakyRelu", ["refine_conv"], ["refine_act"], alpha=slope, name="refine_lrelu"),
+            helper.make_node("SpaceToDepth", ["refine_act"], ["refine_phases"], blocksize=2, name="refine_blocks"),
+        ]
+        channels = int(refine.filters)
+        phases = ["refine_phases"]
+
+    # 3. the final convolution on the last layer's phases: one stride-2 conv per phase tensor,
+    #    summed (no concatenation of the largest tensors), then tanh and two small interleaves
     w_final = _final_weight(kernel, channels)
+    per_phase = w_final.shape[1] // len(phases)  # C, or 4C for the one tensor of --g-refine
     partial = []
     for p, phase in enumerate(phases):
-        w2 = _stride2_weight(w_final[:, p * channels : (p + 1) * channels])
+        w2 = _stride2_weight(w_final[:, p * per_phase : (p + 1) * per_phase])
         inputs = [phase, body_const(f"out_w{p}", w2)]
         if p == 0:
             inputs.append(body_const("out_b", np.repeat(b, 16)))

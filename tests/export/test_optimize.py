@@ -300,3 +300,27 @@ def test_noise_inputs_export_and_stay_a_function_of_z(chunk):
     plain = ort.InferenceSession(ex.convert(g, ex.OPSET).SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(plain.run(None, {plain.get_inputs()[0].name: z})[0].reshape(want.shape), want,
                                atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_refinement_convolution_exports(chunk):
+    """--g-refine: the full-size 3x3 convolution runs on the interleaved tensor, whose 2x2 blocks
+    feed the rewritten output convolution; both graphs equal Keras, with and without noise."""
+    for noise in (False, True):
+        cfg = preset("smoke").replace(g_channels=(8, 4), image_size=32, g_dense_channels=16, g_upsample="resize",
+                                      g_refine=6, g_noise=noise)
+        keras.utils.set_random_seed(6)
+        g = build_generator(cfg)
+        assert g.get_layer("g_refine").filters == 6
+        _random_weights(g, 7)
+        z = np.random.default_rng(8).standard_normal((5, cfg.latent_dim)).astype(np.float32)
+        want = _keras_nchw(g, z)
+        model = optimize.build_optimized(g, chunk=chunk)
+        onnx.checker.check_model(model)
+        nodes = model.graph.node if not chunk else _body(model).node
+        assert {"SpaceToDepth", "Conv"} <= {n.op_type for n in nodes}
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(sess.run(["image"], {"z": z})[0], want, atol=1e-5, rtol=0)
+        plain = ort.InferenceSession(ex.convert(g, ex.OPSET).SerializeToString(), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(plain.run(None, {plain.get_inputs()[0].name: z})[0].reshape(want.shape), want,
+                                   atol=1e-5, rtol=0)

@@ -17,7 +17,7 @@ tf, keras = import_tf()
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_off_in_every_preset(name):
     assert preset(name).d_highpass == 0 and preset(name).g_spectral == 0.0 and not preset(name).g_noise
-    assert preset(name).d_patch == 0
+    assert preset(name).d_patch == 0 and preset(name).g_refine == 0
 
 
 def test_high_pass_keeps_fine_detail_only():
@@ -68,11 +68,11 @@ def test_a_new_lever_off_keeps_the_hash_of_runs_recorded_before_it():
     from cxr_training.config import UNHASHED, UNLABELLED_NO_EFFECT
 
     cfg = preset("quick")
-    skip = UNHASHED | UNLABELLED_NO_EFFECT | {"d_patch"}
+    skip = UNHASHED | UNLABELLED_NO_EFFECT | {"d_patch", "g_refine"}
     old = {k: v for k, v in cfg.to_dict().items() if k not in skip}  # the record of a run from before it
     assert cfg.hash() == hashlib.sha256(json.dumps(old, sort_keys=True).encode("utf-8")).hexdigest()[:16]
-    assert cfg.replace(d_patch=32).hash() != cfg.hash()
-    assert "d_patch" in {f.name for f in dataclasses.fields(cfg)}
+    assert cfg.replace(d_patch=32).hash() != cfg.hash() != cfg.replace(g_refine=32).hash()
+    assert {"d_patch", "g_refine"} <= {f.name for f in dataclasses.fields(cfg)}
 
 
 def test_log_spectrum_sees_blur_and_is_differentiable():
@@ -107,6 +107,6 @@ def test_pixel_noise_is_a_function_of_z_learned_from_zero():
 def test_a_run_trains_with_every_lever(tmp_path, few_real):
     from cxr_training.train import train
 
-    cfg = preset("smoke").replace(d_highpass=8, d_patch=8, g_spectral=1.0, g_noise=True)
+    cfg = preset("smoke").replace(d_highpass=8, d_patch=8, g_spectral=1.0, g_noise=True, g_refine=4)
     run = train(cfg, few_real, out_root=tmp_path, log=lambda m: None)
     assert (run / "generator.keras").is_file()

@@ -36,7 +36,7 @@ UNHASHED = frozenset({"checkpoint_minutes", "deterministic"})
 UNLABELLED_NO_EFFECT = frozenset({"d_condition"})
 # Fields added after runs were recorded: left out of Config.hash while at their default (off), so
 # that a run recorded before the field existed keeps its hash (and its rows their recipe).
-HASHED_WHEN_SET = frozenset({"d_patch"})
+HASHED_WHEN_SET = frozenset({"d_patch", "g_refine"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ class Config:
                                        "convolution, the paper's) or 'resize' (nearest-neighbour resize then a 3x3 "
                                        "convolution, free of checkerboard artefacts; computed as the equivalent "
                                        "transposed convolution, so at the same cost).", choices=("transpose", "resize"))
+    g_refine: int = opt(0, "A 3x3 convolution of this many channels (+ LeakyReLU) at full resolution between G's last "
+                           "upsampling layer and its output convolution; 0: off.", lo=0)
     g_noise: bool = opt(False, "Per-pixel noise after each of G's upsampling layers, scaled by a learned strength per "
                                "channel (Karras et al. 2019), the noise derived from z by a fixed random projection "
                                "and a sine, so that the same latent gives the same image on every engine.")

@@ -146,6 +146,9 @@ def build_generator(cfg: Config, precision: str | None = None) -> keras.Model:
         x = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name=f"g_up{i}_lrelu", dtype=dt)(x)
         if cfg.g_noise:
             x = PixelNoise(i, name=f"g_up{i}_noise", dtype=dt)([x, z])
+    if cfg.g_refine:  # a 3x3 convolution at full resolution before the output one
+        x = layers.Conv2D(cfg.g_refine, 3, padding="same", name="g_refine", dtype=dt)(x)
+        x = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name="g_refine_lrelu", dtype=dt)(x)
     if dt is None:
         image = layers.Conv2D(1, cfg.g_kernel, padding="same", activation="tanh", name="g_out")(x)
     else:
