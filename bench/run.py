@@ -195,13 +195,13 @@ def main() -> None:
     opt_model = optimize.build_optimized(generator)  # cxr-export's default: the chunked graph
     flat_model = optimize.build_optimized(generator, chunk=0)
     # the metadata cxr-runtime requires of an exported generator (cxr-export writes the full set)
-    meta = {"cxr.format": "1", "latent_dim": str(latent), "image_size": str(int(generator.output_shape[1])),
-            "channels": "1", "value_range": "-1,1", "synthetic": "true", "run_id": "bench"}
+    metadata = {"cxr.format": "1", "latent_dim": str(latent), "image_size": str(int(generator.output_shape[1])),
+                "channels": "1", "value_range": "-1,1", "synthetic": "true", "run_id": "bench"}
     int8_model = quantize.quantize_int8(flat_model, latent)  # as cxr-export quantises
-    add_metadata(opt_model, {**meta, "precision": "float32"})
-    add_metadata(flat_model, {**meta, "precision": "float32"})
+    add_metadata(opt_model, {**metadata, "precision": "float32"})
+    add_metadata(flat_model, {**metadata, "precision": "float32"})
     opt, flat = opt_model.SerializeToString(), flat_model.SerializeToString()
-    add_metadata(int8_model, {**meta, "precision": "int8"})
+    add_metadata(int8_model, {**metadata, "precision": "int8"})
     int8 = int8_model.SerializeToString()
     tmp = Path(tempfile.mkdtemp(prefix="cxr-bench-"))
     for name, blob in (("plain.onnx", plain), ("optimized.onnx", opt), ("int8.onnx", int8)):

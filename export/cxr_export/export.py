@@ -116,9 +116,9 @@ def convert(generator, opset: int = OPSET) -> onnx.ModelProto:
     return model
 
 
-def add_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
+def add_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
     del model.metadata_props[:]
-    for k, v in meta.items():
+    for k, v in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, str(v)
 
@@ -199,7 +199,7 @@ def int8_path(out: Path) -> Path:
 
 
 def int8_report_path(out: Path) -> Path:
-    return out.with_name(out.stem + ".int8.quality.json")
+    return out.with_name(out.stem + ".int8.gate.json")
 
 
 def _remove_stale(path: Path) -> str:
@@ -218,29 +218,29 @@ def _publish_or_refuse(path: Path, blob: bytes, passed: bool, error) -> None:
     raise error(_remove_stale(path))
 
 
-def _training_images(keras_path: Path, data_dir, image_size: int, purpose: str = "the int8 quality gate",
+def _training_images(keras_path: Path, data_dir, image_size: int, purpose: str = "the int8 gate",
                      log=None):
-    """The run's training images (its config.json names them), for the int8 quality gate and
+    """The run's training images (named in its record, config.json), for the int8 gate and
     the latent scale's calibration. A --data folder whose images are not the ones the run
     recorded (content fingerprint) is used, with a notice that says so."""
     from cxr_runtime.images import NoImagesError, load_folder
 
     resize = "stretch"
     run = RunFolder(keras_path.parent)
-    run_cfg = run.meta if run.started else None
+    record = run.record if run.started else None
     if data_dir is None:
-        if run_cfg is None:
+        if record is None:
             raise ExportError(f"{purpose} needs the training images: pass --data DIR")
-        data_dir = run_cfg["data"]["root"]
-    if run_cfg is not None:
-        resize = run_cfg["config"].get("resize", resize)
+        data_dir = record["data"]["root"]
+    if record is not None:
+        resize = record["config"].get("resize", resize)
     try:
         images = load_folder(data_dir, size=image_size, resize=resize)
     except NoImagesError as e:
         raise ExportError(f"{purpose}: {e} (pass --data DIR)") from None
     info = provenance(keras_path)  # generator.json: the data fingerprint the run recorded
-    recorded = info.get("data_sha256") or (run_cfg or {}).get("data", {}).get("sha256")
-    count = info.get("data_count") or (run_cfg or {}).get("data", {}).get("count", "?")
+    recorded = info.get("data_sha256") or (record or {}).get("data", {}).get("sha256")
+    count = info.get("data_count") or (record or {}).get("data", {}).get("count", "?")
     if recorded and images.fingerprint()["sha256"] != recorded and log is not None:
         log(f"note: {data_dir} is not the run's training data ({len(images.images)} images, fingerprint "
             f"{images.fingerprint()['sha256'][:12]}; the run trained on {count} images, {recorded[:12]}): "
@@ -285,7 +285,7 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
            citation: str = DEFAULT_DATA_CITATION, license_: str = DEFAULT_DATA_LICENSE,
            runs_root: str | os.PathLike = "runs", log=print, *, chunk: int | None = None,
            latent_scale: float | str = 1.0) -> ExportResult:
-    """Convert, gate, publish; optionally quantise to int8 behind the quality gate.
+    """Convert, gate, publish; optionally quantise to int8 behind the int8 gate.
 
     The steps, each a function: _load the generator and its run; _convert it with its metadata
     (the optimised sub-pixel graph is written from the weights, so optimising is part of
@@ -314,9 +314,9 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
     latent_scale, criterion = _latent_scale(latent_scale)
     calibration_real = _calibration_images(src, data_dir, real, latent_scale, log) if criterion else None
 
-    model, meta, seconds = _convert(src, out, opset, optimize, chunk, citation, license_,
-                                    1.0 if criterion else latent_scale)
-    graph, blob = meta["graph"], model.SerializeToString()
+    model, metadata, seconds = _convert(src, out, opset, optimize, chunk, citation, license_,
+                                        1.0 if criterion else latent_scale)
+    graph, blob = metadata["graph"], model.SerializeToString()
     log(f"built the {graph} graph (opset {opset}) in {seconds:.1f} s; checking parity")
 
     if atol is None:
@@ -328,7 +328,8 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
             model = labelled_graph(gated, src.latent_dim, len(src.classes), blob)
             blob = model.SerializeToString()
         if criterion:  # the graph is right; now the scale it is sampled at
-            meta = _calibrate(model, meta, _graph_meta(optimize, chunk), blob, calibration_real, criterion, log)
+            metadata = _calibrate(model, metadata, _graph_metadata(optimize, chunk), blob, calibration_real,
+                                  criterion, log)
             blob = model.SerializeToString()  # metadata only: the graph the gate passed is unchanged
     _publish(out, blob, report)
     result = ExportResult(out, report, seconds, graph)
@@ -336,7 +337,7 @@ def export(source, out: str | os.PathLike, atol: float | None = None, opset: int
         return result
 
     log(f"parity passed (max abs error {report.max_abs_err:.2g}); quantising to int8")
-    result.int8_report, result.int8_seconds = _quantise(src, out, opset, chunk, gated, blob, meta, real)
+    result.int8_report, result.int8_seconds = _quantise(src, out, opset, chunk, gated, blob, metadata, real)
     result.int8_path = int8_path(out)
     return result
 
@@ -400,17 +401,17 @@ def _calibration_images(src: _Source, data_dir, real, latent_scale: str, log):
 def _metadata(src: _Source, graph: str, citation: str, license_: str, latent_scale: float) -> dict[str, str]:
     """The model's metadata before calibration: provenance, graph and precision, a labelled
     model's classes, a latent scale other than 1."""
-    meta = provenance_metadata(src.generator, src.info, src.path, citation, license_)
-    meta.update({"graph": graph, "precision": "float32"})
+    metadata = provenance_metadata(src.generator, src.info, src.path, citation, license_)
+    metadata.update({"graph": graph, "precision": "float32"})
     if src.classes:
-        meta.update({"latent_dim": str(src.latent_dim), CLASSES_KEY: json.dumps(list(src.classes)),
-                     "class_input": CLASS_INPUT})
+        metadata.update({"latent_dim": str(src.latent_dim), CLASSES_KEY: json.dumps(list(src.classes)),
+                         "class_input": CLASS_INPUT})
     if latent_scale != 1.0:
-        meta[LATENT_SCALE_KEY] = repr(latent_scale)
-    return meta
+        metadata[LATENT_SCALE_KEY] = repr(latent_scale)
+    return metadata
 
 
-def _graph_meta(optimize: bool, chunk: int | None) -> dict[str, str]:
+def _graph_metadata(optimize: bool, chunk: int | None) -> dict[str, str]:
     """The fp32 graph's own metadata: batch_chunk is informational (the runtime reads the
     graph's `chunk` input, not this)."""
     return {"batch_chunk": str(chunk)} if optimize and chunk else {}
@@ -419,7 +420,7 @@ def _graph_meta(optimize: bool, chunk: int | None) -> dict[str, str]:
 def _convert(src: _Source, out: Path, opset: int, optimize: bool, chunk: int | None, citation: str, license_: str,
              latent_scale: float) -> tuple[onnx.ModelProto, dict[str, str], float]:
     """The graph (the optimised sub-pixel graph with a loop of `chunk`, or tf2onnx's) with its
-    metadata (_metadata, _graph_meta), checked; the metadata; the seconds it took. A failure
+    metadata (_metadata, _graph_metadata), checked; the metadata; the seconds it took. A failure
     leaves no earlier model at `out`."""
     from cxr_export import optimize as opt
 
@@ -439,10 +440,10 @@ def _convert(src: _Source, out: Path, opset: int, optimize: bool, chunk: int | N
         stale = _remove_stale(out)
         raise ConversionError(f"conversion failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}); "
                               f"nothing written to {out}{stale}") from e
-    meta = _metadata(src, "subpixel-nchw" if optimize else "tf2onnx", citation, license_, latent_scale)
-    add_metadata(model, {**meta, **_graph_meta(optimize, chunk)})
+    metadata = _metadata(src, "subpixel-nchw" if optimize else "tf2onnx", citation, license_, latent_scale)
+    add_metadata(model, {**metadata, **_graph_metadata(optimize, chunk)})
     onnx.checker.check_model(model)
-    return model, meta, time.perf_counter() - t0
+    return model, metadata, time.perf_counter() - t0
 
 
 def _validate(src: _Source, blob: bytes, out: Path, atol: float, graph: str, seconds: float) -> ParityReport:
@@ -455,8 +456,8 @@ def _validate(src: _Source, blob: bytes, out: Path, atol: float, graph: str, sec
     return report
 
 
-def _calibrate(model: onnx.ModelProto, meta: dict[str, str], graph_meta: dict[str, str], blob: bytes, real,
-               criterion: str, log) -> dict[str, str]:
+def _calibrate(model: onnx.ModelProto, metadata: dict[str, str], graph_metadata: dict[str, str], blob: bytes,
+               real, criterion: str, log) -> dict[str, str]:
     """The latent scale for the model `blob` on the training images `real` (cxr_runtime.calibration),
     written into `model`'s metadata; the metadata with it (the int8 model carries it too)."""
     import tempfile
@@ -476,9 +477,9 @@ def _calibrate(model: onnx.ModelProto, meta: dict[str, str], graph_meta: dict[st
            f"the smallest scale with diversity within {DIVERSITY_TOLERANCE} of the training images' "
            f"{cal.diversity_real:.3f}, or the closest")
     log(f"latent scale {cal.scale:g} ({why})")
-    meta = {**meta, LATENT_SCALE_KEY: repr(cal.scale), "latent_scale_calibration": json.dumps(cal.to_dict())}
-    add_metadata(model, {**meta, **graph_meta})
-    return meta
+    metadata = {**metadata, LATENT_SCALE_KEY: repr(cal.scale), "latent_scale_calibration": json.dumps(cal.to_dict())}
+    add_metadata(model, {**metadata, **graph_metadata})
+    return metadata
 
 
 def _publish(out: Path, blob: bytes, report: ParityReport) -> None:
@@ -489,9 +490,9 @@ def _publish(out: Path, blob: bytes, report: ParityReport) -> None:
 
 
 def _quantise(src: _Source, out: Path, opset: int, chunk: int, gated: onnx.ModelProto, blob: bytes,
-              meta: dict[str, str], real) -> tuple[dict, float]:
+              metadata: dict[str, str], real) -> tuple[dict, float]:
     """The int8 model, quantised from the gated graph without the convolution loop, published
-    at int8_path(out) behind its quality gate against the fp32 graph; (its report, seconds)."""
+    at int8_path(out) behind the int8 gate against the fp32 graph; (its report, seconds)."""
     from cxr_export import optimize as opt
     from cxr_export import quantize as q
 
@@ -499,7 +500,7 @@ def _quantise(src: _Source, out: Path, opset: int, chunk: int, gated: onnx.Model
     t0 = time.perf_counter()
     int8 = q.quantize_int8(opt.build_optimized(src.generator, opset, chunk=0) if chunk else gated, src.latent_dim,
                            classes=classes)
-    add_metadata(int8, {**meta, "precision": "int8",
+    add_metadata(int8, {**metadata, "precision": "int8",
                         "quantization": f"static QDQ, int8 per-channel weights, uint8 activations, percentile "
                                         f"{q.CALIBRATION_PERCENTILE} calibration on {q.CALIBRATION_LATENTS} latents "
                                         f"(seed {q.CALIBRATION_SEED})"})
@@ -507,15 +508,15 @@ def _quantise(src: _Source, out: Path, opset: int, chunk: int, gated: onnx.Model
     int8_seconds = time.perf_counter() - t0
     int8_blob = int8.SerializeToString()
     fp32_joined = gated.SerializeToString() if classes else blob
-    qreport = q.quality(fp32_joined, int8_blob, src.latent_dim, real, classes=classes)
+    report = q.gate(fp32_joined, int8_blob, src.latent_dim, real, classes=classes)
     if classes:  # published with the class input, as the fp32 model
         int8 = with_class_input(int8, src.latent_dim, classes)
         onnx.checker.check_model(int8)
         int8_blob = int8.SerializeToString()
-    qreport.update({"model": str(int8_path(out)), "fp32_model": str(out), "quantization_seconds": round(int8_seconds, 2)})
-    atomic_write_json(int8_report_path(out), qreport)
-    _publish_or_refuse(int8_path(out), int8_blob, qreport["passed"], lambda stale: q.Int8GateError(
-        f"int8 quality gate failed: SSIM(fp32, int8) {qreport['ssim_fp32_vs_int8_mean']:.4f} (need >= {q.INT8_MIN_SSIM}), "
-        f"metric shifts ssim {qreport.get('ssim_shift', float('nan')):.4f} mse {qreport.get('mse_shift', float('nan')):.4f} "
+    report.update({"model": str(int8_path(out)), "fp32_model": str(out), "quantization_seconds": round(int8_seconds, 2)})
+    atomic_write_json(int8_report_path(out), report)
+    _publish_or_refuse(int8_path(out), int8_blob, report["passed"], lambda stale: q.Int8GateError(
+        f"int8 gate failed: SSIM(fp32, int8) {report['ssim_fp32_vs_int8_mean']:.4f} (need >= {q.INT8_MIN_SSIM}), "
+        f"metric shifts ssim {report.get('ssim_shift', float('nan')):.4f} mse {report.get('mse_shift', float('nan')):.4f} "
         f"(need <= {q.INT8_MAX_SHIFT}); nothing written to {int8_path(out)}{stale}; report: {int8_report_path(out)}"))
-    return qreport, int8_seconds
+    return report, int8_seconds

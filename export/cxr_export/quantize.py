@@ -1,4 +1,4 @@
-"""int8 generator: static QDQ quantisation of the optimised graph, behind an image-quality gate.
+"""int8 generator: static QDQ quantisation of the optimised graph, behind the int8 gate.
 
 onnxruntime's dynamic quantisation does not cover convolutions' activations and has no int8
 ConvTranspose, so the plain tf2onnx graph quantises badly (measured slower: docs/study.md).
@@ -9,10 +9,10 @@ The sub-pixel graph (`optimize.py`) has only Gemm and Conv, which quantise stati
   reproducible;
 - QDQ format, which onnxruntime fuses into QLinearConv / QGemm with VNNI kernels.
 
-The gate is image quality, not numbers (an int8 model cannot pass a 1e-4 parity gate):
+The int8 gate compares images, not numbers (an int8 model cannot pass a 1e-4 parity gate):
 on fresh latents, the mean SSIM between fp32 and int8 images must be >= INT8_MIN_SSIM, and
 the study's metrics against the training images (SSIM and MSE, paired protocol) may move by
-at most INT8_MAX_SHIFT.
+at most INT8_MAX_SHIFT. Its report goes to generator.int8.gate.json (cxr_export.export).
 """
 
 from __future__ import annotations
@@ -96,10 +96,10 @@ def _joined(z: np.ndarray, classes: int) -> np.ndarray:
     return joined_latents(z, classes)
 
 
-def quality(fp32_bytes: bytes, int8_bytes: bytes, latent_dim: int, real: np.ndarray | None,
-            n: int = GATE_LATENTS, seed: int | None = None, classes: int = 0) -> dict:
-    """Compare fp32 and int8 images of the same fresh latents (a labelled model's: every class in
-    turn, on the joined input); return the gate's report."""
+def gate(fp32_bytes: bytes, int8_bytes: bytes, latent_dim: int, real: np.ndarray | None,
+         n: int = GATE_LATENTS, seed: int | None = None, classes: int = 0) -> dict:
+    """The int8 gate: compare fp32 and int8 images of the same fresh latents (a labelled model's:
+    every class in turn, on the joined input); return its report."""
     import onnxruntime as ort
 
     seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else seed

@@ -391,7 +391,7 @@ def info(model, as_json):
     click.echo(f"sampling  latents drawn at scale {gen.latent_scale:g}"
                + ("" if "latent_scale" in gen.metadata else " (the model records none)"))
     for k, v in sorted(gen.metadata.items()):
-        click.echo(f"meta      {k} = {v}")
+        click.echo(f"metadata  {k} = {v}")
     click.echo(f"providers {', '.join(result['available_providers'])}")
     if result["engine_conflict"]:
         click.echo(result["engine_conflict"])
@@ -526,13 +526,13 @@ def _audit_one(fake_dir, train_dir, heldout_dir, out, threshold, detail_threshol
               help="The generator's training images (audit and baseline).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="report.html", show_default=True)
 @click.option("--utility", "utility_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="A `cxr-utility run` result (its JSON --out): its tables are added as a section of the page.")
+              help="A `cxr-utility protocols` result (its JSON --out): its tables are added as a section of the page.")
 def report(fake_dir, real_dir, train_dir, out, utility_file):
     """One self-contained HTML page: sample grid, every metric beside its baseline (the
     training images scored the same way), the memorisation audit with its flagged pairs and nearest-neighbour histograms.
     Labelled folders (--fake, --real and --train with one subfolder per class): one page per
     class, OUT with the class before its suffix (report-NORMAL.html, ...). --utility adds the
-    classifier tables of a `cxr-utility run` (to every page: they cover all classes)."""
+    classifier tables of a `cxr-utility protocols` (to every page: they cover all classes)."""
     from cxr_runtime.errors import CxrError
     from cxr_runtime.evaluation import labelled_pair
 

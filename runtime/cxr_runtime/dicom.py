@@ -99,15 +99,15 @@ def write_dicom(path: str | os.PathLike, image: np.ndarray, index: int, dset: Di
     pydicom, FileMetaDataset, ExplicitVRLittleEndian, _ = _pydicom()
     image = np.ascontiguousarray(image, dtype=np.uint8)
     model_id, seed = dset.model_sha256[:16], dset.seed
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
-    meta.MediaStorageSOPInstanceUID = dset.instance_uid(index)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    file_meta = FileMetaDataset()
+    file_meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    file_meta.MediaStorageSOPInstanceUID = dset.instance_uid(index)
+    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = pydicom.Dataset()
-    ds.file_meta = meta
+    ds.file_meta = file_meta
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = SECONDARY_CAPTURE
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.SOPInstanceUID = file_meta.MediaStorageSOPInstanceUID
     # patient
     ds.PatientName = SYNTHETIC_PATIENT
     ds.PatientID = dset.patient_id

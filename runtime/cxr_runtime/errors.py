@@ -89,7 +89,7 @@ class LabelError(CxrError, ValueError):
 
 
 class UtilityResultError(CxrError, ValueError):
-    """A file given as a `cxr-utility run` result that is not one."""
+    """A file given as a `cxr-utility protocols` result that is not one."""
 
 
 class DistributedError(CxrError):

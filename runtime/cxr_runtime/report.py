@@ -52,7 +52,7 @@ def _utility_section(result: dict, source: str) -> str:
     seeds = len(result.get("seeds") or ())
     return f"""<h2>What the images do for a classifier</h2>
 <div id="utility">
-<p>From {html.escape(source)} (<code>cxr-utility run</code>): a fixed small CNN trained on real images (TRTR),
+<p>From {html.escape(source)} (<code>cxr-utility protocols</code>): a fixed small CNN trained on real images (TRTR),
 synthetic images alone (TSTR), real with synthetic images, or real with classically augmented copies, each
 with {seeds or "several"} seeds, tested on real held-out patients ({html.escape(str(result.get("test", "")))}).
 AUC with its 95 % interval (bootstrap over test images and seeds); differences are paired. Label fidelity: the
@@ -63,7 +63,7 @@ Definitions: docs/utility.md.</p>
 
 
 def build_report(fake, real, train, utility: dict | None = None, utility_source: str = "") -> str:
-    """`fake`, `real`, `train`: cxr_runtime.images.ImageSet; `utility`: a `cxr-utility run`
+    """`fake`, `real`, `train`: cxr_runtime.images.ImageSet; `utility`: a `cxr-utility protocols`
     result (cxr_runtime.utility_table.load), shown as its own section. Returns the HTML page."""
     from cxr_runtime import audit as au
     from cxr_runtime import quality as q

@@ -1,4 +1,4 @@
-"""The tables of a `cxr-utility run` result (its JSON file), in one place for the markdown that
+"""The tables of a `cxr-utility protocols` result (its JSON file), in one place for the markdown that
 cxr-utility writes and the section `cxr-runtime report --utility` adds to its page.
 
 The result's schema (written by cxr_utility.protocols): `arms`, each with `arm`, `per_class`,
@@ -57,18 +57,18 @@ def html_tables(result: dict) -> str:
 
 
 def load(path: str | Path) -> dict:
-    """A `cxr-utility run` result, checked enough to render: UtilityResultError otherwise."""
+    """A `cxr-utility protocols` result, checked enough to render: UtilityResultError otherwise."""
     path = Path(path)
     try:
         result = json.loads(path.read_text())
     except OSError as e:
         raise UtilityResultError(f"cannot read {path}: {e.strerror or e}") from None
     except ValueError:
-        raise UtilityResultError(f"{path} is not JSON (expected the --out file of `cxr-utility run`)") from None
+        raise UtilityResultError(f"{path} is not JSON (expected the --out file of `cxr-utility protocols`)") from None
     try:
         tables(result)
     except (KeyError, TypeError, IndexError, AttributeError) as e:
-        raise UtilityResultError(f"{path} is not a `cxr-utility run` result (missing or malformed {e})") from None
+        raise UtilityResultError(f"{path} is not a `cxr-utility protocols` result (missing or malformed {e})") from None
     if not result["arms"]:
         raise UtilityResultError(f"{path} holds no trained arm")
     return result

@@ -62,10 +62,10 @@ def main(argv=None) -> None:
                     click.echo(f"{utility.name}: ok (sizes {', '.join(map(str, utility.sizes))} per class, "
                                f"preset {utility.preset}, {utility.seeds} classifier seeds)")
                     return
-                from cxr_sweep.utility_plan import UtilityPlanRun
+                from cxr_sweep.utility_plan import UtilityJob
 
                 with locked(root):
-                    job = UtilityPlanRun(utility, root)
+                    job = UtilityJob(utility, root)
                     with job.runner.signals():
                         try:
                             job.run()

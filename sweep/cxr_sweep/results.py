@@ -163,7 +163,7 @@ def recipe_hash(config: dict) -> str:
 
 def _recipe(row: dict) -> tuple:
     """What a row's run trained, apart from its seed and name: rows that share it are seeds of one
-    recipe. Rows written before rows carried `recipe_hash` get it from their run's config.json
+    recipe. Rows written before rows carried `recipe_hash` get it from their run's record (config.json)
     while that is on disk, else from their plan entry (preset, flags, length)."""
     from cxr_training.errors import RunFolderError
     from cxr_training.runs import RunFolder
@@ -171,7 +171,7 @@ def _recipe(row: dict) -> tuple:
     key = row.get("recipe_hash")
     if key is None and row.get("run_folder"):
         try:
-            key = recipe_hash(RunFolder(row["run_folder"]).meta["config"])
+            key = recipe_hash(RunFolder(row["run_folder"]).record["config"])
         except (RunFolderError, ValueError, KeyError, TypeError):
             key = None
     if key is not None:

@@ -50,7 +50,7 @@ class Runner:
             for s, h in saved.items():
                 signal.signal(s, h)
 
-    def run(self, argv: list[str], log_path: Path, ok=(0,), stdout_path: Path | None = None) -> int:
+    def call(self, argv: list[str], log_path: Path, ok=(0,), stdout_path: Path | None = None) -> int:
         """Run argv with its output appended to log_path (stdout to `stdout_path` instead when
         given: written whole or not at all); return its exit code. Raises Stopped when a signal
         arrived, SweepError when the code is not in `ok`."""

@@ -209,7 +209,7 @@ class Sweep:
         segment["command"] = shlex.join(display(argv))
         with open(base / "segments.jsonl", "a") as f:
             f.write(json.dumps(segment) + "\n")
-        self.runner.run(argv, log_path)
+        self.runner.call(argv, log_path)
         run = run_folder(self.root, entry.name)
         if run is not None and RunFolder(run).finished:
             return run, entry.steps
@@ -254,7 +254,7 @@ class Sweep:
         if not onnx.is_file():
             self.log(f"cxr-sweep: {key}: export")
             scale = ("--latent-scale", SCALED[suffix], "--data", plan.data) if suffix else ()
-            self.runner.run(command("cxr-export", model, "--out", onnx, *scale), log_path)
+            self.runner.call(command("cxr-export", model, "--out", onnx, *scale), log_path)
         samples = out / "samples"
         # a labelled plan: `samples` images of each class, in samples/CLASS/ (evaluate and audit then
         # score each class against its own real images)
@@ -262,8 +262,8 @@ class Sweep:
         if not all(m.is_file() for m in manifests):
             per_class = ("--classes", ",".join(f"{c}={plan.samples}" for c in plan.classes)) if plan.classes else ()
             self.log(f"cxr-sweep: {key}: sampling {plan.samples} images" + (" of each class" if plan.classes else ""))
-            self.runner.run(command("cxr-runtime", "sample", "--n", plan.samples, "--seed", plan.sample_seed,
-                                    "--model", onnx, "--out", samples, "--device", "cpu", *per_class), log_path)
+            self.runner.call(command("cxr-runtime", "sample", "--n", plan.samples, "--seed", plan.sample_seed,
+                                     "--model", onnx, "--out", samples, "--device", "cpu", *per_class), log_path)
         same = self._same_images(entry, step, base, suffix, manifests[0].parent, key, t0)
         if same is not None:
             atomic_write_json(done, same)
@@ -273,7 +273,7 @@ class Sweep:
             self.log(f"cxr-sweep: {key}: evaluate --quality against {plan.heldout}")
             argv = command("cxr-runtime", "evaluate", "--fake", samples, "--real", plan.heldout, "--baseline",
                            plan.data, "--quality", "--json", "--device", "cpu")
-            self.runner.run(argv, log_path, stdout_path=quality)  # --json on stdout, notes in the log
+            self.runner.call(argv, log_path, stdout_path=quality)  # --json on stdout, notes in the log
             try:
                 json.loads(quality.read_text())
             except ValueError:
@@ -283,8 +283,8 @@ class Sweep:
         summaries = [audit_dir / c / "summary.json" for c in plan.classes] or [audit_dir / "summary.json"]
         if not all(x.is_file() for x in summaries):
             self.log(f"cxr-sweep: {key}: memorisation audit against {plan.data}")
-            self.runner.run(command("cxr-runtime", "audit", "--fake", samples, "--train", plan.data, "--heldout",
-                                    plan.heldout, "--out", audit_dir), log_path, ok=(0, 1))  # 1: images flagged
+            self.runner.call(command("cxr-runtime", "audit", "--fake", samples, "--train", plan.data, "--heldout",
+                                     plan.heldout, "--out", audit_dir), log_path, ok=(0, 1))  # 1: images flagged
         manifest = json.loads(manifests[0].read_text())
         audits = {c: _audit_summary(json.loads(x.read_text())) for c, x in zip(plan.classes, summaries)}
         result = {
@@ -327,7 +327,7 @@ class Sweep:
                 "scoring_seconds": round(time.time() - t0, 1)}
 
     def compose_row(self, plan: Plan, entry: Entry, run: Path, score: dict) -> dict:
-        meta = RunFolder(run).meta
+        record = RunFolder(run).record
         history = [r for r in RunFolder(run).history if r["step"] <= score["step"]]
         segments = [json.loads(x) for x in (self.root / entry.name / "segments.jsonl").read_text().splitlines()
                     if x.strip()] if (self.root / entry.name / "segments.jsonl").is_file() else []
@@ -335,7 +335,7 @@ class Sweep:
         monitor = next((r for r in reversed(history) if "q_kid" in r), {})
         per_class = score["quality"].get("classes")
         q, base = ({}, {}) if per_class else (score["quality"]["quality"], baseline_of(score["quality"]))
-        first = shlex.join(display(command("cxr-train", *train_args(entry, meta["config"]["steps_per_epoch"]),
+        first = shlex.join(display(command("cxr-train", *train_args(entry, record["config"]["steps_per_epoch"]),
                                            "--data", plan.data, "--heldout", plan.heldout, "--out",
                                            self.root / entry.name)))
         return {
@@ -343,9 +343,9 @@ class Sweep:
             "latent_scale": score.get("latent_scale", 1.0),
             "final": score["step"] == entry.steps,
             "plan": str(plan.path), "entry": entry.to_dict(), "command": first,
-            "run_folder": str(run), "config_hash": meta.get("config_hash"),
-            "recipe_hash": recipe_hash(meta["config"]),
-            "precision": meta["config"].get("precision"),
+            "run_folder": str(run), "config_hash": record.get("config_hash"),
+            "recipe_hash": recipe_hash(record["config"]),
+            "precision": record["config"].get("precision"),
             "cpu": sorted({s["cpu"] for s in segments}) or [cpu_name()],
             "code": sorted({s["code"] for s in segments}),
             "seconds_per_step": round(statistics.median(per_step), 4) if per_step else None,

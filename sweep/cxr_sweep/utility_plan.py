@@ -1,9 +1,9 @@
 """A utility plan: what synthetic images do for a classifier in the low-data regime, end to end.
 
-For each real subset size N (images per class, nested as `cxr-utility run` takes them):
+For each real subset size N (images per class, nested as `cxr-utility protocols` takes them):
 `cxr-utility subset` writes the subset, `cxr-train` trains a labelled generator on it alone,
 `cxr-export` exports it, `cxr-runtime sample --classes` draws `samples` images of each class and
-`cxr-runtime audit` checks them against that subset; then one `cxr-utility run` trains the
+`cxr-runtime audit` checks them against that subset; then one `cxr-utility protocols` trains the
 classifier protocols with every size's synthetic set. Every stage is skipped when its output is
 complete and resumes when it is not, so the same command continues an interrupted plan.
 
@@ -110,7 +110,9 @@ def _run_folder(base: Path):
     return runs[-1] if runs else None
 
 
-class UtilityPlanRun:
+class UtilityJob:
+    """A utility plan carried out in `root / plan.name`: its stages, each through `runner`."""
+
     def __init__(self, plan: UtilityPlan, root: Path, runner: Runner | None = None, log=None):
         self.plan, self.root = plan, Path(root)
         self.folder = self.root / plan.name
@@ -118,9 +120,9 @@ class UtilityPlanRun:
         self.runner = runner or Runner(self.log)
         self.stages_log = self.folder / "stages.log"
 
-    def _run(self, argv: list[str], ok=(0,)) -> int:
+    def _call(self, argv: list[str], ok=(0,)) -> int:
         self.log(f"cxr-sweep: {self.plan.name}: {' '.join(display(argv)[:2])} ...")
-        return self.runner.run(argv, self.stages_log, ok=ok)
+        return self.runner.call(argv, self.stages_log, ok=ok)
 
     def generator(self, n: int, classes: list[str]) -> dict:
         """Subset, generator, export, samples and audit of size n; returns what the summary keeps."""
@@ -128,26 +130,26 @@ class UtilityPlanRun:
 
         p, f = self.plan, self.folder
         real_n, gan, syn, audit = f / f"real-{n}", f / f"gan-{n}", f / f"syn-{n}", f / f"audit-{n}"
-        self._run(command("cxr-utility", "subset", "--real", p.real, "--per-class", n, "--out", real_n))
+        self._call(command("cxr-utility", "subset", "--real", p.real, "--per-class", n, "--out", real_n))
         run = _run_folder(gan)
         t0 = time.time()
         if run is None:
             bs = batch_size(preset(p.preset).batch_size, n, len(classes))
-            self._run(command("cxr-train", "--preset", p.preset, "--seed", p.seed, *p.flags, "--batch-size", bs,
-                           "--data", real_n, "--out", gan))
+            self._call(command("cxr-train", "--preset", p.preset, "--seed", p.seed, *p.flags, "--batch-size", bs,
+                               "--data", real_n, "--out", gan))
         elif not run.finished:
-            self._run(command("cxr-train", "--resume", run.path))
+            self._call(command("cxr-train", "--resume", run.path))
         run = _run_folder(gan)
         if run is None or not run.finished:
             raise SweepError(f"{gan}: training ended without a generator")
         model = gan / "generator.onnx"
         if not model.is_file():
-            self._run(command("cxr-export", run.path, "--out", model))
-        self._run(command("cxr-runtime", "sample", "--model", model, "--seed", 0, "--out", syn,
-                       "--classes", ",".join(f"{c}={p.samples}" for c in classes)))
+            self._call(command("cxr-export", run.path, "--out", model))
+        self._call(command("cxr-runtime", "sample", "--model", model, "--seed", 0, "--out", syn,
+                           "--classes", ",".join(f"{c}={p.samples}" for c in classes)))
         if not all((audit / c / "summary.json").is_file() for c in classes):
-            self._run(command("cxr-runtime", "audit", "--fake", syn, "--train", real_n, "--heldout", p.test,
-                           "--out", audit), ok=(0, 1))
+            self._call(command("cxr-runtime", "audit", "--fake", syn, "--train", real_n, "--heldout", p.test,
+                               "--out", audit), ok=(0, 1))
         flagged = {c: json.loads((audit / c / "summary.json").read_text())["flagged"] for c in classes}
         return {"per_class": n, "run": str(run.path), "model": str(model), "samples": str(syn),
                 "audit_flagged": flagged, "seconds": round(time.time() - t0, 1)}
@@ -161,14 +163,14 @@ class UtilityPlanRun:
         self.folder.mkdir(parents=True, exist_ok=True)
         generators = [self.generator(n, classes) for n in p.sizes]
         out = self.folder / "utility.json"
-        argv = command("cxr-utility", "run", "--real", p.real, "--test", p.test,
-                    "--sizes", ",".join(map(str, p.sizes)), "--seeds", p.seeds,
-                    "--synthetic-per-class", p.samples, "--out", out)
+        argv = command("cxr-utility", "protocols", "--real", p.real, "--test", p.test,
+                       "--sizes", ",".join(map(str, p.sizes)), "--seeds", p.seeds,
+                       "--synthetic-per-class", p.samples, "--out", out)
         for g in generators:
             argv += ["--synthetic", f"{g['per_class']}={g['samples']}"]
         if p.classifier_steps:
             argv += ["--steps", str(p.classifier_steps)]
-        self._run(argv)
+        self._call(argv)
         from cxr_runtime.io import atomic_write_json
         from cxr_runtime.machine import cpu_name
 

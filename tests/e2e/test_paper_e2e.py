@@ -92,8 +92,8 @@ def test_paper_architecture_end_to_end(few_real, few_heldout, tmp_path):
     report = json.loads((tmp_path / "artifacts" / "generator.parity.json").read_text())
     assert report["passed"] and report["max_abs_err"] <= 1e-4 and report["keras_model"].endswith("generator.keras")
     assert report["graph"] == "subpixel-nchw"
-    quality = json.loads((tmp_path / "artifacts" / "generator.int8.quality.json").read_text())
-    assert quality["passed"] and quality["real_images"] == 8
+    gate = json.loads((tmp_path / "artifacts" / "generator.int8.gate.json").read_text())
+    assert gate["passed"] and gate["real_images"] == 8
     assert (tmp_path / "artifacts" / "generator.int8.onnx").stat().st_size < onnx_path.stat().st_size / 3
     plain = tmp_path / "artifacts" / "plain.onnx"
     proc = subprocess.run([_exe("cxr-export"), "--runs", str(out), "--out", str(plain), "--no-optimize"],
@@ -103,9 +103,9 @@ def test_paper_architecture_end_to_end(few_real, few_heldout, tmp_path):
     assert report["passed"] and report["max_abs_err"] <= 1e-5 and report["graph"] == "tf2onnx"
     import onnx
 
-    meta = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
-    assert meta["run_id"] == "00001-quick" and meta["step"] == "4" and meta["image_size"] == "128"
-    assert meta["data_sha256"] == cfg["data"]["sha256"] and meta["config_hash"] == cfg["config_hash"]
+    metadata = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
+    assert metadata["run_id"] == "00001-quick" and metadata["step"] == "4" and metadata["image_size"] == "128"
+    assert metadata["data_sha256"] == cfg["data"]["sha256"] and metadata["config_hash"] == cfg["config_hash"]
 
     # and the runtime samples and scores with it, without TensorFlow in the loop
     samples = tmp_path / "samples"

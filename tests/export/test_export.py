@@ -58,13 +58,13 @@ def test_round_trip_parity_metadata_and_dynamic_batch(tiny_run, tmp_path, flag, 
     assert [o.name for o in model.graph.output] == ["image"]
     for value in (model.graph.input[0], model.graph.output[0]):
         assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
-    meta = {p.key: p.value for p in model.metadata_props}
-    assert meta["latent_dim"] == "16" and meta["image_size"] == "32" and meta["channels"] == "1"
-    assert meta["layout"] == "NCHW" and meta["value_range"] == "-1,1" and meta["synthetic"] == "true"
-    assert meta["run_id"] == "00007-smoke" and meta["epoch"] == "2" and meta["step"] == "6"
-    assert meta["data_sha256"] == "ab" * 32 and "rscbjbr9sj" in meta["data_citation"]
-    assert meta["data_license"] == "CC BY 4.0" and "tensorflow" in json.loads(meta["versions"])
-    assert meta["graph"] == graph and meta["precision"] == "float32"
+    metadata = {p.key: p.value for p in model.metadata_props}
+    assert metadata["latent_dim"] == "16" and metadata["image_size"] == "32" and metadata["channels"] == "1"
+    assert metadata["layout"] == "NCHW" and metadata["value_range"] == "-1,1" and metadata["synthetic"] == "true"
+    assert metadata["run_id"] == "00007-smoke" and metadata["epoch"] == "2" and metadata["step"] == "6"
+    assert metadata["data_sha256"] == "ab" * 32 and "rscbjbr9sj" in metadata["data_citation"]
+    assert metadata["data_license"] == "CC BY 4.0" and "tensorflow" in json.loads(metadata["versions"])
+    assert metadata["graph"] == graph and metadata["precision"] == "float32"
 
     report = json.loads(ex.parity_path(out).read_text())
     assert report["passed"] and [b["batch"] for b in report["batches"]] == [1, 7, 64]
@@ -139,13 +139,13 @@ def test_latent_scale_fixed_auto_and_refused(tiny_run, tmp_path, few_real, few_h
     assert r.exit_code == 0, r.output
     assert Generator(tmp_path / "fixed.onnx", device="cpu").latent_scale == 1.2
     r = _invoke(str(run), "--out", str(tmp_path / "plain.onnx"))
-    meta = {p.key: p.value for p in onnx.load(tmp_path / "plain.onnx").metadata_props}
-    assert r.exit_code == 0 and "latent_scale" not in meta  # the default writes nothing: scale 1
+    metadata = {p.key: p.value for p in onnx.load(tmp_path / "plain.onnx").metadata_props}
+    assert r.exit_code == 0 and "latent_scale" not in metadata  # the default writes nothing: scale 1
     r = _invoke(str(run), "--out", str(tmp_path / "auto.onnx"), "--latent-scale", "auto", "--data", str(few_heldout))
     assert r.exit_code == 0, r.output
-    meta = {p.key: p.value for p in onnx.load(tmp_path / "auto.onnx").metadata_props}
-    cal = json.loads(meta["latent_scale_calibration"])
-    assert float(meta["latent_scale"]) == cal["scale"] == cal["grid"][int(np.argmin(cal["kid"]))]
+    metadata = {p.key: p.value for p in onnx.load(tmp_path / "auto.onnx").metadata_props}
+    cal = json.loads(metadata["latent_scale_calibration"])
+    assert float(metadata["latent_scale"]) == cal["scale"] == cal["grid"][int(np.argmin(cal["kid"]))]
     assert cal["real"] == 10 and "calibrating the latent scale on 10 training images" in r.output
     # (the tiny run trained on 8 images, too few to calibrate on: the 10 given are other images, and
     # the export says so)

@@ -52,9 +52,9 @@ def test_the_model_takes_the_class_beside_z(exported, labelled_run):
     run, _, _ = labelled_run
     model = onnx.load(exported)
     assert [i.name for i in model.graph.input][:2] == ["z", "label"]
-    meta = {p.key: p.value for p in model.metadata_props}
-    assert json.loads(meta["classes"]) == ["NORMAL", "PNEUMONIA"] and meta["latent_dim"] == "16"
-    assert meta["weights"] == "ema"
+    metadata = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(metadata["classes"]) == ["NORMAL", "PNEUMONIA"] and metadata["latent_dim"] == "16"
+    assert metadata["weights"] == "ema"
     gen = Generator(exported, device="cpu")
     assert gen.classes == ("NORMAL", "PNEUMONIA") and gen.latent_dim == 16
     keras_g = load_generator(run / "generator.keras")
@@ -81,9 +81,9 @@ def test_the_raw_weights_export_as_the_same_labelled_model(labelled_run, tmp_pat
     out = tmp_path / "raw.onnx"
     r = CliRunner().invoke(main, [str(run / "generator-raw.keras"), "--out", str(out)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
-    assert meta["weights"] == "raw" and json.loads(meta["classes"]) == ["NORMAL", "PNEUMONIA"]
-    assert meta["run_id"] == run.name and meta["latent_dim"] == "16"
+    metadata = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert metadata["weights"] == "raw" and json.loads(metadata["classes"]) == ["NORMAL", "PNEUMONIA"]
+    assert metadata["run_id"] == run.name and metadata["latent_dim"] == "16"
     assert Generator(out, device="cpu").sample(2, label="PNEUMONIA").shape == (2, 32, 32)
 
 

@@ -1,4 +1,4 @@
-"""The rewritten (sub-pixel, NCHW) graph computes the Keras generator; int8 has a quality gate."""
+"""The rewritten (sub-pixel, NCHW) graph computes the Keras generator; int8 has its int8 gate."""
 
 from __future__ import annotations
 
@@ -105,11 +105,11 @@ def test_runtime_runs_the_chunked_graph(tmp_path):
     keras.utils.set_random_seed(9)
     g = build_generator(cfg)
     _random_weights(g, 10)
-    meta = {"latent_dim": str(cfg.latent_dim), "image_size": str(cfg.image_size), "synthetic": "true"}
+    metadata = {"latent_dim": str(cfg.latent_dim), "image_size": str(cfg.image_size), "synthetic": "true"}
     paths = {}
     for chunk in (0, 4):
         model = optimize.build_optimized(g, chunk=chunk)
-        ex.add_metadata(model, meta)
+        ex.add_metadata(model, metadata)
         paths[chunk] = tmp_path / f"g{chunk}.onnx"
         onnx.save(model, paths[chunk])
     flat, looped = Generator(paths[0], device="cpu"), Generator(paths[4], device="cpu")
@@ -188,7 +188,7 @@ def _invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-def test_int8_export_passes_its_quality_gate(tiny_run, few_real, tmp_path):
+def test_int8_export_passes_the_int8_gate(tiny_run, few_real, tmp_path):
     from cxr_runtime.images import load_folder
 
     out = tmp_path / "generator.onnx"
@@ -206,13 +206,13 @@ def test_int8_export_passes_its_quality_gate(tiny_run, few_real, tmp_path):
     assert report["passed"] and report["ssim_fp32_vs_int8_mean"] >= q.INT8_MIN_SSIM
     assert report["ssim_shift"] <= q.INT8_MAX_SHIFT and report["mse_shift"] <= q.INT8_MAX_SHIFT
     model = onnx.load(ex.int8_path(out))
-    meta = {p.key: p.value for p in model.metadata_props}
-    assert meta["precision"] == "int8" and meta["graph"] == "subpixel-nchw" and "QDQ" in meta["quantization"]
+    metadata = {p.key: p.value for p in model.metadata_props}
+    assert metadata["precision"] == "int8" and metadata["graph"] == "subpixel-nchw" and "QDQ" in metadata["quantization"]
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     assert not any(n.op_type == "Loop" for n in model.graph.node)  # quantised from the flat graph
     fp32 = onnx.load(out)
-    fp32_meta = {p.key: p.value for p in fp32.metadata_props}
-    assert fp32_meta["precision"] == "float32" and fp32_meta["batch_chunk"] == str(optimize.CHUNK)
+    fp32_metadata = {p.key: p.value for p in fp32.metadata_props}
+    assert fp32_metadata["precision"] == "float32" and fp32_metadata["batch_chunk"] == str(optimize.CHUNK)
     assert any(n.op_type == "Loop" for n in fp32.graph.node)
 
 
@@ -263,7 +263,7 @@ def test_int8_gate_refuses_a_degraded_model(tiny_run, few_real, tmp_path, monkey
 
     monkeypatch.setattr(q, "quantize_int8", degraded)
     r = _invoke(tiny_run, "--out", out, "--quantize", "int8", "--data", few_real)
-    assert r.exit_code == 1 and "int8 quality gate failed" in r.output
+    assert r.exit_code == 1 and "int8 gate failed" in r.output
     assert out.exists()  # the fp32 model passed its own gate
     assert not ex.int8_path(out).exists()
     assert json.loads(ex.int8_report_path(out).read_text())["passed"] is False

@@ -43,11 +43,9 @@ def tiny_generator(path: Path, latent_dim: int = 8, size: int = 16, seed: int = 
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    meta = {"latent_dim": str(latent_dim), "image_size": str(size), "synthetic": "true", "run_id": "tiny"}
-    if classes:
-        meta["classes"] = json.dumps(list(classes))
-    meta.update(metadata or {})
-    for k, v in meta.items():
+    metadata = {"latent_dim": str(latent_dim), "image_size": str(size), "synthetic": "true", "run_id": "tiny",
+                **({"classes": json.dumps(list(classes))} if classes else {}), **(metadata or {})}
+    for k, v in metadata.items():
         p = model.metadata_props.add()
         p.key, p.value = k, v
     onnx.checker.check_model(model)

@@ -224,7 +224,7 @@ def test_every_training_image_shifted_up_to_10px_and_damaged_is_flagged(kermany,
 
 
 def _utility_result():
-    """A `cxr-utility run` result as the harness writes it (tests/utility builds real ones)."""
+    """A `cxr-utility protocols` result as the harness writes it (tests/utility builds real ones)."""
     arm = {"training_images": {"NORMAL": 10, "PNEUMONIA": 10}, "auc_ci": [0.8, 0.95], "balanced_accuracy": 0.84,
            "sensitivity": 0.76, "specificity": 0.93}
     return {"seeds": [0, 1, 2, 3, 4], "test": "heldout",
@@ -250,7 +250,7 @@ def test_report_shows_a_utility_result_and_refuses_a_file_that_is_not_one(sets, 
     for cell in ("0.931 [0.800, 0.950]", "+0.012 [-0.004, +0.027]", "91.2%", "1020"):
         assert cell in page, cell
     bad = tmp_path / "bad.json"
-    for text, why in (("{}", "not a `cxr-utility run` result"), ("not json", "is not JSON"),
+    for text, why in (("{}", "not a `cxr-utility protocols` result"), ("not json", "is not JSON"),
                       (json.dumps({**_utility_result(), "arms": []}), "holds no trained arm")):
         bad.write_text(text)
         r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b.html"), "--utility", str(bad)])

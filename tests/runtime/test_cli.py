@@ -157,7 +157,7 @@ def test_info(model):
     res = json.loads(r.stdout)
     assert res["inputs"][0]["name"] == "z" and res["outputs"][0]["shape"][1:] == [1, 32, 32]
     assert res["metadata"]["synthetic"] == "true" and "CPUExecutionProvider" in res["available_providers"]
-    assert "meta      run_id = tiny" in run("info", model).output
+    assert "metadata  run_id = tiny" in run("info", model).output
     assert res["latent_scale"] == 1.0 and "latents drawn at scale 1 (the model records none)" in run("info", model).output
     wide = tiny_generator(model.parent / "wide.onnx", size=32, metadata={"latent_scale": "1.3"})
     assert "sampling  latents drawn at scale 1.3\n" in run("info", wide).output

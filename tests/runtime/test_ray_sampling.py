@@ -98,8 +98,8 @@ def test_the_latent_scale_reaches_the_workers(model, local_ray, tmp_path):
     assert _same_files(local, tmp_path / "ray") == N
     assert json.loads((tmp_path / "ray" / "manifest.json").read_text())["latent_scale"] == 1.3
     scaled = tiny_generator(tmp_path / "scaled.onnx", size=32, metadata={"latent_scale": "1.3"})
-    ray_sampling.sample(scaled, tmp_path / "ray-meta", N, seed=4, workers=2, shard_size=8)
-    assert _same_files(local, tmp_path / "ray-meta") == N
+    ray_sampling.sample(scaled, tmp_path / "ray-metadata", N, seed=4, workers=2, shard_size=8)
+    assert _same_files(local, tmp_path / "ray-metadata") == N
 
 
 def test_parquet_rows_hold_the_png_files(model, local_ray, tmp_path):

@@ -64,7 +64,7 @@ class FakeRunner(sweep.Runner):
         self.auto_scale = auto_scale
         self.baseline_key = baseline_key  # quality_reference: what evaluate wrote before the baseline had its name
 
-    def run(self, argv, log_path, ok=(0,), stdout_path=None):
+    def call(self, argv, log_path, ok=(0,), stdout_path=None):
         argv = sweep.display(argv)
         self.calls.append(argv)
         prog = argv[0] if argv[0] != "cxr-runtime" else f"cxr-runtime {argv[1]}"
@@ -253,11 +253,11 @@ def test_a_new_sweep_lets_the_rest_of_the_plan_go_before_a_run_past_its_pause(tm
     calls = []
 
     class StopAfterPause(FakeRunner):  # the sweep is killed once the pass has paused a
-        def run(self, argv, log_path, ok=(0,), stdout_path=None):
+        def call(self, argv, log_path, ok=(0,), stdout_path=None):
             calls.append(sweep.display(argv))
             if len([c for c in calls if c[0] == "cxr-train"]) == 2:
                 raise Stopped(signal.SIGTERM)
-            return super().run(argv, log_path, ok, stdout_path)
+            return super().call(argv, log_path, ok, stdout_path)
 
     with pytest.raises(Stopped):
         _sweep(plan, root, StopAfterPause()).run()

@@ -72,8 +72,8 @@ def test_a_utility_plan_trains_a_generator_per_subset_then_the_protocols(kermany
     assert {p: p.stat().st_mtime_ns for p in folder.glob("gan-*/generator.onnx")} == stamp
     assert "cxr-train" not in r.stderr and "cxr-export" not in r.stderr
     log = (folder / "stages.log").read_text()
-    assert log.count("$ cxr-utility run ") == 2  # the protocols ran twice; the second trained nothing
-    again = log.split("$ cxr-utility run ")[-1]
+    assert log.count("$ cxr-utility protocols ") == 2  # the protocols ran twice; the second trained nothing
+    again = log.split("$ cxr-utility protocols ")[-1]
     assert "(cached)" in again and "(trained)" not in again
 
 

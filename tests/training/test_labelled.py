@@ -70,8 +70,8 @@ def test_a_labelled_run_trains_scores_each_class_and_resumes(labelled, tmp_path)
     data, held = labelled
     cfg = preset("smoke").replace(epochs=2)
     run = train(cfg, data, out_root=tmp_path / "runs", heldout_dir=held, log=lambda m: None, stop_at=3)
-    meta = json.loads((run / "config.json").read_text())
-    assert meta["config"]["classes"] == ["NORMAL", "PNEUMONIA"] and meta["classes"] == {"NORMAL": 8, "PNEUMONIA": 8}
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["classes"] == ["NORMAL", "PNEUMONIA"] and record["classes"] == {"NORMAL": 8, "PNEUMONIA": 8}
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     for c in ("NORMAL", "PNEUMONIA"):
         assert np.isfinite(rows[0][f"q_kid@{c}"]) and np.isfinite(rows[0][f"q_kid_se@{c}"])
@@ -112,8 +112,8 @@ def test_labels_off_trains_one_set_as_before(labelled, tmp_path):
 
     data, _ = labelled
     run = train(preset("smoke"), data, out_root=tmp_path / "runs", log=lambda m: None, labels="off")
-    meta = json.loads((run / "config.json").read_text())
-    assert meta["config"]["classes"] == [] and "classes" not in meta and meta["data"]["count"] == 16
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["classes"] == [] and "classes" not in record and record["data"]["count"] == 16
 
 
 def test_the_projection_discriminator_reads_the_class_at_the_logit():

@@ -61,7 +61,7 @@ def test_a_new_metric_reaches_every_output(toy_metric, few_real, few_heldout, tm
 
     # the epoch-end monitor, its log line, the run files
     monitor = QualityMonitor(held.images, real.images, 8, 4, 0)
-    row = {"epoch": 1, "step": 3, **monitor.run(lambda z: real.images[: len(z)])}
+    row = {"epoch": 1, "step": 3, **monitor.score(lambda z: real.images[: len(z)])}
     assert row["q_brightness_gap"] == pytest.approx(expected, abs=1e-6)
     assert "brightness gap" in describe_quality(row)
     write_history(tmp_path, [row])

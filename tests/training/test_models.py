@@ -124,15 +124,15 @@ def test_lighter_generator_shapes_and_saving(tmp_path):
 
 
 def _broken_values(f):
-    meta = f.metadata
-    if meta.get("choices") is not None:
+    spec = f.metadata
+    if spec.get("choices") is not None:
         yield "no-such-choice"
-    lo, hi = meta.get("lo"), meta.get("hi")
+    lo, hi = spec.get("lo"), spec.get("hi")
     step = 1 if f.type in ("int", int) or isinstance(f.default, int) else 1e-3
     if lo is not None:
-        yield lo if meta.get("lo_open") else lo - step
+        yield lo if spec.get("lo_open") else lo - step
     if hi is not None:
-        yield hi if meta.get("hi_open") else hi + step
+        yield hi if spec.get("hi_open") else hi + step
 
 
 def test_every_bound_of_a_flag_holds_for_the_api_too():

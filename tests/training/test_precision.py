@@ -85,8 +85,8 @@ def test_bfloat16_run_resumes_and_exports_float32(few_real, tmp_path):
     run = train(cfg, few_real, out_root=tmp_path, log=lambda m: None)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(np.isfinite(r["g_loss"]) and np.isfinite(r["ssim"]) for r in rows)
-    meta = json.loads((run / "generator.json").read_text())
-    assert meta["training_precision"] == "bfloat16" and meta["config"]["precision"] == "bfloat16"
+    info = json.loads((run / "generator.json").read_text())
+    assert info["training_precision"] == "bfloat16" and info["config"]["precision"] == "bfloat16"
     g = keras.saving.load_model(run / "generator.keras")
     assert {layer.dtype_policy.name for layer in g.layers} == {"float32"}
     # the run's config holds the resolved precision, so a resume rebuilds the same networks

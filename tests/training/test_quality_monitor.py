@@ -35,8 +35,8 @@ def test_epoch_rows_carry_the_held_out_scores(few_real, few_heldout, tmp_path):
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert set(QUALITY_KEYS) <= set(header)
     assert (run / "plots" / "quality.png").stat().st_size > 1000
-    meta = json.loads((run / "config.json").read_text())
-    assert meta["heldout"]["count"] == 10
+    record = json.loads((run / "config.json").read_text())
+    assert record["heldout"]["count"] == 10
     ref = json.loads((run / "reference.json").read_text())["heldout"]
     assert ref["images"] == 10 and 0.0 <= ref["train_q_coverage"] <= 1.0
 
@@ -53,13 +53,13 @@ def test_monitor_scores_the_ema_generator(few_real, few_heldout, tmp_path, monke
     from cxr_training import evaluate
 
     seen = []
-    original = evaluate.QualityMonitor.run
+    original = evaluate.QualityMonitor.score
 
     def spy(self, generate):
         seen.append(generate(self.z[:4]))
         return original(self, generate)
 
-    monkeypatch.setattr(evaluate.QualityMonitor, "run", spy)
+    monkeypatch.setattr(evaluate.QualityMonitor, "score", spy)
     cfg = preset("smoke").replace(epochs=1, ema_halflife=50.0, ema_rampup=0.0)
     run = train(cfg, few_real, out_root=tmp_path, log=lambda m: None, heldout_dir=few_heldout)
     ckpt, meta = checkpoint.latest_valid(run)

@@ -24,11 +24,11 @@ def _started(path, cfg=None):
     return RunFolder(path)
 
 
-def test_meta_and_config_are_read_from_config_json(tmp_path):
+def test_record_and_config_are_read_from_config_json(tmp_path):
     cfg = preset("smoke").replace(seed=7)
     run = _started(tmp_path / "00001-smoke", cfg)
     assert run.started and run.name == "00001-smoke"
-    assert run.meta["data"]["count"] == 8
+    assert run.record["data"]["count"] == 8
     assert run.config == cfg
 
 
@@ -51,7 +51,7 @@ def test_a_missing_or_broken_config_json_is_one_clear_error(tmp_path, content, m
     assert isinstance(e.value, TrainingError) and isinstance(e.value, CxrError) and e.value.exit_code == 2
     if content is None or content == "{torn":
         with pytest.raises(RunFolderError):
-            run.meta  # noqa: B018
+            run.record  # noqa: B018
 
 
 def test_resume_of_a_folder_without_config_json_says_so(tmp_path):

@@ -92,8 +92,8 @@ def test_scores_and_intervals_known_answers():
 def test_the_protocols_run_with_synthetic_images():
     real, test = _toy(30), _toy(20, seed=1)
     synthetic = _toy(30, seed=2)
-    result = protocols.run(real, test, [10, 30], [0, 1], {30: synthetic}, synthetic_per_class=30, spec=FAST,
-                           log=lambda m: None)
+    result = protocols.measure(real, test, [10, 30], [0, 1], {30: synthetic}, synthetic_per_class=30, spec=FAST,
+                               log=lambda m: None)
     arms = {(a["arm"], a["per_class"]) for a in result["arms"]}
     assert arms == {("TRTR", 10), ("real+classic", 10), ("TRTR", 30), ("real+classic", 30), ("TSTR", 30),
                     ("real+synthetic", 30)}
@@ -118,24 +118,45 @@ def test_the_detector_sees_damage_and_not_real_against_real():
     assert cal["real vs blur sigma 1"] > 0.9 and cal["real vs checkerboard 0.05"] > 0.9
 
 
-def test_cli_run_and_errors(tmp_path):
+def test_cli_protocols_and_errors(tmp_path):
     real, test = _write(tmp_path / "real", _toy(12)), _write(tmp_path / "test", _toy(8, seed=1))
     syn = _write(tmp_path / "syn", _toy(12, seed=2))
     out = tmp_path / "u.json"
-    r = CliRunner().invoke(main, ["run", "--real", str(real), "--test", str(test), "--synthetic", f"12={syn}",
+    r = CliRunner().invoke(main, ["protocols", "--real", str(real), "--test", str(test), "--synthetic", f"12={syn}",
                                   "--sizes", "6,12", "--seeds", "1", "--steps", "5", "--synthetic-per-class", "12",
                                   "--out", str(out)])
     assert r.exit_code == 0, r.output
     result = json.loads(out.read_text())
     assert len(result["arms"]) == 6 and out.with_suffix(".md").is_file()
     assert "| TRTR | 6 |" in r.output
-    r = CliRunner().invoke(main, ["run", "--real", str(real / "NORMAL"), "--test", str(test), "--out", str(out)])
+    r = CliRunner().invoke(main, ["protocols", "--real", str(real / "NORMAL"), "--test", str(test), "--out", str(out)])
     assert r.exit_code == 2 and "one subfolder per class" in r.output
-    r = CliRunner().invoke(main, ["run", "--real", str(real), "--test", str(test), "--sizes", "50", "--out", str(out)])
+    r = CliRunner().invoke(main, ["protocols", "--real", str(real), "--test", str(test), "--sizes", "50",
+                                  "--out", str(out)])
     assert r.exit_code == 2 and "exceed" in r.output
-    r = CliRunner().invoke(main, ["run", "--real", str(real), "--test", str(test), "--synthetic", "x=y",
+    r = CliRunner().invoke(main, ["protocols", "--real", str(real), "--test", str(test), "--synthetic", "x=y",
                                   "--out", str(out)])
     assert r.exit_code == 2 and "N=DIR" in r.output
+
+
+def test_run_is_a_hidden_alias_of_protocols(tmp_path):
+    """`cxr-utility run`, the command's earlier name, is the same command; --help lists only `protocols`."""
+    import click
+
+    ctx = click.Context(main)
+    alias, command = main.get_command(ctx, "run"), main.get_command(ctx, "protocols")
+    assert alias.hidden and not command.hidden
+    assert alias.callback is command.callback and alias.params == command.params
+    listed = CliRunner().invoke(main, ["--help"]).output
+    assert "protocols" in listed and not any(line.split()[:1] == ["run"] for line in listed.splitlines())
+    real, test = _write(tmp_path / "real", _toy(8)), _write(tmp_path / "test", _toy(6, seed=1))
+    args = ["--real", str(real), "--test", str(test), "--sizes", "4", "--seeds", "1", "--steps", "2"]
+    new = CliRunner().invoke(main, ["protocols", *args, "--out", str(tmp_path / "a.json")])
+    old = CliRunner().invoke(main, ["run", *args, "--out", str(tmp_path / "b.json")])
+    assert new.exit_code == old.exit_code == 0, old.output
+    arms = [[(a["arm"], a["per_class"], a["training_images"]) for a in json.loads((tmp_path / f).read_text())["arms"]]
+            for f in ("a.json", "b.json")]
+    assert arms[0] == arms[1] and len(arms[0]) == 2  # TRTR and real+classic at 4 per class
 
 
 def test_utility_never_reaches_the_gan():
@@ -151,9 +172,10 @@ class Killed(Exception):
     pass
 
 
-def test_an_interrupted_run_resumes_from_its_seed_cache(tmp_path, monkeypatch):
-    """Every trained model's predictions are kept as they come: the second run trains nothing it
-    already has, gives the same numbers, and a changed classifier or data set is trained anew."""
+def test_an_interrupted_measurement_resumes_from_its_seed_cache(tmp_path, monkeypatch):
+    """Every trained model's predictions are kept as they come: the second measurement trains
+    nothing it already has, gives the same numbers, and a changed classifier or data set is trained
+    anew."""
     real, test, syn = _toy(12), _toy(8, seed=1), _toy(12, seed=2)
     spec = classifier.ClassifierSpec(channels=(4,), steps=5, batch_size=8)
     cache_path = tmp_path / "u.seeds.jsonl"
@@ -162,38 +184,38 @@ def test_an_interrupted_run_resumes_from_its_seed_cache(tmp_path, monkeypatch):
 
     def counting(*args, **kwargs):
         calls.append(args[2])
-        if len(calls) == kill_at[0]:  # the run is killed while the fourth model trains
+        if len(calls) == kill_at[0]:  # the measurement is killed while the fourth model trains
             raise Killed
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(classifier, "train", counting)
     with pytest.raises(Killed):
-        protocols.run(real, test, [12], [0, 1], {12: syn}, 12, spec, log=lambda m: None,
-                      cache=protocols.SeedCache(cache_path))
+        protocols.measure(real, test, [12], [0, 1], {12: syn}, 12, spec, log=lambda m: None,
+                          cache=protocols.SeedCache(cache_path))
     assert len(cache_path.read_text().splitlines()) == 3
     with open(cache_path, "a") as f:
         f.write('{"key": "cut mid-li')  # the interruption cut a line: ignored, not fatal
     calls.clear()
     kill_at[0] = None
-    resumed = protocols.run(real, test, [12], [0, 1], {12: syn}, 12, spec, log=lambda m: None,
-                            cache=protocols.SeedCache(cache_path))
+    resumed = protocols.measure(real, test, [12], [0, 1], {12: syn}, 12, spec, log=lambda m: None,
+                                cache=protocols.SeedCache(cache_path))
     assert len(calls) == 8 - 3  # 4 arms x 2 seeds, 3 kept
     calls.clear()
-    again = protocols.run(real, test, [12], [0, 1], {12: syn}, 12, spec, log=lambda m: None,
-                          cache=protocols.SeedCache(cache_path))
+    again = protocols.measure(real, test, [12], [0, 1], {12: syn}, 12, spec, log=lambda m: None,
+                              cache=protocols.SeedCache(cache_path))
     assert calls == [] and again["arms"] == [{**a, "seconds": b["seconds"]} for a, b in zip(resumed["arms"], again["arms"])]
     assert again["label_fidelity"] == resumed["label_fidelity"]
     other = classifier.ClassifierSpec(channels=(4,), steps=6, batch_size=8)
-    protocols.run(real, test, [12], [0], None, 12, other, log=lambda m: None, cache=protocols.SeedCache(cache_path))
+    protocols.measure(real, test, [12], [0], None, 12, other, log=lambda m: None, cache=protocols.SeedCache(cache_path))
     assert len(calls) == 2  # another classifier: nothing reused
     calls.clear()
-    protocols.run(real, _toy(8, seed=5), [12], [0], None, 12, spec, log=lambda m: None,
-                  cache=protocols.SeedCache(cache_path))
+    protocols.measure(real, _toy(8, seed=5), [12], [0], None, 12, spec, log=lambda m: None,
+                      cache=protocols.SeedCache(cache_path))
     assert len(calls) == 2  # another test set: nothing reused
 
 
-def test_subset_writes_exactly_the_images_run_uses(kermany, tmp_path):
-    """`cxr-utility subset` copies the nested subset `run --sizes` trains on (so a generator can be
+def test_subset_writes_exactly_the_images_protocols_uses(kermany, tmp_path):
+    """`cxr-utility subset` copies the nested subset `protocols --sizes` trains on (so a generator can be
     trained on those images only); the same command again is a no-op, another subset in the same
     folder or a size the data lacks is refused."""
     out = tmp_path / "s10"

@@ -16,10 +16,11 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def save_generator(folder: Path, gan, cfg: Config, run_meta: dict, epoch: int, step: int) -> Path:
+def save_generator(folder: Path, gan, cfg: Config, record: dict, epoch: int, step: int) -> Path:
     """The sampling generator on its own, with what export needs to know about it:
     `generator.keras` (the EMA weights when the recipe keeps an EMA, else G's) and
-    `generator.json`; with an EMA, G's raw weights also go to `generator-raw.keras`.
+    `generator.json`; with an EMA, G's raw weights also go to `generator-raw.keras`. `record`:
+    the run's record (config.json), for the run id and the data fingerprint.
 
     Always float32 models: a generator trained under mixed precision is rebuilt with float32
     layers and given the (float32) trained weights, so export and its parity gate see the
@@ -43,7 +44,7 @@ def save_generator(folder: Path, gan, cfg: Config, run_meta: dict, epoch: int, s
         "model": GENERATOR_FILE,
         "weights": "ema" if ema else "raw",
         **({"raw_model": RAW_GENERATOR_FILE} if ema else {}),
-        "run_id": run_meta.get("run_id", folder.name),
+        "run_id": record.get("run_id", folder.name),
         "epoch": epoch,
         "step": step,
         "latent_dim": cfg.latent_dim,
@@ -54,8 +55,8 @@ def save_generator(folder: Path, gan, cfg: Config, run_meta: dict, epoch: int, s
         "training_precision": cfg.precision,
         "config": cfg.to_dict(),
         "config_hash": cfg.hash(),
-        "data_sha256": run_meta["data"]["sha256"],
-        "data_count": run_meta["data"]["count"],
+        "data_sha256": record["data"]["sha256"],
+        "data_count": record["data"]["count"],
         "versions": library_versions(),
         "saved": now(),
     })

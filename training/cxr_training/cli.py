@@ -67,28 +67,28 @@ def config_options() -> list[click.Option]:
     gets its flag without touching this file."""
     options = []
     for f in dataclasses.fields(Config):
-        meta = f.metadata
-        if not meta.get("cli", False):
+        spec = f.metadata
+        if not spec.get("cli", False):
             continue
-        flag = "--" + (meta.get("flag") or f.name).replace("_", "-")
+        flag = "--" + (spec.get("flag") or f.name).replace("_", "-")
         default = f.default
-        if meta.get("choices"):
-            kind = click.Choice(meta["choices"])
+        if spec.get("choices"):
+            kind = click.Choice(spec["choices"])
         elif isinstance(default, bool):
             kind = None
         elif isinstance(default, int):
-            kind = click.IntRange(meta.get("lo"), meta.get("hi"), min_open=meta.get("lo_open", False),
-                                  max_open=meta.get("hi_open", False))
+            kind = click.IntRange(spec.get("lo"), spec.get("hi"), min_open=spec.get("lo_open", False),
+                                  max_open=spec.get("hi_open", False))
         elif isinstance(default, float):
-            kind = click.FloatRange(meta.get("lo"), meta.get("hi"), min_open=meta.get("lo_open", False),
-                                    max_open=meta.get("hi_open", False))
+            kind = click.FloatRange(spec.get("lo"), spec.get("hi"), min_open=spec.get("lo_open", False),
+                                    max_open=spec.get("hi_open", False))
         elif isinstance(default, tuple):
-            kind = ListOf(meta["item"])
+            kind = ListOf(spec["item"])
         else:
             kind = str
         shown = ",".join(":".join(map(str, x)) if isinstance(x, tuple) else str(x) for x in default) \
             if isinstance(default, tuple) else ("on" if default else "off") if isinstance(default, bool) else default
-        help_ = f"{meta['help']} [paper: {shown if shown != '' else '(none)'}]"
+        help_ = f"{spec['help']} [paper: {shown if shown != '' else '(none)'}]"
         if kind is None:
             options.append(click.Option([f"{flag}/--no-{flag[2:]}", f.name], default=None, help=help_))
         else:

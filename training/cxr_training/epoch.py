@@ -104,11 +104,11 @@ def epoch_end(run, epoch: int, logs: dict, step_times: list[float], train_second
     cfg, gan = run.cfg, run.gan
     step = gan.step
     t = time.time()
-    scores, fake = run.evaluator.run()
+    scores, fake = run.evaluator.score()
     sampler = gan.sampler()  # G, or its EMA copy: what snapshots and export use
     grid = fake[: cfg.grid_images] if sampler is gan.generator else \
         run.evaluator.generate(run.evaluator.z[: cfg.grid_images], sampler)
-    quality = run.monitor.run(lambda z: run.evaluator.generate(z, sampler)) if run.monitor else {}
+    quality = run.monitor.score(lambda z: run.evaluator.generate(z, sampler)) if run.monitor else {}
     eval_seconds = time.time() - t
     per_step = statistics.median(step_times) if step_times else float("nan")  # steady state: tracing excluded
     row = {
@@ -135,7 +135,7 @@ def epoch_end(run, epoch: int, logs: dict, step_times: list[float], train_second
     saved, written = "", None
     if step in cfg.snapshot_steps:
         folder = run.folder / "snapshots" / f"step-{step:09d}"
-        save_generator(folder, gan, cfg, run.meta, epoch, step)
+        save_generator(folder, gan, cfg, run.record, epoch, step)
         saved += f" [snapshot {folder.name}]"
     if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or stopping:
         written = save_checkpoint(run, epoch)

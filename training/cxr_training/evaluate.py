@@ -89,7 +89,7 @@ class Evaluator:
         ref_ssim, ref_mse = metrics.real_reference(self.real)
         return {"ref_ssim": ref_ssim, "ref_mse": ref_mse}
 
-    def run(self) -> tuple[dict[str, float], np.ndarray]:
+    def score(self) -> tuple[dict[str, float], np.ndarray]:
         """Return (metrics, images generated from all fixed latents) for the current weights."""
         fake_all = self.generate(self.z)
         fake = fake_all[: self.n]
@@ -136,11 +136,11 @@ class QualityMonitor:
     def baseline(self) -> dict[str, float]:
         """The training images scored the same way: what a generator that reproduced its
         training set would reach (and, being training images, all flagged by the audit)."""
-        return self._score(self.train, self.train_labels)
+        return self._scores(self.train, self.train_labels)
 
-    def run(self, generate) -> dict[str, float]:
+    def score(self, generate) -> dict[str, float]:
         """Scores of `generate(latents) -> (N, S, S) images in [-1, 1]`."""
-        return self._score(generate(self.z), self.labels)
+        return self._scores(generate(self.z), self.labels)
 
     def _audit(self, images: np.ndarray, train: np.ndarray, key) -> dict:
         from cxr_runtime import audit
@@ -151,7 +151,7 @@ class QualityMonitor:
         return {"audit_flagged": int(audit.flagged(nn).sum()), "audit_nn_max": float(nn["ncc"].max()),
                 "audit_nn_detail_max": float(nn["detail"].max())}
 
-    def _score(self, images: np.ndarray, labels=None) -> dict[str, float]:
+    def _scores(self, images: np.ndarray, labels=None) -> dict[str, float]:
         from cxr_runtime import audit, quality
 
         def table(values: dict, suffix: str = "") -> dict:

@@ -4,7 +4,7 @@ Runs go to auto-numbered folders (`runs/00001-quick/`) created with an exclusive
 mkdir, so two runs never share or overwrite a folder. `RunFolder` is the one reader of
 what cxr-train leaves in one (train, export, the sweep and bench read through it):
 
-    config.json            the recorded meta: config, data fingerprint, versions, command
+    config.json            the run's record: config, data fingerprint, versions, command
                            (written before step 0)
     metrics.jsonl, .csv    one row per epoch (read_history, write_history)
     checkpoints/           checkpoint.py
@@ -166,17 +166,17 @@ class RunFolder:
         return (self.path / CONFIG_FILE).is_file()
 
     @property
-    def meta(self) -> dict:
-        """config.json: the config, data (and held-out) fingerprints, versions, command.
-        RunFolderError when it is missing or unreadable."""
+    def record(self) -> dict:
+        """The run's record (config.json): the config, data (and held-out) fingerprints, versions,
+        command. RunFolderError when it is missing or unreadable."""
         return _read_json(self.path / CONFIG_FILE)
 
     @property
     def config(self) -> Config:
         """The run's recorded Config; RunFolderError when config.json does not hold one."""
-        meta = self.meta
+        record = self.record
         try:
-            return Config.from_dict(meta["config"])
+            return Config.from_dict(record["config"])
         except (KeyError, TypeError, ValueError) as e:
             raise RunFolderError(f"{self.path}: {CONFIG_FILE} holds no valid config ({e})") from None
 

@@ -65,7 +65,7 @@ class Run:
 
     cfg: Config
     folder: Path
-    meta: dict  # config.json: config, data and held-out fingerprints, versions, command
+    record: dict  # the run's record (config.json): config, data and held-out fingerprints, versions, command
     images: object  # the training images (cxr_runtime.images.ImageSet; rows on disk when streamed)
     mode: str  # "memory" or "stream"
     placement: distribute.Placement
@@ -142,7 +142,7 @@ def prepare_run(cfg: Config, data_dir, out_root="runs", heldout_dir=None, strate
         held = heldout_record(heldout, heldout_dir, images)
         scratch = None if placement.chief else made.add(_scratch_dir(placement))  # the chief's work, thrown away
         folder = new_run_dir(scratch or out_root, cfg.preset)
-        meta = {
+        record = {
             "run_id": folder.name,
             "created": now(),
             "command": sys.argv,
@@ -156,8 +156,8 @@ def prepare_run(cfg: Config, data_dir, out_root="runs", heldout_dir=None, strate
             "latents": LATENTS_KEYED,
             "versions": library_versions(),
         }
-        atomic_write_json(folder / CONFIG_FILE, meta)
-        return folder, meta, scratch
+        atomic_write_json(folder / CONFIG_FILE, record)
+        return folder, record, scratch
 
     return _setup(cfg, placement, data_dir, heldout_dir, input_mode, log, new_folder)
 
@@ -166,36 +166,36 @@ def resume_run(run_dir, data_dir=None, heldout_dir=None, strategy: str = "defaul
                log=log_stderr) -> Run:
     """An unfinished run, from its newest intact checkpoint: the same data (checked by content),
     the same held-out folder, metric rows after the checkpoint dropped."""
-    recorded = RunFolder(run_dir)
-    folder = recorded.path
+    run_folder = RunFolder(run_dir)
+    folder = run_folder.path
     try:
-        meta, cfg = recorded.meta, recorded.config
+        record, cfg = run_folder.record, run_folder.config
     except RunFolderError as e:
         raise TrainingError(f"cannot resume {e}") from None
     placement = _start(cfg, strategy, log)  # as the run started
-    scored = meta.get("heldout")  # the held-out images its epochs were scored against
+    scored = record.get("heldout")  # the held-out images its epochs were scored against
     if heldout_dir is not None and not scored:
         raise TrainingError(f"run {folder.name} was started without --heldout: its epochs are not scored, and a "
                             "resume cannot start scoring them (metrics.jsonl would mix rows with and without the "
                             "monitor); drop --heldout")
-    data_dir = data_dir or meta["data"]["root"]
+    data_dir = data_dir or record["data"]["root"]
     heldout_dir = heldout_dir or (scored["root"] if scored else None)
 
     def own_folder(cfg: Config, images, heldout, made: _removed_on_failure):
         """The run's folder and config.json, once the images are those it was trained and scored on (a
         worker's: a copy in a scratch folder, removed afterwards)."""
-        if images.fingerprint()["sha256"] != meta["data"]["sha256"]:
+        if images.fingerprint()["sha256"] != record["data"]["sha256"]:
             raise TrainingError(f"the data under {data_dir} is not the data run {folder.name} was trained on "
-                                f"(fingerprint {images.fingerprint()['sha256'][:12]} vs {meta['data']['sha256'][:12]})")
+                                f"(fingerprint {images.fingerprint()['sha256'][:12]} vs {record['data']['sha256'][:12]})")
         held = heldout_record(heldout, heldout_dir, images)
         if scored and held and scored["sha256"] != held["sha256"]:
             raise TrainingError(f"the held-out images under {heldout_dir} are not those run {folder.name} "
                                 "was scored against; epoch scores would not be comparable")
         if placement.chief:
-            return folder, meta, None
+            return folder, record, None
         scratch = made.add(_scratch_dir(placement))
         shutil.copytree(folder, scratch / folder.name)
-        return scratch / folder.name, meta, scratch
+        return scratch / folder.name, record, scratch
 
     return _setup(cfg, placement, data_dir, heldout_dir, input_mode, log, own_folder, resuming=True)
 
@@ -228,7 +228,7 @@ def fit(run: Run, hooks=(), stop_at: int | None = None) -> Path:
             log(f"paused at step {gan.step} of {cfg.total_steps} (--stop-at): checkpoint {stop.checkpoint} written; "
                 f"continue with: cxr-train --resume {run.folder}")
             return run.folder
-    path = save_generator(run.folder, gan, cfg, run.meta, cfg.epochs, gan.step)
+    path = save_generator(run.folder, gan, cfg, run.record, cfg.epochs, gan.step)
     log(f"done: {path}")
     return run.folder
 
@@ -334,7 +334,7 @@ def _setup(cfg: Config, placement: distribute.Placement, data_dir, heldout_dir, 
            resuming: bool = False) -> Run:
     """The setup of every run, new or resumed, once the strategy exists: the config checked and
     its precision resolved, the held-out and training images read, then `place(cfg, images,
-    heldout, made)` gives the run its folder, config.json contents and scratch folder (a new
+    heldout, made)` gives the run its folder, record (config.json) and scratch folder (a new
     folder, or the run's own once the images are checked against it), G and D are built from
     the seed and, resuming, the newest intact checkpoint is restored. A failure removes the
     stream file and every folder added to `made`."""
@@ -342,8 +342,8 @@ def _setup(cfg: Config, placement: distribute.Placement, data_dir, heldout_dir, 
     heldout = load_heldout(heldout_dir, cfg, log)
     images, mode, store = load_images_or_fail(data_dir, cfg, log, input_mode)
     with _removed_on_failure(store) as made:
-        folder, meta, scratch = place(cfg, images, heldout, made)
-        run = Run(cfg, folder, meta, images, mode, placement, _build(cfg, placement), heldout, log=log, store=store,
+        folder, record, scratch = place(cfg, images, heldout, made)
+        run = Run(cfg, folder, record, images, mode, placement, _build(cfg, placement), heldout, log=log, store=store,
                   scratch=scratch)
         if resuming:
             _restore(run)
@@ -464,7 +464,7 @@ def _prepare_epoch_end(run: Run) -> None:
     """The epoch-end work's fixed inputs (evaluation latents and real images, the monitor's
     reference), and reference.json beside config.json."""
     cfg = run.cfg
-    latents = run.meta.get("latents", LATENTS_LEGACY)
+    latents = run.record.get("latents", LATENTS_LEGACY)
     labels = run.labels
     run.evaluator = Evaluator(run.gan.generator, run.gan.discriminator, run.images.images, cfg.latent_dim, cfg.seed,
                               cfg.eval_max_images, cfg.grid_images, latents, cfg.n_classes, labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ def main():
     """Train the fixed classifier on real and synthetic images and test it on real patients."""
 
 
-@main.command()
+@main.command("protocols")
 @click.option("--real", "real_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Real training images, one subfolder per class (NORMAL/, PNEUMONIA/).")
 @click.option("--test", "test_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -51,7 +52,7 @@ def main():
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="utility.json", show_default=True,
               help="The results as JSON; the table goes to OUT with .md.")
 @click.option("--fresh", is_flag=True, help="Retrain every model instead of reusing those in OUT's .seeds.jsonl.")
-def run(real_dir, test_dir, synthetic, sizes, seeds, steps, synthetic_per_class, out, fresh):
+def protocols_command(real_dir, test_dir, synthetic, sizes, seeds, steps, synthetic_per_class, out, fresh):
     """TRTR, real + classic augmentation, and with --synthetic TSTR and real + synthetic, at each size.
 
     Every trained model's predictions are appended to OUT with .seeds.jsonl as soon as they exist:
@@ -84,8 +85,8 @@ def run(real_dir, test_dir, synthetic, sizes, seeds, steps, synthetic_per_class,
         cache = protocols.SeedCache(cache_path)
         if cache.lines:
             _log(f"cxr-utility: {len(cache.lines)} trained models in {cache_path} are reused where they match")
-        result = protocols.run(real, test, sizes, list(range(seeds)), syn, synthetic_per_class,
-                               ClassifierSpec(steps=steps), log=_log, cache=cache)
+        result = protocols.measure(real, test, sizes, list(range(seeds)), syn, synthetic_per_class,
+                                   ClassifierSpec(steps=steps), log=_log, cache=cache)
     except (CxrError, ValueError) as e:
         _fail(str(e))
     result.update(real=str(real_dir), test=str(test_dir), synthetic=folders)
@@ -96,6 +97,12 @@ def run(real_dir, test_dir, synthetic, sizes, seeds, steps, synthetic_per_class,
     click.echo(f"wrote {out} and {out.with_suffix('.md')}")
 
 
+# `run`: the command's name until it became `protocols`, still accepted (scripts, older docs), not listed
+_run_alias = copy.copy(protocols_command)
+_run_alias.name, _run_alias.hidden = "run", True
+main.add_command(_run_alias)
+
+
 @main.command()
 @click.option("--real", "real_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Real training images, one subfolder per class.")
@@ -103,7 +110,7 @@ def run(real_dir, test_dir, synthetic, sizes, seeds, steps, synthetic_per_class,
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="New folder: OUT/CLASS/ with copies of the subset's files, and OUT/subset.json.")
 def subset(real_dir, per_class, out):
-    """Write the nested real subset `run --sizes` uses at PER_CLASS images per class, so that a
+    """Write the nested real subset `protocols --sizes` uses at PER_CLASS images per class, so that a
     generator can be trained on exactly the images that classifier sees (and no more).
 
     The same command again is a no-op when OUT already holds that subset; a different OUT content
@@ -178,7 +185,7 @@ def detect(real_dir, syn_dir, calibrate, folds, steps, as_json):
 @main.command()
 @click.argument("results", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def table(results):
-    """Print the markdown table of a `cxr-utility run` result."""
+    """Print the markdown table of a `cxr-utility protocols` result."""
     from cxr_utility import protocols
 
     click.echo(protocols.markdown(json.loads(results.read_text())))

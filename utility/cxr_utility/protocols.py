@@ -103,7 +103,7 @@ def classic_copies(real: Labelled, per_class: int, seed: int) -> Labelled:
 
 class SeedCache:
     """What each trained classifier predicted, one JSON line per (arm, size, seed), appended and flushed
-    as soon as it exists: an interrupted `cxr-utility run` given the same cache redoes only the models
+    as soon as it exists: an interrupted `cxr-utility protocols` given the same cache redoes only the models
     it lacks. A line counts only for the very same training set, test set, extra set and classifier
     (its key is a hash of all four and the seed)."""
 
@@ -169,13 +169,13 @@ def train_arm(train: Labelled, test: Labelled, seeds: list[int], spec: classifie
     return np.stack(probs), (np.stack(extra_probs) if extra is not None else None), time.time() - t0
 
 
-def run(real: Labelled, test: Labelled, sizes: list[int], seeds: list[int],
-        synthetic: dict[int, Labelled] | None = None, synthetic_per_class: int = 500,
-        spec: classifier.ClassifierSpec = classifier.ClassifierSpec(), log=print,
-        cache: SeedCache | None = None) -> dict:
+def measure(real: Labelled, test: Labelled, sizes: list[int], seeds: list[int],
+            synthetic: dict[int, Labelled] | None = None, synthetic_per_class: int = 500,
+            spec: classifier.ClassifierSpec = classifier.ClassifierSpec(), log=print,
+            cache: SeedCache | None = None) -> dict:
     """Every protocol at every size; `synthetic[n]`: the synthetic images of a generator trained on
     the size-n subset (for the full real set, n = its per-class count). With `cache`, models already
-    trained (an interrupted run) are not trained again."""
+    trained (by an interrupted measurement) are not trained again."""
     synthetic = synthetic or {}
     y = binary_labels(test)
     arms, probs = [], {}
