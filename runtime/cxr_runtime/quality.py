@@ -169,6 +169,18 @@ def texture_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return np.asarray(feats, np.float64), hf_power, kurt
 
 
+def texture_feature_names() -> list[str]:
+    """The name of each column of texture_stats' features, in order (bench/texture_features.py
+    reports which of them tell generated images from real ones)."""
+    names = [f"spectrum band {i}" for i in range(SPECTRUM_BINS)] + ["spectrum corners"]
+    for band in ("detail", "band 1-2", "band 2-4"):
+        names += [f"{band} log sd", f"{band} log kurtosis", f"{band} |x|/sd p90", f"{band} |x|/sd p99"]
+    names += ["gradient log magnitude", "gradient x log kurtosis", "gradient y log kurtosis", "gradient log x/y energy"]
+    names += [f"LBP code {i}" for i in range(10)]
+    names += ["GLCM contrast", "GLCM homogeneity", "GLCM correlation"]
+    return names
+
+
 def _standardised(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(z-scored features, per-dimension mean, spread); constant dimensions keep spread 1."""
     mu = raw.mean(axis=0)

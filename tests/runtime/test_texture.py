@@ -96,3 +96,16 @@ def test_the_interval_resamples_the_real_images(kermany):
         [q.kid(scoring.real_f, scoring.subset(np.arange(45), np.setdiff1d(np.arange(len(train)), g)).fake_f)[0]
          for g in groups]))
     assert fake_only < full["kid_se"]
+
+
+def test_every_texture_feature_has_its_name():
+    rng = np.random.default_rng(2)
+    feats, _, _ = q.texture_stats(rng.uniform(-1, 1, (2, 64, 64)).astype(np.float32))
+    names = q.texture_feature_names()
+    assert feats.shape[1] == len(names) == len(set(names))
+    # the corner bin is the spectrum's last column, the GLCM's three the features' last
+    ramp = np.tile(np.linspace(-1, 1, 64, dtype=np.float32), (64, 1))[None]
+    checker = (np.indices((64, 64)).sum(axis=0) % 2 * 0.2 - 0.1).astype(np.float32)[None]
+    a, _, _ = q.texture_stats(np.concatenate([ramp, ramp + checker]))
+    corner = names.index("spectrum corners")
+    assert corner == q.SPECTRUM_BINS and a[1, corner] - a[0, corner] > 3  # a checkerboard is all corner power
