@@ -30,11 +30,6 @@ CENTRE = (slice(24, 104), slice(24, 104))  # 80x80 of 128x128
 BORDER = 16  # px of the frame
 
 
-def _kurtosis(x: np.ndarray) -> float:
-    x = x.astype(np.float64).ravel() - x.mean()
-    return float((x**4).mean() / (x * x).mean() ** 2)
-
-
 def kurtosis_by_region(images: np.ndarray) -> dict[str, float]:
     """Median fine-detail kurtosis (image minus its sigma-1 blur) of the whole image, the centre
     and the border frame."""
@@ -42,9 +37,9 @@ def kurtosis_by_region(images: np.ndarray) -> dict[str, float]:
     b = BORDER
     for x in images:
         d = x - cv2.GaussianBlur(x, (0, 0), q.DETAIL_SIGMA)
-        full.append(_kurtosis(d))
-        centre.append(_kurtosis(d[CENTRE]))
-        border.append(_kurtosis(np.concatenate([d[:b].ravel(), d[-b:].ravel(), d[b:-b, :b].ravel(),
+        full.append(q._kurtosis(d))
+        centre.append(q._kurtosis(d[CENTRE]))
+        border.append(q._kurtosis(np.concatenate([d[:b].ravel(), d[-b:].ravel(), d[b:-b, :b].ravel(),
                                                 d[b:-b, -b:].ravel()])))
     return {"full": float(np.median(full)), "centre": float(np.median(centre)), "border": float(np.median(border))}
 
