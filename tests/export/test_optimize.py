@@ -169,11 +169,15 @@ def test_unsupported_topology_is_refused():
         optimize.build_optimized(g)
 
 
-@pytest.fixture(scope="module", params=["transpose", "resize"])
+@pytest.fixture(scope="module", params=["transpose", "resize", "resize+refine+noise"])
 def tiny_run(tmp_path_factory, request):
-    """A run folder with a smoke-sized G: the study's transposed convolutions, or the presets'
-    resize convolutions (every int8 and chunk test runs on both)."""
-    cfg = preset("smoke").replace(g_upsample=request.param)
+    """A run folder with a smoke-sized G: the study's transposed convolutions, the presets'
+    resize convolutions, or those with the texture levers' extra layers (--g-refine, --g-noise);
+    every int8 and chunk test runs on each."""
+    upsample, *levers = request.param.split("+")
+    cfg = preset("smoke").replace(g_upsample=upsample)
+    if levers:
+        cfg = cfg.replace(g_refine=6 if "refine" in levers else 0, g_noise="noise" in levers)
     keras.utils.set_random_seed(5)
     g = build_generator(cfg)
     _random_weights(g, 6)
