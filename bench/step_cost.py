@@ -67,6 +67,7 @@ def variants() -> dict[str, dict]:
         "today + D high-pass head 32": {**today, "d_highpass": 32},
         "today + D patch head 32": {**today, "d_patch": 32},
         "today + G refinement conv 32": {**today, "g_refine": 32},
+        "today + G supersampling 16": {**today, "g_supersample": 16},
         "today + spectrum loss": {**today, "g_spectral": 10.0},
         "today, labelled (2 classes, projection D)": {**today, "classes": ("NORMAL", "PNEUMONIA")},
         "today, labelled, class channels in D": {**today, "classes": ("NORMAL", "PNEUMONIA"), "d_condition": "channels"},

@@ -28,6 +28,8 @@ This graph computes the same function with dense convolutions only:
 4. With --g-refine, the last layer's phases are interleaved too, its 3x3 convolution (+
    LeakyReLU) runs on the full-size tensor, and SpaceToDepth turns its 2x2 blocks back into
    the phase channels (2a + b) * C + c that step 3's convolution reads, as one tensor.
+5. With --g-supersample, G's last upsampling layer is one more of the same kind and the
+   image it draws at twice the size is average-pooled 2x2 (one AveragePool) at the end.
 
 `tests/export/test_optimize.py` checks the graph against Keras on random weights and the
 export gate checks it on the trained ones.
@@ -84,6 +86,20 @@ def _layers(generator):
     if len(slopes) != 1:
         raise UnsupportedGenerator("LeakyReLU slopes differ between layers")
     return dense[0], ups, refine, final, slopes.pop()
+
+
+def _supersample_pool(generator) -> bool:
+    """Whether G ends with --g-supersample's 2x2 average pooling of its tanh image."""
+    from cxr_training.tfenv import import_tf
+
+    _, keras = import_tf()
+    pools = [layer for layer in generator.layers if isinstance(layer, keras.layers.AveragePooling2D)]
+    if not pools:
+        return False
+    if len(pools) > 1 or pools[0] is not generator.layers[-1] or tuple(pools[0].pool_size) != (2, 2) \
+            or tuple(pools[0].strides) != (2, 2) or pools[0].padding != "valid":
+        raise UnsupportedGenerator("only one 2x2 average pooling of the output image is rewritten")
+    return True
 
 
 def _noise_layers(generator, ups) -> list:
@@ -177,7 +193,9 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
 
     dense, ups, refine, final, slope = _layers(generator)
     latent_dim = int(generator.input_shape[-1])
-    size = int(generator.output_shape[1])
+    out_size = int(generator.output_shape[1])
+    pooled = _supersample_pool(generator)
+    size = 2 * out_size if pooled else out_size  # the size G draws at
     base = size // 2 ** len(ups)
     c0 = int(dense.units) // (base * base)
     if chunk < 0:
@@ -304,8 +322,13 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
     body.append(helper.make_node("DepthToSpace", ["out_tanh"], ["out_phases"], blocksize=2, mode="DCR",
                                   name="out_unblock"))
     image = f"{OUTPUT_NAME}_chunk" if chunk else OUTPUT_NAME
-    body.append(helper.make_node("DepthToSpace", ["out_phases"], [image], blocksize=2, mode="DCR",
+    drawn = "image_drawn" if pooled else image
+    body.append(helper.make_node("DepthToSpace", ["out_phases"], [drawn], blocksize=2, mode="DCR",
                                   name="out_interleave"))
+    if pooled:  # 4. --g-supersample: each pixel the mean of its 2x2 block of the drawn image
+        body.append(helper.make_node("AveragePool", [drawn], [image], kernel_shape=[2, 2], strides=[2, 2],
+                                      name="supersample_pool"))
+    size = out_size
 
     z_info = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", latent_dim])
     image_info = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 1, size, size])

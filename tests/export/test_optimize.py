@@ -169,7 +169,7 @@ def test_unsupported_topology_is_refused():
         optimize.build_optimized(g)
 
 
-@pytest.fixture(scope="module", params=["transpose", "resize", "resize+refine+noise"])
+@pytest.fixture(scope="module", params=["transpose", "resize", "resize+refine+noise", "resize+supersample+noise"])
 def tiny_run(tmp_path_factory, request):
     """A run folder with a smoke-sized G: the study's transposed convolutions, the presets'
     resize convolutions, or those with the texture levers' extra layers (--g-refine, --g-noise);
@@ -177,7 +177,8 @@ def tiny_run(tmp_path_factory, request):
     upsample, *levers = request.param.split("+")
     cfg = preset("smoke").replace(g_upsample=upsample)
     if levers:
-        cfg = cfg.replace(g_refine=6 if "refine" in levers else 0, g_noise="noise" in levers)
+        cfg = cfg.replace(g_refine=6 if "refine" in levers else 0, g_noise="noise" in levers,
+                          g_supersample=4 if "supersample" in levers else 0)
     keras.utils.set_random_seed(5)
     g = build_generator(cfg)
     _random_weights(g, 6)
@@ -325,6 +326,32 @@ def test_refinement_convolution_exports(chunk):
         assert {"SpaceToDepth", "Conv"} <= {n.op_type for n in nodes}
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         np.testing.assert_allclose(sess.run(["image"], {"z": z})[0], want, atol=1e-5, rtol=0)
+        plain = ort.InferenceSession(ex.convert(g, ex.OPSET).SerializeToString(), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(plain.run(None, {plain.get_inputs()[0].name: z})[0].reshape(want.shape), want,
+                                   atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_supersampled_generator_exports(chunk):
+    """--g-supersample: one more upsampling layer, the output convolution at twice the size and
+    one AveragePool; both graphs equal Keras (with the refinement convolution and noise too)."""
+    for refine, noise in ((0, False), (6, True)):
+        cfg = preset("smoke").replace(g_channels=(8, 4), image_size=32, g_dense_channels=16, g_upsample="resize",
+                                      g_supersample=5, g_refine=refine, g_noise=noise)
+        keras.utils.set_random_seed(9)
+        g = build_generator(cfg)
+        assert g.output_shape[1:] == (32, 32, 1) and g.get_layer("g_up3").filters == 5
+        _random_weights(g, 10)
+        z = np.random.default_rng(11).standard_normal((5, cfg.latent_dim)).astype(np.float32)
+        want = _keras_nchw(g, z)
+        model = optimize.build_optimized(g, chunk=chunk)
+        onnx.checker.check_model(model)
+        nodes = model.graph.node if not chunk else _body(model).node
+        assert "AveragePool" in {n.op_type for n in nodes}
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        got = sess.run(["image"], {"z": z})[0]
+        assert got.shape == (5, 1, 32, 32)
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
         plain = ort.InferenceSession(ex.convert(g, ex.OPSET).SerializeToString(), providers=["CPUExecutionProvider"])
         np.testing.assert_allclose(plain.run(None, {plain.get_inputs()[0].name: z})[0].reshape(want.shape), want,
                                    atol=1e-5, rtol=0)

@@ -17,7 +17,7 @@ tf, keras = import_tf()
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_off_in_every_preset(name):
     assert preset(name).d_highpass == 0 and preset(name).g_spectral == 0.0 and not preset(name).g_noise
-    assert preset(name).d_patch == 0 and preset(name).g_refine == 0
+    assert preset(name).d_patch == 0 and preset(name).g_refine == 0 and preset(name).g_supersample == 0
 
 
 def test_high_pass_keeps_fine_detail_only():
@@ -68,10 +68,11 @@ def test_a_new_lever_off_keeps_the_hash_of_runs_recorded_before_it():
     from cxr_training.config import UNHASHED, UNLABELLED_NO_EFFECT
 
     cfg = preset("quick")
-    skip = UNHASHED | UNLABELLED_NO_EFFECT | {"d_patch", "g_refine"}
+    skip = UNHASHED | UNLABELLED_NO_EFFECT | {"d_patch", "g_refine", "g_supersample"}
     old = {k: v for k, v in cfg.to_dict().items() if k not in skip}  # the record of a run from before it
     assert cfg.hash() == hashlib.sha256(json.dumps(old, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     assert cfg.replace(d_patch=32).hash() != cfg.hash() != cfg.replace(g_refine=32).hash()
+    assert cfg.replace(g_supersample=16).hash() not in (cfg.hash(), cfg.replace(g_refine=16).hash())
     assert {"d_patch", "g_refine"} <= {f.name for f in dataclasses.fields(cfg)}
 
 
@@ -104,9 +105,28 @@ def test_pixel_noise_is_a_function_of_z_learned_from_zero():
     assert np.abs(a[0] - a[1]).mean() > 0.01
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_supersampling_draws_twice_the_size_and_averages(precision):
+    from cxr_training.models import build_generator
+
+    cfg = preset("smoke").replace(g_supersample=4, g_noise=True)
+    g = build_generator(cfg, precision=precision)
+    assert g.output_shape[1:] == (cfg.image_size, cfg.image_size, 1)
+    assert g.get_layer("g_up3").filters == 4 and g.get_layer("g_up3_noise").index == 3
+    drawn = keras.Model(g.inputs, g.get_layer(g.layers[-2].name).output)
+    assert drawn.output_shape[1:] == (2 * cfg.image_size, 2 * cfg.image_size, 1)
+    z = np.random.default_rng(2).normal(size=(2, cfg.latent_dim)).astype(np.float32)
+    big = drawn(z).numpy()
+    want = big.reshape(2, cfg.image_size, 2, cfg.image_size, 2, 1).mean(axis=(2, 4))
+    np.testing.assert_allclose(g(z).numpy(), want, atol=1e-6)
+    # the drawn image's finest detail survives as power at the pooled image's highest frequencies,
+    # which a nearest-neighbour doubling before a convolution cannot put there (its response is 0)
+    assert np.abs(big[:, ::2, ::2] - big[:, 1::2, ::2]).max() > 0
+
+
 def test_a_run_trains_with_every_lever(tmp_path, few_real):
     from cxr_training.train import train
 
-    cfg = preset("smoke").replace(d_highpass=8, d_patch=8, g_spectral=1.0, g_noise=True, g_refine=4)
+    cfg = preset("smoke").replace(d_highpass=8, d_patch=8, g_spectral=1.0, g_noise=True, g_refine=4, g_supersample=4)
     run = train(cfg, few_real, out_root=tmp_path, log=lambda m: None)
     assert (run / "generator.keras").is_file()

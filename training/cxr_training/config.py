@@ -36,7 +36,7 @@ UNHASHED = frozenset({"checkpoint_minutes", "deterministic"})
 UNLABELLED_NO_EFFECT = frozenset({"d_condition"})
 # Fields added after runs were recorded: left out of Config.hash while at their default (off), so
 # that a run recorded before the field existed keeps its hash (and its rows their recipe).
-HASHED_WHEN_SET = frozenset({"d_patch", "g_refine"})
+HASHED_WHEN_SET = frozenset({"d_patch", "g_refine", "g_supersample"})
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,11 @@ class Config:
                                        "transposed convolution, so at the same cost).", choices=("transpose", "resize"))
     g_refine: int = opt(0, "A 3x3 convolution of this many channels (+ LeakyReLU) at full resolution between G's last "
                            "upsampling layer and its output convolution; 0: off.", lo=0)
+    g_supersample: int = opt(0, "G draws at twice image_size and 2x2-averages down to it: one more upsampling layer "
+                                "of this many channels (with its noise under --g-noise; --g-refine at the doubled size) "
+                                "and the output convolution at the doubled size, then the tanh image average-pooled, "
+                                "as a detector integrates over its pixels; D and every consumer still see image_size. "
+                                "0: off.", lo=0)
     g_noise: bool = opt(False, "Per-pixel noise after each of G's upsampling layers, scaled by a learned strength per "
                                "channel (Karras et al. 2019), the noise derived from z by a fixed random projection "
                                "and a sine, so that the same latent gives the same image on every engine.")

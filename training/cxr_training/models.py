@@ -138,7 +138,8 @@ def build_generator(cfg: Config, precision: str | None = None) -> keras.Model:
     x = layers.Dense(base * base * cfg.g_dense_channels, name="g_dense", dtype=dt)(z)
     x = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name="g_dense_lrelu", dtype=dt)(x)
     x = layers.Reshape((base, base, cfg.g_dense_channels), name="g_reshape", dtype=dt)(x)
-    for i, ch in enumerate(cfg.g_channels, start=1):
+    ladder = (*cfg.g_channels, cfg.g_supersample) if cfg.g_supersample else cfg.g_channels
+    for i, ch in enumerate(ladder, start=1):
         if cfg.g_upsample == "resize":
             x = ResizeConv2x(ch, name=f"g_up{i}", dtype=dt)(x)
         else:
@@ -156,6 +157,8 @@ def build_generator(cfg: Config, precision: str | None = None) -> keras.Model:
         # anyway); tanh and the image in float32. Same weights as the float32 network.
         x = layers.Conv2D(1, cfg.g_kernel, padding="same", name="g_out", dtype=dt)(x)
         image = layers.Activation("tanh", name="g_out_tanh", dtype="float32")(x)
+    if cfg.g_supersample:  # drawn at twice the size: each pixel the mean of its 2x2 block
+        image = layers.AveragePooling2D(2, name="g_supersample_pool", dtype="float32")(image)
     return keras.Model(z, image, name="generator")
 
 
