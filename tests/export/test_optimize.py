@@ -307,51 +307,45 @@ def test_noise_inputs_export_and_stay_a_function_of_z(chunk):
                                atol=1e-4, rtol=0)
 
 
+def _graphs_equal_keras(g, chunk: int, ops: set[str], seed: int) -> np.ndarray:
+    """The optimised graph (flat or chunked) and tf2onnx's both compute Keras' images of 5 latents
+    (random weights); the optimised graph holds `ops`. Returns the optimised graph's images."""
+    _random_weights(g, seed)
+    z = np.random.default_rng(seed + 1).standard_normal((5, int(g.input_shape[-1]))).astype(np.float32)
+    want = _keras_nchw(g, z)
+    model = optimize.build_optimized(g, chunk=chunk)
+    onnx.checker.check_model(model)
+    nodes = model.graph.node if not chunk else _body(model).node
+    assert ops <= {n.op_type for n in nodes}
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(["image"], {"z": z})[0]
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    plain = ort.InferenceSession(ex.convert(g, ex.OPSET).SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(plain.run(None, {plain.get_inputs()[0].name: z})[0].reshape(want.shape), want,
+                               atol=1e-5, rtol=0)
+    return got
+
+
+_SMALL = dict(g_channels=(8, 4), image_size=32, g_dense_channels=16, g_upsample="resize")
+
+
 @pytest.mark.parametrize("chunk", [0, 3])
-def test_refinement_convolution_exports(chunk):
+@pytest.mark.parametrize("noise", [False, True])
+def test_refinement_convolution_exports(chunk, noise):
     """--g-refine: the full-size 3x3 convolution runs on the interleaved tensor, whose 2x2 blocks
     feed the rewritten output convolution; both graphs equal Keras, with and without noise."""
-    for noise in (False, True):
-        cfg = preset("smoke").replace(g_channels=(8, 4), image_size=32, g_dense_channels=16, g_upsample="resize",
-                                      g_refine=6, g_noise=noise)
-        keras.utils.set_random_seed(6)
-        g = build_generator(cfg)
-        assert g.get_layer("g_refine").filters == 6
-        _random_weights(g, 7)
-        z = np.random.default_rng(8).standard_normal((5, cfg.latent_dim)).astype(np.float32)
-        want = _keras_nchw(g, z)
-        model = optimize.build_optimized(g, chunk=chunk)
-        onnx.checker.check_model(model)
-        nodes = model.graph.node if not chunk else _body(model).node
-        assert {"SpaceToDepth", "Conv"} <= {n.op_type for n in nodes}
-        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        np.testing.assert_allclose(sess.run(["image"], {"z": z})[0], want, atol=1e-5, rtol=0)
-        plain = ort.InferenceSession(ex.convert(g, ex.OPSET).SerializeToString(), providers=["CPUExecutionProvider"])
-        np.testing.assert_allclose(plain.run(None, {plain.get_inputs()[0].name: z})[0].reshape(want.shape), want,
-                                   atol=1e-5, rtol=0)
+    keras.utils.set_random_seed(6)
+    g = build_generator(preset("smoke").replace(**_SMALL, g_refine=6, g_noise=noise))
+    assert g.get_layer("g_refine").filters == 6
+    _graphs_equal_keras(g, chunk, {"SpaceToDepth", "Conv"}, seed=7)
 
 
 @pytest.mark.parametrize("chunk", [0, 3])
-def test_supersampled_generator_exports(chunk):
+@pytest.mark.parametrize("refine, noise", [(0, False), (6, True)])
+def test_supersampled_generator_exports(chunk, refine, noise):
     """--g-supersample: one more upsampling layer, the output convolution at twice the size and
     one AveragePool; both graphs equal Keras (with the refinement convolution and noise too)."""
-    for refine, noise in ((0, False), (6, True)):
-        cfg = preset("smoke").replace(g_channels=(8, 4), image_size=32, g_dense_channels=16, g_upsample="resize",
-                                      g_supersample=5, g_refine=refine, g_noise=noise)
-        keras.utils.set_random_seed(9)
-        g = build_generator(cfg)
-        assert g.output_shape[1:] == (32, 32, 1) and g.get_layer("g_up3").filters == 5
-        _random_weights(g, 10)
-        z = np.random.default_rng(11).standard_normal((5, cfg.latent_dim)).astype(np.float32)
-        want = _keras_nchw(g, z)
-        model = optimize.build_optimized(g, chunk=chunk)
-        onnx.checker.check_model(model)
-        nodes = model.graph.node if not chunk else _body(model).node
-        assert "AveragePool" in {n.op_type for n in nodes}
-        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        got = sess.run(["image"], {"z": z})[0]
-        assert got.shape == (5, 1, 32, 32)
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
-        plain = ort.InferenceSession(ex.convert(g, ex.OPSET).SerializeToString(), providers=["CPUExecutionProvider"])
-        np.testing.assert_allclose(plain.run(None, {plain.get_inputs()[0].name: z})[0].reshape(want.shape), want,
-                                   atol=1e-5, rtol=0)
+    keras.utils.set_random_seed(9)
+    g = build_generator(preset("smoke").replace(**_SMALL, g_supersample=5, g_refine=refine, g_noise=noise))
+    assert g.output_shape[1:] == (32, 32, 1) and g.get_layer("g_up3").filters == 5
+    assert _graphs_equal_keras(g, chunk, {"AveragePool"}, seed=10).shape == (5, 1, 32, 32)
