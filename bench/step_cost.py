@@ -66,7 +66,7 @@ def variants() -> dict[str, dict]:
         "today + pixel noise": {**today, "g_noise": True},
         "today + D high-pass head 32": {**today, "d_highpass": 32},
         "today + D patch head 32": {**today, "d_patch": 32},
-        "today + G refinement conv 32": {**today, "g_refine": 32},
+        "today without G's refinement conv (the presets before 2026-12-06)": {**today, "g_refine": 0},
         "today + G supersampling 16": {**today, "g_supersample": 16},
         "today + spectrum loss": {**today, "g_spectral": 10.0},
         "today, labelled (2 classes, projection D)": {**today, "classes": ("NORMAL", "PNEUMONIA")},
@@ -101,7 +101,11 @@ def main() -> None:
     real = load_folder(args.data).images
     chosen = variants()
     if args.only:
-        chosen = {k: v for k, v in chosen.items() if k in args.only.split(";")}
+        wanted = args.only.split(";")
+        unknown = [name for name in wanted if name not in chosen]
+        if unknown:  # variants are renamed when the presets change: an old name must not time nothing
+            ap.error(f"unknown variant(s) {unknown}; the variants are: {'; '.join(chosen)}")
+        chosen = {k: v for k, v in chosen.items() if k in wanted}
 
     def setup(changes):
         cfg = preset("paper").replace(**{"precision": precision, "epochs": 1, "steps_per_epoch": 10_000, **changes})

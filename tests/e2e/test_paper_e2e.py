@@ -78,7 +78,10 @@ def test_paper_architecture_end_to_end(few_real, few_heldout, tmp_path):
     from cxr_training.models import load_generator  # knows the custom layers, whatever else was imported
 
     g = load_generator(run / "generator.keras")
-    assert g.count_params() == 7_006_945 and g.get_layer("g_up3").__class__.__name__ == "ResizeConv2x"
+    # quick's generator: the paper's layers with resize-convolutions, and the 3x3 refinement convolution of
+    # 32 channels at full resolution (32 * 9 * 32 + 32 = 9,248 parameters) before the output one
+    assert g.get_layer("g_up3").__class__.__name__ == "ResizeConv2x"
+    assert g.get_layer("g_refine").count_params() == 9_248 and g.count_params() == 7_006_945 + 9_248
     info = json.loads((run / "generator.json").read_text())
     assert info["latent_dim"] == 100 and info["step"] == 4 and info["run_id"] == "00001-quick"
     assert info["weights"] == "ema" and (run / "generator-raw.keras").is_file()

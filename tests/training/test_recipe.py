@@ -306,12 +306,12 @@ def test_paper_preset_is_the_studys_recipe():
 
 
 def test_recipe_presets_are_the_recipe_on_the_cheaper_step():
-    """quick and long differ from the study only in the recipe's levers (augmentation off) and
-    the cheaper step's networks, and from each other only in length: every field is checked,
+    """quick and long differ from the study only in the recipe's levers (augmentation off, G's
+    refinement convolution) and the cheaper step's networks, and from each other only in length: every field is checked,
     G's and D's alike."""
     from cxr_training.config import CHOSEN, LIGHT, RECIPE
 
-    assert CHOSEN == {"augment": "off"} and RECIPE["augment"] == "fixed"
+    assert CHOSEN == {"augment": "off", "g_refine": 32} and RECIPE["augment"] == "fixed"
     length = {"preset", "epochs", "steps_per_epoch", "keep_checkpoints"}
     for name in ("quick", "long"):
         cfg = PRESETS[name]
@@ -390,7 +390,7 @@ def test_the_step_cost_bench_times_the_presets_step_and_each_ablation_lever_alon
               "today + the study's G": {"g_channels", "g_upsample"}, "today in bfloat16": {"precision"},
               "today in float32": {"precision"}, "today + pixel noise": {"g_noise"},
               "today + D high-pass head 32": {"d_highpass"}, "today + D patch head 32": {"d_patch"},
-              "today + G refinement conv 32": {"g_refine"}, "today + G supersampling 16": {"g_supersample"},
+              "today without G's refinement conv (the presets before 2026-12-06)": {"g_refine"}, "today + G supersampling 16": {"g_supersample"},
               "today + spectrum loss": {"g_spectral"},
               "today, labelled (2 classes, projection D)": {"classes"},
               "today, labelled, class channels in D": {"classes", "d_condition"}}
@@ -398,3 +398,17 @@ def test_the_step_cost_bench_times_the_presets_step_and_each_ablation_lever_alon
         changed = {k for k in set(variants[name]) | set(today) if variants[name].get(k) != today.get(k)}
         assert changed == lever, name
     assert today["augment"] == preset("quick").augment == "off"
+
+
+def test_step_cost_refuses_a_variant_name_it_does_not_know():
+    """Variants are renamed when the presets change (today's step took the refinement layer): an old
+    name on --only must stop with the list, not time nothing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "step_cost.py"
+    proc = subprocess.run([sys.executable, str(script), "--only", "today (quick, long);today + G refinement conv 32"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "unknown variant(s) ['today + G refinement conv 32']" in proc.stderr and "today (quick, long)" in proc.stderr
