@@ -1,5 +1,8 @@
 """`make bench`, scoring part: SSIM/MSE pairs/s for the numpy reference, scikit-image and the
-ONNX graphs on onnxruntime (CPU), and the time of a 10,000 x 138 cross-SSIM matrix.
+ONNX graphs on onnxruntime (CPU), the time of a 10,000 x 138 cross-SSIM matrix, and the time of
+the distribution metrics with their intervals as the epoch-end monitor computes them (256
+generated images against 45 held-out ones) with the metrics' BLAS on one thread (as shipped) and
+on the library's default threads, alone and, with --busy, beside a process keeping both cores busy.
 
 Pairs are real X-rays (the shared training images, 128x128, [-1, 1]). Engines are timed in
 interleaved rounds after warm-up; figures are medians. Writes bench/scoring.json.
@@ -18,6 +21,55 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "kermany-cxr" / "train" / "NORMAL"
+DEFAULT_HELDOUT = ROOT.parent / "shared" / "data" / "kermany-cxr" / "heldout" / "NORMAL"
+
+
+def _burn(stop) -> None:  # a neighbour that keeps its BLAS threads busy until told to stop
+    import numpy as np
+
+    a = np.random.default_rng(0).normal(size=(1024, 1024))
+    while not stop.is_set():
+        a @ a
+
+
+def time_metrics(real: np.ndarray, heldout_folder: str, busy: bool) -> dict:
+    """Seconds of RealSet.score (every reported metric with its jackknife interval) of 256
+    generated-like images (training images with noise) against the held-out folder: the
+    quality monitor's work at each epoch end. One BLAS thread (shipped) against the default."""
+    import contextlib
+    import multiprocessing
+
+    from cxr_runtime import quality
+    from cxr_runtime.images import load_folder
+    from cxr_runtime.onnx_metrics import OnnxScorer
+
+    rng = np.random.default_rng(1)
+    fake = np.clip(real[rng.integers(0, len(real), 256)] + rng.normal(0, 0.05, (256, *real.shape[1:])), -1, 1)
+    fake = fake.astype(np.float32)
+    scorer = OnnxScorer(device="cpu")
+    real_set = quality.RealSet(load_folder(heldout_folder).images, scorer)
+    shipped = quality.one_blas_thread
+    real_set.score(fake, scorer)  # warm-up: the scoring graphs, the feature code
+    out = {}
+    for neighbour in (["alone", "beside a busy process"] if busy else ["alone"]):
+        stop = multiprocessing.Event()
+        proc = None
+        if neighbour != "alone":
+            proc = multiprocessing.Process(target=_burn, args=(stop,))
+            proc.start()
+            time.sleep(2)
+        try:
+            for name, ctx in (("one BLAS thread (shipped)", shipped), ("default BLAS threads", contextlib.nullcontext)):
+                quality.one_blas_thread = ctx
+                t = time.perf_counter()
+                real_set.score(fake, scorer)
+                out[f"{name}, {neighbour}"] = round(time.perf_counter() - t, 2)
+        finally:
+            quality.one_blas_thread = shipped
+            stop.set()
+            if proc is not None:
+                proc.join()
+    return out
 
 
 def main() -> None:
@@ -27,6 +79,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--cross", type=int, default=10_000, help="generated images in the cross matrix")
     ap.add_argument("--out", default=str(ROOT / "bench" / "scoring.json"))
+    ap.add_argument("--heldout", default=os.environ.get("CXR_HELDOUT", str(DEFAULT_HELDOUT)),
+                    help="the real side of the distribution metrics (the monitor's --heldout)")
+    ap.add_argument("--busy", action="store_true",
+                    help="also time the metrics beside a process that keeps every core busy (a training run's place)")
     args = ap.parse_args()
 
     from skimage.metrics import structural_similarity
@@ -83,6 +139,7 @@ def main() -> None:
                   "pairs_per_s": round(args.cross * len(real) / cross_s, 1), "tile": [CROSS_TILE_A, CROSS_TILE_B],
                   "max_abs_err_vs_numpy_on_5_pairs": max_err},
     }
+    results["distribution_metrics_seconds"] = time_metrics(real, args.heldout, args.busy)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"SSIM pairs/s on 128x128 real X-rays (medians of {args.rounds} interleaved rounds):")
     for k, v in pairs_s.items():
@@ -90,6 +147,9 @@ def main() -> None:
     print(f"onnx vs the faster reference: {onnx_ratio:.2f}x")
     print(f"cross SSIM+MSE matrix {args.cross} x {len(real)}: {cross_s:.1f} s "
           f"({args.cross * len(real) / cross_s:.0f} pairs/s; max |onnx - numpy| on 5 pairs {max_err:.1e})")
+    print("distribution metrics with intervals, 256 generated vs the held-out set (the monitor's epoch-end work):")
+    for k, v in results["distribution_metrics_seconds"].items():
+        print(f"  {k:<55}{v:>8.2f} s")
     print(f"wrote {args.out}")
 
 

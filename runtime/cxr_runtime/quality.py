@@ -291,11 +291,25 @@ def c2st_auc(real_f: np.ndarray, fake_f: np.ndarray, folds: int = C2ST_FOLDS, l2
         idx = np.flatnonzero(y == label)
         fold[rng.permutation(idx)] = np.arange(len(idx)) % folds
     scores = np.empty(len(y))
-    for k in range(folds):
-        train, test = fold != k, fold == k
-        w = _logistic_fit(x[train], y[train], l2)
-        scores[test] = x[test] @ w[:-1] + w[-1]
+    with one_blas_thread():
+        for k in range(folds):
+            train, test = fold != k, fold == k
+            w = _logistic_fit(x[train], y[train], l2)
+            scores[test] = x[test] @ w[:-1] + w[-1]
     return auc_of(scores[y == 1], scores[y == 0])
+
+
+def one_blas_thread():
+    """A context in which numpy's and scipy's BLAS and LAPACK run on one thread. The metrics'
+    linear algebra is many small products and factorisations (a Newton step of the classifier
+    test is a 192x192 Cholesky): split over threads they spend more on waking and joining them
+    than on arithmetic, and beside a training process on the same cores far more (the epoch-end
+    monitor measured 112 s against 14 s single-threaded beside a training run, 14.8 s against
+    7.2 s alone; docs/benchmarks.md)."""
+    import scipy.linalg  # noqa: F401  (loaded first: the limit reaches only the libraries loaded when it is set)
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _logistic_fit(x: np.ndarray, y: np.ndarray, l2: float, iterations: int = 50) -> np.ndarray:
@@ -578,12 +592,13 @@ class RealSet:
     def score(self, fake: np.ndarray, scorer=None, intervals: bool = True, seed: int = 0) -> dict[str, float]:
         """Every metric of QUALITY_METRICS for `fake` against this real set, with `<key>_se`
         (the jackknife over both sets) unless `intervals` is False."""
-        scoring = Scoring(self, fake, scorer)
-        out: dict[str, float] = {}
-        for metric in QUALITY_METRICS:
-            out.update(metric.compute(scoring))
-        if intervals:
-            out.update(self._standard_errors(scoring, seed))
+        with one_blas_thread():
+            scoring = Scoring(self, fake, scorer)
+            out: dict[str, float] = {}
+            for metric in QUALITY_METRICS:
+                out.update(metric.compute(scoring))
+            if intervals:
+                out.update(self._standard_errors(scoring, seed))
         return out
 
     def _standard_errors(self, scoring: Scoring, seed: int) -> dict[str, float]:

@@ -82,6 +82,26 @@ def test_classifier_auc_known_answers():
         q.c2st_auc(a[:3], b)
 
 
+def test_the_metrics_linear_algebra_runs_on_one_blas_thread(monkeypatch):
+    """Every Newton step of the classifier tests, alone and inside RealSet.score, runs with BLAS on
+    one thread whatever the process's setting (two here), and the setting is restored after."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    seen, fit = [], q._logistic_fit
+    monkeypatch.setattr(q, "_logistic_fit", lambda *a, **k: (seen.append(blas_threads()), fit(*a, **k))[1])
+    rng = np.random.default_rng(4)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert blas_threads() == {2}  # the check below can fail: outside the context BLAS has two threads
+        q.c2st_auc(rng.normal(size=(40, 8)), rng.normal(size=(40, 8)))
+        images = np.clip(rng.normal(0, 0.5, (24, 64, 64)), -1, 1).astype(np.float32)
+        q.RealSet(images[:12], diversity_images=12).score(images[12:], intervals=False)
+        assert blas_threads() == {2}
+    assert len(seen) == 5 + 2 * 5 and all(threads == {1} for threads in seen)  # 5 folds; 2 tests x 5 folds
+
+
 def test_precision_and_density_measure_fidelity_only(ladder):
     """Documented behaviour, not a ranking: a repeated real image is perfectly 'precise'.
     These two are reported beside recall/coverage, never alone (docs/metrics.md)."""
