@@ -193,11 +193,16 @@ def copy_score(ncc, detail, threshold: float = THRESHOLD, detail_threshold: floa
 
 def nearest(queries: np.ndarray, train: np.ndarray, top_k: int = TOP_K, progress=None, *,
             threshold: float = THRESHOLD, detail_threshold: float = DETAIL_THRESHOLD,
-            bank: np.ndarray | None = None) -> dict[str, np.ndarray]:
+            bank: np.ndarray | None = None, workers: int | None = None) -> dict[str, np.ndarray]:
     """For each query image (N, S, S) in [-1, 1]: its nearest training image (of the candidates,
     the one with the highest copy score), the registered intensity NCC and fine-detail NCC with
-    it, whether it was matched mirrored, and the SSIM with the same training image unregistered."""
+    it, whether it was matched mirrored, and the SSIM with the same training image unregistered.
+    The registrations run on `workers` threads (default: the usable cores; OpenCV releases the
+    GIL), each image's alone, so the result does not depend on their number."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from cxr_runtime.metrics import ssim
+    from cxr_runtime.session import usable_cores
 
     queries, train = np.asarray(queries, np.float32), np.asarray(train, np.float32)
     size = queries.shape[1]
@@ -210,21 +215,25 @@ def nearest(queries: np.ndarray, train: np.ndarray, top_k: int = TOP_K, progress
     out = {"index": np.empty(n, np.int64), "ncc": np.empty(n), "detail": np.empty(n),
            "mirrored": np.zeros(n, bool), "candidate": np.empty(n)}
     warps = np.empty((n, 2, 3), np.float32)
-    for i, q in enumerate(queries):
+
+    def verify(i: int):  # the candidate with the highest copy score after registration
         best = None
         for c in candidates[i]:
             j, side = divmod(int(c), 2)
             mirror, w0 = _initial_warp(size, variant[i, j, side], window[i, j, side])
-            r = register(q, train[j], mirror, w0)
+            r = register(queries[i], train[j], mirror, w0)
             s = float(copy_score(r["ncc"], r["detail"], threshold, detail_threshold))
             if best is None or s > best[0]:
-                best = (s, j, mirror, r, flat[i, c])
-        _, j, mirror, r, cand = best
-        out["index"][i], out["ncc"][i], out["detail"][i], out["mirrored"][i] = j, r["ncc"], r["detail"], mirror
-        out["candidate"][i] = cand
-        warps[i] = r["warp"]
-        if progress and (i + 1) % 256 == 0:
-            progress(i + 1)
+                best = (s, j, mirror, r["ncc"], r["detail"], r["warp"], flat[i, c])  # not the image: memory
+        return best[1:]
+
+    with ThreadPoolExecutor(max(1, min(workers or usable_cores(), n))) as pool:
+        for i, (j, mirror, ncc, detail, warp, cand) in enumerate(pool.map(verify, range(n))):  # in order
+            out["index"][i], out["ncc"][i], out["detail"][i], out["mirrored"][i] = j, ncc, detail, mirror
+            out["candidate"][i] = cand
+            warps[i] = warp
+            if progress and (i + 1) % 256 == 0:
+                progress(i + 1)
     out["warp"] = warps
     out["ssim"] = np.asarray(ssim(queries, train[out["index"]]))
     return out

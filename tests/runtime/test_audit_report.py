@@ -110,6 +110,19 @@ def test_every_kind_of_copy_is_flagged_with_its_source(real, kind):
     assert nn["mirrored"].all() == kind.startswith("mirror")
 
 
+def test_the_registrations_on_threads_give_the_serial_result(real):
+    """nearest() registers the images on several threads: the same numbers, in the same order,
+    as one thread."""
+    train = real["train"]
+    rng = np.random.default_rng(7)
+    queries = np.concatenate([_copies(train, "mirror+zoom+rotation+shift", rng, np.arange(6)), real["heldout"][:6]])
+    one = au.nearest(queries, train, workers=1)
+    three = au.nearest(queries, train, workers=3)
+    for key in ("index", "ncc", "detail", "mirrored", "candidate", "warp", "ssim"):
+        np.testing.assert_array_equal(np.asarray(three[key]), np.asarray(one[key]), err_msg=key)
+    assert au.flagged(one)[:6].all() and not au.flagged(one)[6:].any()
+
+
 def test_held_out_patients_are_not_flagged(sets, tmp_path):
     r = CliRunner().invoke(main, ["audit", "--fake", str(sets["heldout"]), "--train", str(sets["train"]),
                                   "--out", str(tmp_path / "a")])
