@@ -25,8 +25,6 @@ DEFAULT_HELDOUT = ROOT.parent / "shared" / "data" / "kermany-cxr" / "heldout" / 
 
 
 def _burn(stop) -> None:  # a neighbour that keeps its BLAS threads busy until told to stop
-    import numpy as np
-
     a = np.random.default_rng(0).normal(size=(1024, 1024))
     while not stop.is_set():
         a @ a

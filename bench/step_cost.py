@@ -54,7 +54,7 @@ def variants() -> dict[str, dict]:
         "+ lighter G (resize)": {**recipe, "shared_fake": True, **LIGHT_G, "g_upsample": "resize"},
         "+ lighter D": light,
         "+ batch 16": {**light, "batch_size": 16},
-        # the presets' recipe today (augmentation off) and the levers of its 1,000-step ablation
+        # the presets' recipe today (augmentation off, G's refinement convolution) and the levers of its 1,000-step ablation
         # (docs/results.md, "One lever at a time from the chosen recipe"), each alone
         "today (quick, long)": today,
         "today + R1": {**today, "r1_gamma": 0.5},
@@ -86,6 +86,13 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="variant names to time, separated by semicolons (default: all)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "step_cost.json"))
     args = ap.parse_args()
+    chosen = variants()
+    if args.only:  # checked before TensorFlow loads: a wrong name fails at once
+        wanted = args.only.split(";")
+        unknown = [name for name in wanted if name not in chosen]
+        if unknown:  # variants are renamed when the presets change: an old name must not time nothing
+            ap.error(f"unknown variant(s) {unknown}; the variants are: {'; '.join(chosen)}")
+        chosen = {k: v for k, v in chosen.items() if k in wanted}
 
     from cxr_runtime.images import load_folder
     from cxr_runtime.machine import cpu_name
@@ -99,13 +106,6 @@ def main() -> None:
     tf, keras = import_tf()
     precision = resolve_here(args.precision)[0]
     real = load_folder(args.data).images
-    chosen = variants()
-    if args.only:
-        wanted = args.only.split(";")
-        unknown = [name for name in wanted if name not in chosen]
-        if unknown:  # variants are renamed when the presets change: an old name must not time nothing
-            ap.error(f"unknown variant(s) {unknown}; the variants are: {'; '.join(chosen)}")
-        chosen = {k: v for k, v in chosen.items() if k in wanted}
 
     def setup(changes):
         cfg = preset("paper").replace(**{"precision": precision, "epochs": 1, "steps_per_epoch": 10_000, **changes})
