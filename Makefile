@@ -62,7 +62,7 @@ export: setup $(filter train,$(MAKECMDGOALS))
 # Generator throughput of every engine in one run (bench/run.py -> bench/results.json), then
 # SSIM/MSE scoring speed (bench/scoring.py -> bench/scoring.json).
 bench: setup
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/run.py $(if $(wildcard $(DATA)),--data "$(DATA)") $(BENCH_ARGS)
 	$(BIN)/python bench/scoring.py
 
 # Training steps/s of cxr-train against a plainly written reference step (bench/training.py).

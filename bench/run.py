@@ -150,6 +150,8 @@ def main() -> None:
                                      "else the paper architecture with random weights)")
     ap.add_argument("--batch", type=int, default=64, help="batch size of the engine comparison")
     ap.add_argument("--rounds", type=int, default=7, help="timed rounds per engine (after warm-up)")
+    ap.add_argument("--data", help="training images for the int8 gate's metric shifts (default: the gate judges "
+                                   "SSIM(fp32, int8) alone)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = ap.parse_args()
 
@@ -197,10 +199,18 @@ def main() -> None:
     # the metadata cxr-runtime requires of an exported generator (cxr-export writes the full set)
     metadata = {"cxr.format": "1", "latent_dim": str(latent), "image_size": str(int(generator.output_shape[1])),
                 "channels": "1", "value_range": "-1,1", "synthetic": "true", "run_id": "bench"}
-    int8_model = quantize.quantize_int8(flat_model, latent)  # as cxr-export quantises
     add_metadata(opt_model, {**metadata, "precision": "float32"})
     add_metadata(flat_model, {**metadata, "precision": "float32"})
     opt, flat = opt_model.SerializeToString(), flat_model.SerializeToString()
+    real = None
+    if args.data:
+        from cxr_runtime.images import load_folder
+
+        real = np.asarray(load_folder(args.data).images)
+    # as cxr-export quantises: all int8, else the drawn resolution's layers in float32, behind the gate
+    int8_model, int8_gate, _ = quantize.quantize_gated(flat_model, latent, flat, real, seed=0)
+    print(f"int8 gate: {'passed' if int8_gate['passed'] else 'FAILED'}, SSIM(fp32, int8) "
+          f"{int8_gate['ssim_fp32_vs_int8_mean']:.4f}, float32: {int8_gate['float32_layers']}", file=sys.stderr)
     add_metadata(int8_model, {**metadata, "precision": "int8"})
     int8 = int8_model.SerializeToString()
     tmp = Path(tempfile.mkdtemp(prefix="cxr-bench-"))
@@ -300,6 +310,7 @@ def main() -> None:
         "cli": {"version_s": round(version_s, 3), "sample_n1_s": {k: round(v, 3) for k, v in sample1.items()},
                 "sample_n500_peak_mb": {k: round(v, 1) for k, v in mem500.items()}},
         "model_bytes": {"plain": len(plain), "optimized": len(opt), "int8": len(int8)},
+        "int8_gate": int8_gate,
         "versions": library_versions(),
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

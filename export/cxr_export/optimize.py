@@ -374,3 +374,17 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="cxr-export")
     model.ir_version = 8
     return model
+
+
+def drawn_resolution_nodes(model: onnx.ModelProto) -> list[str]:
+    """The nodes of a flat optimised graph (chunk 0) that compute at the resolution G draws at:
+    its last upsampling layer's (the phases, their interleave, their noise and its projection from z), the
+    refinement convolution's and the output's. These draw the finest detail, where int8's
+    rounding shows most (quantize.py)."""
+    ups = [int(n.name[2:].split("_", 1)[0]) for n in model.graph.node
+           if n.name.startswith("up") and n.name[2:].split("_", 1)[0].isdigit()]
+    if not ups:
+        raise ValueError("not an optimised generator graph (no up<i>_ nodes); is it the flat graph (chunk 0)?")
+    last = max(ups)
+    prefixes = (f"up{last}_", f"noise{last}_", "refine_", "out_", "supersample_")
+    return [n.name for n in model.graph.node if n.name.startswith(prefixes)]

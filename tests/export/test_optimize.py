@@ -274,6 +274,53 @@ def test_int8_gate_refuses_a_degraded_model(tiny_run, few_real, tmp_path, monkey
     assert json.loads(ex.int8_report_path(out).read_text())["passed"] is False
 
 
+def test_int8_falls_back_to_float32_at_the_drawn_resolution(tiny_run, few_real, tmp_path, monkeypatch):
+    """When every layer in int8 fails the gate, the layers at the drawn resolution stay float32
+    and that model, judged on the same latents, is published; the report lists both attempts."""
+    out = tmp_path / "generator.onnx"
+    real_quantize = q.quantize_int8
+    seen = []
+
+    def all_int8_degraded(fp32, latent_dim, float_nodes=(), **kw):
+        seen.append(tuple(float_nodes))
+        model = real_quantize(fp32, latent_dim, float_nodes=float_nodes, **kw)
+        if not float_nodes:  # the output convolution's int8 weights, negated: this attempt must fail
+            for init in model.graph.initializer:
+                if init.name.startswith("out_w") and init.data_type == onnx.TensorProto.INT8:
+                    arr = onnx.numpy_helper.to_array(init)
+                    init.CopyFrom(onnx.numpy_helper.from_array((-arr.astype(np.int16)).clip(-127, 127).astype(np.int8),
+                                                               init.name))
+        return model
+
+    monkeypatch.setattr(q, "quantize_int8", all_int8_degraded)
+    r = _invoke(tiny_run, "--out", out, "--quantize", "int8", "--data", few_real)
+    assert r.exit_code == 0, r.output
+    assert "float32: the drawn resolution's layers" in r.output
+    report = json.loads(ex.int8_report_path(out).read_text())
+    assert report["passed"] and report["float32_layers"] == "the drawn resolution's layers"
+    first, second = report["attempts"]
+    assert not first["passed"] and first["float32_nodes"] == 0 and second["passed"] and second["float32_nodes"] > 0
+    assert seen[0] == () and "out_conv0" in seen[1] and not any(n.startswith(("dense", "up1_")) for n in seen[1])
+    model = onnx.load(ex.int8_path(out))
+    weights = {i.name: i.data_type for i in model.graph.initializer}
+    assert weights["out_w0"] == onnx.TensorProto.FLOAT  # the output convolution stayed float32
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)  # the rest is int8
+    assert "float32: the drawn resolution's layers" in {p.key: p.value for p in model.metadata_props}["quantization"]
+
+
+def test_drawn_resolution_nodes():
+    for levers, last in ((dict(), 2), (dict(g_refine=6, g_noise=True), 2), (dict(g_supersample=4, g_refine=3), 3)):
+        g = build_generator(preset("smoke").replace(**_SMALL, **levers))
+        nodes = optimize.drawn_resolution_nodes(optimize.build_optimized(g, chunk=0))
+        assert "out_conv0" in nodes and f"up{last}_p11_conv" in nodes
+        assert not any(n.startswith(("dense", "up1_", "noise1_")) for n in nodes)
+        assert ("refine_conv" in nodes) == bool(levers.get("g_refine"))
+        assert (f"noise{last}_p00_proj" in nodes) == bool(levers.get("g_noise"))
+        assert (f"up{last - 1}_p00_conv" in nodes) is False
+    with pytest.raises(ValueError, match="flat graph"):
+        optimize.drawn_resolution_nodes(optimize.build_optimized(g, chunk=2))
+
+
 def test_int8_needs_the_optimized_graph_and_data(tiny_run, tmp_path):
     r = _invoke(tiny_run, "--out", tmp_path / "g.onnx", "--quantize", "int8", "--no-optimize")
     assert r.exit_code == 2 and "needs the optimised graph" in r.output
