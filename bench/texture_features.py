@@ -79,6 +79,15 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def report(heldout: Path, sets: dict[str, np.ndarray], top: int, json_out: Path | None) -> dict:
+    """Analyse `sets` against the held-out folder, print the markdown table, write the JSON."""
+    result = analyse(np.asarray(load_folder(heldout).images), sets, top)
+    print(markdown(result))
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--heldout", type=Path, required=True, help="Real images never trained on.")
@@ -96,10 +105,7 @@ def main(argv=None) -> int:
         if not sep:
             ap.error(f"{spec!r}: expected NAME=DIR")
         sets[name] = np.asarray(load_folder(folder, duplicates="keep").images[: a.n])
-    result = analyse(np.asarray(load_folder(a.heldout).images), sets, a.top)
-    print(markdown(result))
-    if a.json:
-        a.json.write_text(json.dumps(result, indent=1) + "\n")
+    report(a.heldout, sets, a.top, a.json)
     return 0
 
 

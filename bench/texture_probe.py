@@ -16,7 +16,6 @@ scores each result with bench/texture_features.py's analysis against the held-ou
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from texture_features import analyse, markdown  # noqa: E402
+from texture_features import report  # noqa: E402
 
 from cxr_runtime.images import load_folder  # noqa: E402
 
@@ -72,10 +71,7 @@ def main(argv=None) -> int:
         sets[f"generated, unsharp {amount:g} at {sigma:g} px"] = unsharp(gen, amount, sigma)
     for s in a.blur:
         sets[f"train (real), blur {s:g} px"] = blur(train, s)
-    result = analyse(np.asarray(load_folder(a.heldout).images), sets, a.top)
-    print(markdown(result))
-    if a.json:
-        a.json.write_text(json.dumps(result, indent=1) + "\n")
+    report(a.heldout, sets, a.top, a.json)
     return 0
 
 
