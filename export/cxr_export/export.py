@@ -506,7 +506,6 @@ def _quantise(src: _Source, out: Path, opset: int, chunk: int, gated: onnx.Model
     add_metadata(int8, {**metadata, "precision": "int8", "quantization": q.describe(report)})
     onnx.checker.check_model(int8)
     int8_blob = int8.SerializeToString()
-    attempts = report["attempts"]
     if classes:  # published with the class input, as the fp32 model
         int8 = with_class_input(int8, src.latent_dim, classes)
         onnx.checker.check_model(int8)
@@ -515,7 +514,7 @@ def _quantise(src: _Source, out: Path, opset: int, chunk: int, gated: onnx.Model
     atomic_write_json(int8_report_path(out), report)
     tried = "; ".join(
         f"float32 {a['float32_layers']}: SSIM(fp32, int8) {a['ssim_fp32_vs_int8_mean']:.4f}, metric shifts ssim "
-        f"{a.get('ssim_shift', float('nan')):.4f} mse {a.get('mse_shift', float('nan')):.4f}" for a in attempts)
+        f"{a.get('ssim_shift', float('nan')):.4f} mse {a.get('mse_shift', float('nan')):.4f}" for a in report["attempts"])
     _publish_or_refuse(int8_path(out), int8_blob, report["passed"], lambda stale: q.Int8GateError(
         f"int8 gate failed ({tried}; need SSIM >= {q.INT8_MIN_SSIM} and shifts <= {q.INT8_MAX_SHIFT}); "
         f"nothing written to {int8_path(out)}{stale}; report: {int8_report_path(out)}"))
