@@ -69,6 +69,7 @@ def variants() -> dict[str, dict]:
         "today without G's refinement conv (the presets before 2026-12-06)": {**today, "g_refine": 0},
         "today + G supersampling 16": {**today, "g_supersample": 16},
         "today + spectrum loss": {**today, "g_spectral": 10.0},
+        "today + fine-detail term": {**today, "g_detail": 10.0},
         "today, labelled (2 classes, projection D)": {**today, "classes": ("NORMAL", "PNEUMONIA")},
         "today, labelled, class channels in D": {**today, "classes": ("NORMAL", "PNEUMONIA"), "d_condition": "channels"},
     }

@@ -1,5 +1,5 @@
 """The texture levers (docs/training.md, "Texture levers"): D's high-pass head, the spectrum
-term in G's loss, and G's per-pixel noise. Off in every preset; each one does what it says when on."""
+term and the fine-detail term in G's loss, and G's per-pixel noise. Off in every preset; each one does what it says when on."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_off_in_every_preset(name):
     """Every texture lever is off in every preset but the refinement convolution, which the two
     recipe presets took from the measurements; the study's preset stays the study's."""
     assert preset(name).d_highpass == 0 and preset(name).g_spectral == 0.0 and not preset(name).g_noise
-    assert preset(name).d_patch == 0 and preset(name).g_supersample == 0
+    assert preset(name).d_patch == 0 and preset(name).g_supersample == 0 and preset(name).g_detail == 0.0
     assert preset(name).g_refine == (32 if name in ("quick", "long") else 0)
 
 
@@ -71,11 +71,13 @@ def test_a_new_lever_off_keeps_the_hash_of_runs_recorded_before_it():
     from cxr_training.config import UNHASHED, UNLABELLED_NO_EFFECT
 
     cfg = preset("quick").replace(g_refine=0)  # the quick preset before it took the refinement layer
-    skip = UNHASHED | UNLABELLED_NO_EFFECT | {"d_patch", "g_refine", "g_supersample"}
+    skip = UNHASHED | UNLABELLED_NO_EFFECT | {"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch"}
     old = {k: v for k, v in cfg.to_dict().items() if k not in skip}  # the record of a run from before it
     assert cfg.hash() == hashlib.sha256(json.dumps(old, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     assert cfg.replace(d_patch=32).hash() != cfg.hash() != cfg.replace(g_refine=32).hash()
     assert cfg.replace(g_supersample=16).hash() not in (cfg.hash(), cfg.replace(g_refine=16).hash())
+    on = cfg.replace(g_detail=10.0)
+    assert len({cfg.hash(), on.hash(), on.replace(g_detail_patch=3).hash()}) == 3
     assert {"d_patch", "g_refine"} <= {f.name for f in dataclasses.fields(cfg)}
 
 
@@ -91,6 +93,80 @@ def test_log_spectrum_sees_blur_and_is_differentiable():
         tape.watch(blurred)
         loss = tf.reduce_mean(tf.square(log_spectrum(blurred) - a))
     assert float(tf.reduce_max(tf.abs(tape.gradient(loss, blurred)))) > 0
+
+
+def _radiograph_like(rng, n, size=48):
+    """Smooth shading with a few sharp edges (a rib-like stripe, a bright block) and faint grain:
+    sparse fine detail, as in a radiograph."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = []
+    for _ in range(n):
+        a, b, c = rng.uniform(-0.5, 0.5, 3)
+        img = 0.4 * np.sin(3 * a + 2 * xx) * np.cos(2 * b + 3 * yy)
+        row, col = rng.integers(8, size - 16, 2)
+        img[row : row + 3, :] += 0.5
+        img[row : row + 10, col : col + 10] -= 0.4 + 0.1 * c
+        out.append(img + rng.normal(0, 0.005, img.shape))
+    return np.clip(np.stack(out), -1, 1)[..., None].astype(np.float32)
+
+
+def test_fine_detail_is_the_sigma_1_residual():
+    from cxr_training.gan import fine_detail
+
+    ramp = np.tile(np.linspace(-1, 1, 32, dtype=np.float32), (32, 1))[None, :, :, None]
+    assert fine_detail(ramp).shape == (1, 26, 26, 1)
+    assert float(np.abs(fine_detail(ramp)).max()) < 1e-5  # a linear ramp has no fine detail
+    spike = np.zeros((1, 15, 15, 1), np.float32)
+    spike[0, 7, 7, 0] = 1.0
+    d = fine_detail(spike).numpy()[0, :, :, 0]  # the residual of a spike: 1 - g(0)^2 at its centre
+    g0 = 1 / np.exp(-0.5 * np.arange(-3, 4) ** 2).sum()
+    np.testing.assert_allclose(d[4, 4], 1 - g0 * g0, rtol=1e-5)
+    np.testing.assert_allclose(d.sum(), 0.0, atol=1e-5)  # the kernel sums to 1: the residual to 0
+
+
+def test_the_detail_term_sees_the_shape_of_fine_detail_not_its_amount():
+    from cxr_training.gan import detail_swd
+
+    rng = np.random.default_rng(3)
+    real, other = _radiograph_like(rng, 16), _radiograph_like(rng, 16)
+    key = tf.constant([5, 9], tf.int64)
+
+    def swd(x, patch=5):
+        return float(detail_swd(tf.constant(x), tf.constant(real), key, patch))
+
+    same = swd(other)
+    blurred = tf.nn.avg_pool2d(tf.pad(other, [[0, 0], [1, 1], [1, 1], [0, 0]], "REFLECT"), 3, 1, "VALID").numpy()
+    grain = (other + rng.normal(0, 0.05, other.shape)).astype(np.float32)
+    assert same < 0.1
+    assert swd(blurred) > 5 * same and swd(grain) > 5 * same
+    assert swd(other) == same  # the same key draws the same directions and positions
+    # each image's detail over its RMS: half the contrast (half the detail) reads the same
+    np.testing.assert_allclose(swd(0.5 * other), same, rtol=1e-3, atol=1e-6)
+    # the same fine-detail values in another arrangement: the images turned by 90 degrees (their
+    # rib-like stripes now vertical) have the same single values (patch 1 barely tells), not the
+    # same patches (a patch of 5 does)
+    turned = np.ascontiguousarray(np.transpose(other, (0, 2, 1, 3)))
+    assert swd(turned, patch=1) < 2 * swd(other, patch=1)
+    assert swd(turned, patch=5) > 3 * swd(turned, patch=1)
+
+
+def test_the_detail_term_pulls_generated_detail_toward_the_real():
+    """Its gradient moves a too-smooth batch toward the real batch: a few steps of gradient descent
+    on the term alone lower it."""
+    from cxr_training.gan import detail_swd
+
+    rng = np.random.default_rng(4)
+    real = tf.constant(_radiograph_like(rng, 8))
+    x = tf.Variable(tf.nn.avg_pool2d(_radiograph_like(rng, 8), 3, 1, "SAME"))
+    key = tf.constant([1, 2], tf.int64)
+    opt = keras.optimizers.Adam(0.01)
+    first = None
+    for _ in range(20):
+        with tf.GradientTape() as tape:
+            loss = detail_swd(x, real, key, 3)
+        first = float(loss) if first is None else first
+        opt.apply_gradients([(tape.gradient(loss, x), x)])
+    assert float(detail_swd(x, real, key, 3)) < 0.5 * first
 
 
 def test_pixel_noise_is_a_function_of_z_learned_from_zero():
@@ -130,6 +206,7 @@ def test_supersampling_draws_twice_the_size_and_averages(precision):
 def test_a_run_trains_with_every_lever(tmp_path, few_real):
     from cxr_training.train import train
 
-    cfg = preset("smoke").replace(d_highpass=8, d_patch=8, g_spectral=1.0, g_noise=True, g_refine=4, g_supersample=4)
+    cfg = preset("smoke").replace(d_highpass=8, d_patch=8, g_spectral=1.0, g_noise=True, g_refine=4, g_supersample=4,
+                                  g_detail=1.0, g_detail_patch=3)
     run = train(cfg, few_real, out_root=tmp_path, log=lambda m: None)
     assert (run / "generator.keras").is_file()

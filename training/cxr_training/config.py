@@ -36,7 +36,7 @@ UNHASHED = frozenset({"checkpoint_minutes", "deterministic"})
 UNLABELLED_NO_EFFECT = frozenset({"d_condition"})
 # Fields added after runs were recorded: left out of Config.hash while at their default (off), so
 # that a run recorded before the field existed keeps its hash (and its rows their recipe).
-HASHED_WHEN_SET = frozenset({"d_patch", "g_refine", "g_supersample"})
+HASHED_WHEN_SET = frozenset({"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch"})
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,13 @@ class Config:
     g_spectral: float = opt(0.0, "Weight of a spectrum term in G's loss: the mean squared difference between the "
                                  "log radially averaged power spectra of the generated and the real batch (Hann "
                                  "window, 32 radial bands); 0: off.", lo=0.0)
+    g_detail: float = opt(0.0, "Weight of a fine-detail term in G's loss: the sliced Wasserstein distance between "
+                               "the k x k patches of the fine detail (image minus its sigma-1 blur, over its RMS in "
+                               "each image) of the generated and the real batch (32 random directions, 16,384 "
+                               "random positions per step): the shape of each image's detail (sparse edges or "
+                               "even grain), not its amount; 0: off.", lo=0.0)
+    g_detail_patch: int = opt(5, "Side k of the fine-detail term's patches (1: the distribution of single "
+                                 "fine-detail values).", lo=1, hi=15)
     label_smoothing: float = opt(0.0, "One-sided label smoothing: D's target for real images is 1 minus this "
                                       "(Salimans et al. 2016); 0: off.", lo=0.0, hi=0.5, hi_open=True)
     # The half-life in steps grows as ema_rampup * step up to ema_halflife (StyleGAN2-ADA's
