@@ -10,12 +10,15 @@ takes, so this prints them for batches of the same size as training's (32 images
 - folders of generated images (`--samples NAME=DIR`, optional);
 - a run's generator at its newest checkpoint (`--run DIR`, optional): the term on its batches, and
   the norm of the term's gradient on G's weights beside that of the adversarial loss (D's logit
-  on the same batch), the ratio a weight W scales: at W = ratio the two pull alike.
+  on the same batch), the ratio a weight W scales: at W = ratio the two pull alike; and, with
+  `--descend N`, N steps of gradient descent on the term alone in pixel space from G's first batch
+  (Adam, rate 0.002, a new real batch and key each step): what the term can do to the images' detail
+  kurtosis when nothing else pulls.
 Each value is the mean (and spread) over `--keys` draws of directions and positions (and of
 latents, for --run).
 
     .venv/bin/python bench/detail_term.py --train DIR --heldout DIR [--samples NAME=DIR ...]
-        [--run RUN_FOLDER] [--patch 1,3,5] [--blur 0.3,0.4,0.5,0.7] [--grain 1,3] [--json OUT]
+        [--run RUN_FOLDER [--descend N]] [--patch 1,3,5] [--blur 0.3,0.4,0.5,0.7] [--grain 1,3] [--json OUT]
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--blur", type=_floats, default=[0.3, 0.4, 0.5, 0.7], help="Blur sigmas (px).")
     ap.add_argument("--grain", type=_floats, default=[1.0, 3.0], help="Noise levels, grey levels.")
     ap.add_argument("--run", type=Path, default=None, help="A run folder with a checkpoint (its G and D).")
+    ap.add_argument("--descend", type=int, default=0, help="With --run: pixel-space descent steps on the term.")
     ap.add_argument("--keys", type=int, default=5, help="Draws of directions and positions per value.")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -81,14 +85,24 @@ def main(argv=None) -> int:
         print(f"| {row['images']} | " + " | ".join(f"{row[c][0]:.3f} ± {row[c][1]:.3f}" for c in cols) + " |")
     result = {"reference": f"the first {BATCH} of {args.train}", "rows": rows}
     if args.run:
-        result["run"] = gradients(args.run, args.train, ref, max(args.patch), args.keys)
+        result["run"] = gradients(args.run, args.train, ref, max(args.patch), args.keys, args.descend,
+                                  np.asarray(train, np.float32)[..., None])
         print(json.dumps(result["run"]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0
 
 
-def gradients(run_dir: Path, train_dir: Path, ref, patch: int, keys: int) -> dict:
+def _kurtosis(tf, images) -> float:
+    """Median over the images of the kurtosis of their fine detail (as the texture statistics)."""
+    from cxr_training.gan import fine_detail
+
+    d = fine_detail(tf.cast(images, tf.float32)).numpy().reshape(int(images.shape[0]), -1)
+    d = d - d.mean(axis=1, keepdims=True)
+    return float(np.median((d**4).mean(axis=1) / (d**2).mean(axis=1) ** 2))
+
+
+def gradients(run_dir: Path, train_dir: Path, ref, patch: int, keys: int, descend: int = 0, train=None) -> dict:
     """The run's G (training mode, as in its step) on `keys` latent batches: the term against the
     reference batch, the detail kurtosis of G's images (median over the batch), and the norms of
     the term's and the adversarial loss's gradients on G's weights. Runs on a copy of the folder:
@@ -96,7 +110,7 @@ def gradients(run_dir: Path, train_dir: Path, ref, patch: int, keys: int) -> dic
     import shutil
     import tempfile
 
-    from cxr_training.gan import detail_swd, fine_detail
+    from cxr_training.gan import detail_swd
     from cxr_training.pipeline import step_latents
     from cxr_training.tfenv import import_tf
     from cxr_training.train import resume_run
@@ -116,12 +130,25 @@ def gradients(run_dir: Path, train_dir: Path, ref, patch: int, keys: int) -> dic
                 term = detail_swd(fake, ref, tf.constant([k, 1], tf.int64), patch)
             norm = {name: float(tf.linalg.global_norm([g for g in tape.gradient(loss, g_vars) if g is not None]))
                     for name, loss in (("adversarial", adv), ("term", term))}
-            d = fine_detail(tf.cast(fake, tf.float32)).numpy().reshape(BATCH, -1)
-            d = d - d.mean(axis=1, keepdims=True)
-            kurt = float(np.median((d**4).mean(axis=1) / (d**2).mean(axis=1) ** 2))
+            kurt = _kurtosis(tf, fake)
             out["batches"].append({"term": round(float(term), 4), "detail kurtosis": round(kurt, 1),
                                    "grad adversarial": round(norm["adversarial"], 4), "grad term": round(norm["term"], 4),
                                    "ratio": round(norm["adversarial"] / max(norm["term"], 1e-12), 1)})
+        if descend:
+            import keras
+
+            x = tf.Variable(tf.cast(gan.generator(step_latents(gan.seed, 10**6, 2, BATCH, gan.latent_dim),
+                                                  training=False), tf.float32))
+            opt, rng, out["descent"] = keras.optimizers.Adam(0.002), np.random.default_rng(0), []
+            for i in range(descend + 1):
+                real = tf.constant(train[rng.choice(len(train), BATCH, replace=False)])
+                with tf.GradientTape() as tape:
+                    term = detail_swd(x, real, tf.constant([i, 3], tf.int64), patch)
+                if i % 50 == 0 or i == descend:
+                    out["descent"].append({"step": i, "term": round(float(term), 4),
+                                           "detail kurtosis": round(_kurtosis(tf, x), 2)})
+                    print(out["descent"][-1])
+                opt.apply_gradients([(tape.gradient(term, x), x)])
     return out
 
 
