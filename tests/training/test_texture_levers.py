@@ -1,5 +1,5 @@
-"""The texture levers (docs/training.md, "Texture levers"): D's high-pass head, the spectrum
-term and the fine-detail term in G's loss, and G's per-pixel noise. Off in every preset; each one does what it says when on."""
+"""The texture levers (docs/training.md, "Texture levers"): D's high-pass, patch and spectrum
+heads, the spectrum term and the fine-detail term in G's loss, and G's per-pixel noise. Off in every preset; each one does what it says when on."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def test_off_in_every_preset(name):
     recipe presets took from the measurements; the study's preset stays the study's."""
     assert preset(name).d_highpass == 0 and preset(name).g_spectral == 0.0 and not preset(name).g_noise
     assert preset(name).d_patch == 0 and preset(name).g_supersample == 0 and preset(name).g_detail == 0.0
+    assert preset(name).d_spectrum == 0
     assert preset(name).g_refine == (32 if name in ("quick", "long") else 0)
 
 
@@ -63,6 +64,33 @@ def test_the_patch_head_sees_the_image_itself():
     assert {"d_hp_mean", "d_patch_mean"} <= {layer.name for layer in both.layers}
 
 
+def test_the_spectrum_head_sees_each_image_spectrum_and_adds_to_the_logit():
+    from cxr_training.models import LogSpectrum, radial_power
+
+    cfg = preset("smoke").replace(d_spectrum=8)
+    d = build_discriminator(cfg)
+    names = {layer.name for layer in d.layers}
+    assert {"d_main", "d_spec_input", "d_spec_dense", "d_spec_logit", "d_out"} <= names
+    assert not any(n.startswith("d_spec") for n in (layer.name for layer in build_discriminator(preset("smoke")).layers))
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, (3, 32, 32, 1)).astype(np.float32)
+    logit = logit_model(d)(x, training=False).numpy()
+    main = keras.Model(d.inputs, d.get_layer("d_main").output)(x, training=False).numpy()
+    head = keras.Model(d.inputs, d.get_layer("d_spec_logit").output)(x, training=False).numpy()
+    np.testing.assert_allclose(logit, main + head, rtol=1e-5, atol=1e-5)
+    # per image: an image's spectrum does not depend on the batch it is in; the batch's mean power
+    # is what --g-spectral's log_spectrum takes the log of
+    spec = LogSpectrum()(x).numpy()
+    assert spec.shape == (3, 32)
+    np.testing.assert_allclose(LogSpectrum()(x[1:2]).numpy(), spec[1:2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(log_spectrum(x).numpy(), np.log10(radial_power(x).numpy().mean(axis=0) + 1e-8),
+                               rtol=1e-5, atol=1e-5)
+    # a blurred image loses its high bands, keeps its low ones
+    blurred = tf.nn.avg_pool2d(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], "REFLECT"), 3, 1, "VALID").numpy()
+    low, high = LogSpectrum()(blurred).numpy() - spec, slice(-8, None)
+    assert np.all(low[:, high].mean(axis=1) < -0.5) and np.all(np.abs(low[:, 1]) < 0.3)
+
+
 def test_a_new_lever_off_keeps_the_hash_of_runs_recorded_before_it():
     import dataclasses
     import hashlib
@@ -71,13 +99,14 @@ def test_a_new_lever_off_keeps_the_hash_of_runs_recorded_before_it():
     from cxr_training.config import UNHASHED, UNLABELLED_NO_EFFECT
 
     cfg = preset("quick").replace(g_refine=0)  # the quick preset before it took the refinement layer
-    skip = UNHASHED | UNLABELLED_NO_EFFECT | {"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch"}
+    skip = UNHASHED | UNLABELLED_NO_EFFECT | {"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch",
+                                                  "d_spectrum"}
     old = {k: v for k, v in cfg.to_dict().items() if k not in skip}  # the record of a run from before it
     assert cfg.hash() == hashlib.sha256(json.dumps(old, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     assert cfg.replace(d_patch=32).hash() != cfg.hash() != cfg.replace(g_refine=32).hash()
     assert cfg.replace(g_supersample=16).hash() not in (cfg.hash(), cfg.replace(g_refine=16).hash())
     on = cfg.replace(g_detail=10.0)
-    assert len({cfg.hash(), on.hash(), on.replace(g_detail_patch=3).hash()}) == 3
+    assert len({cfg.hash(), on.hash(), on.replace(g_detail_patch=3).hash(), cfg.replace(d_spectrum=32).hash()}) == 4
     assert {"d_patch", "g_refine"} <= {f.name for f in dataclasses.fields(cfg)}
 
 
@@ -207,6 +236,6 @@ def test_a_run_trains_with_every_lever(tmp_path, few_real):
     from cxr_training.train import train
 
     cfg = preset("smoke").replace(d_highpass=8, d_patch=8, g_spectral=1.0, g_noise=True, g_refine=4, g_supersample=4,
-                                  g_detail=1.0, g_detail_patch=3)
+                                  g_detail=1.0, g_detail_patch=3, d_spectrum=8)
     run = train(cfg, few_real, out_root=tmp_path, log=lambda m: None)
     assert (run / "generator.keras").is_file()

@@ -36,7 +36,7 @@ UNHASHED = frozenset({"checkpoint_minutes", "deterministic"})
 UNLABELLED_NO_EFFECT = frozenset({"d_condition"})
 # Fields added after runs were recorded: left out of Config.hash while at their default (off), so
 # that a run recorded before the field existed keeps its hash (and its rows their recipe).
-HASHED_WHEN_SET = frozenset({"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch"})
+HASHED_WHEN_SET = frozenset({"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch", "d_spectrum"})
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,10 @@ class Config:
     d_patch: int = opt(0, "The same patch head on the full-resolution image itself (no high-pass filter): 3x3 "
                           "convolutions of this many channels (strides 1, 2, 2; each patch logit sees 9x9 pixels), "
                           "averaged and added to D's logit; 0: off.", lo=0)
+    d_spectrum: int = opt(0, "A head in D on each image's log10 radially averaged power spectrum (32 bands, Hann "
+                             "window): a Dense layer of this many units, LeakyReLU, one logit added to D's (a "
+                             "spectral discriminator: per image, where --g-spectral matches the batch's mean); "
+                             "0: off.", lo=0)
 
     # --- optimisation -----------------------------------------------------------------
     epochs: int = opt(15, "Epochs (the paper: 15).", lo=1)

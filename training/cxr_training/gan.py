@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from cxr_training import augment
 from cxr_training.config import Config
-from cxr_training.models import build_generator, logit_model
+from cxr_training.models import build_generator, logit_model, radial_power
 from cxr_training.pipeline import replica_rows, step_latents
 from cxr_training.tfenv import import_tf
 
@@ -92,27 +92,10 @@ def make_optimizers(cfg: Config):
     return d_opt, g_opt
 
 
-SPECTRUM_BANDS = 32
-
-
 def log_spectrum(images):
     """(B, S, S, 1) -> (SPECTRUM_BANDS,): log10 of the batch's mean power in radial frequency bands
     (Hann window, mean removed; DC left out; the corners beyond Nyquist in the last band)."""
-    import numpy as np
-
-    size = int(images.shape[1])
-    f = np.fft.fftfreq(size)
-    r = np.hypot(f[:, None], f[None, :])
-    band = np.minimum((r / 0.5 * (SPECTRUM_BANDS - 1)).astype(np.int64), SPECTRUM_BANDS - 1)
-    onehot = (band.ravel()[:, None] == np.arange(SPECTRUM_BANDS)[None, :]).astype(np.float32)
-    onehot[0] = 0.0  # DC
-    onehot /= np.maximum(onehot.sum(axis=0, keepdims=True), 1.0)
-    window = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
-    x = images[..., 0]
-    x = (x - tf.reduce_mean(x, axis=[1, 2], keepdims=True)) * window
-    power = tf.math.square(tf.abs(tf.signal.fft2d(tf.cast(x, tf.complex64))))
-    mean = tf.reduce_mean(tf.reshape(power, (-1, size * size)), axis=0)
-    return tf.math.log(tf.linalg.matvec(tf.constant(onehot.T), mean) + 1e-8) / np.log(10.0)
+    return tf.math.log(tf.reduce_mean(radial_power(images), axis=0) + 1e-8) / tf.math.log(10.0)
 
 
 # The fine-detail term (g_detail): random directions in the space of k x k patches of the fine

@@ -211,6 +211,42 @@ class HighPass(layers.Layer):
         return x - keras.ops.conv(padded, kernel, strides=1, padding="valid")
 
 
+SPECTRUM_BANDS = 32
+
+
+def radial_power(images):
+    """(B, S, S, 1) -> (B, SPECTRUM_BANDS) float32: each image's mean power in radial frequency
+    bands (mean removed, Hann window; DC left out; the corners beyond Nyquist in the last band)."""
+    import numpy as np
+    import tensorflow as tf
+
+    size = int(images.shape[1])
+    f = np.fft.fftfreq(size)
+    r = np.hypot(f[:, None], f[None, :])
+    band = np.minimum((r / 0.5 * (SPECTRUM_BANDS - 1)).astype(np.int64), SPECTRUM_BANDS - 1)
+    onehot = (band.ravel()[:, None] == np.arange(SPECTRUM_BANDS)[None, :]).astype(np.float32)
+    onehot[0] = 0.0  # DC
+    onehot /= np.maximum(onehot.sum(axis=0, keepdims=True), 1.0)
+    window = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
+    x = tf.cast(images[..., 0], tf.float32)
+    x = (x - tf.reduce_mean(x, axis=[1, 2], keepdims=True)) * window
+    power = tf.math.square(tf.abs(tf.signal.fft2d(tf.cast(x, tf.complex64))))
+    return tf.matmul(tf.reshape(power, (-1, size * size)), tf.constant(onehot))
+
+
+@keras.saving.register_keras_serializable(package="cxr")
+class LogSpectrum(layers.Layer):
+    """Each image's log10 radially averaged power spectrum (radial_power), float32. No weights."""
+
+    def call(self, x):
+        import tensorflow as tf
+
+        return tf.math.log(radial_power(x) + 1e-8) / tf.math.log(10.0)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], SPECTRUM_BANDS)
+
+
 def _patch_head(x, channels: int, prefix: str, out_name: str, cfg: Config, dt):
     """A PatchGAN-style judge of local texture: 3x3 convolutions of `channels` (strides 1, 2, 2;
     each output sees a 9x9 patch), a 1x1 convolution to one logit per patch, their mean."""
@@ -247,7 +283,7 @@ def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Mode
         onehot = image[:, 0, 0, 1:]
         embed = layers.Dense(int(x.shape[-1]), use_bias=False, name="d_class_embed", dtype="float32")(onehot)
         heads.append(layers.Dot(axes=1, name="d_projection", dtype="float32")([embed, x]))
-    if not heads and not cfg.d_highpass and not cfg.d_patch:
+    if not heads and not cfg.d_highpass and not cfg.d_patch and not cfg.d_spectrum:
         logit = layers.Dense(1, name=LOGIT_LAYER, dtype="float32")(x)
     else:  # the global head's logit plus each extra head's (layers made in this order: the seed's weights)
         heads.insert(0, layers.Dense(1, name="d_main", dtype="float32")(x))
@@ -257,6 +293,11 @@ def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Mode
             heads.append(_patch_head(hp, cfg.d_highpass, "d_hp", "d_hp_patch", cfg, dt))
         if cfg.d_patch:  # the same on the full-resolution image itself
             heads.append(_patch_head(grey, cfg.d_patch, "d_patch", "d_patch_logits", cfg, dt))
+        if cfg.d_spectrum:  # each image's spectrum: what up-sampling gets wrong (Durall et al. 2020)
+            spec = LogSpectrum(name="d_spec_input", dtype="float32")(grey)
+            spec = layers.Dense(cfg.d_spectrum, name="d_spec_dense", dtype="float32")(spec)
+            spec = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name="d_spec_lrelu", dtype="float32")(spec)
+            heads.append(layers.Dense(1, name="d_spec_logit", dtype="float32")(spec))
         logit = layers.Add(name=LOGIT_LAYER, dtype="float32")(heads)
     p = layers.Activation("sigmoid", name="d_prob", dtype="float32")(logit)
     return keras.Model(image, p, name="discriminator")
