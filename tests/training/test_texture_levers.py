@@ -74,9 +74,14 @@ def test_the_spectrum_head_sees_each_image_spectrum_and_adds_to_the_logit():
     assert not any(n.startswith("d_spec") for n in (layer.name for layer in build_discriminator(preset("smoke")).layers))
     rng = np.random.default_rng(5)
     x = rng.uniform(-1, 1, (3, 32, 32, 1)).astype(np.float32)
+    head_model = keras.Model(d.inputs, d.get_layer("d_spec_logit").output)
+    assert np.all(head_model(x, training=False).numpy() == 0.0)  # silent at first: its output kernel is 0
+    out = d.get_layer("d_spec_logit")
+    out.kernel.assign(rng.normal(0, 0.1, out.kernel.shape).astype(np.float32))
     logit = logit_model(d)(x, training=False).numpy()
     main = keras.Model(d.inputs, d.get_layer("d_main").output)(x, training=False).numpy()
-    head = keras.Model(d.inputs, d.get_layer("d_spec_logit").output)(x, training=False).numpy()
+    head = head_model(x, training=False).numpy()
+    assert np.abs(head).max() > 1e-3
     np.testing.assert_allclose(logit, main + head, rtol=1e-5, atol=1e-5)
     # per image: an image's spectrum does not depend on the batch it is in; the batch's mean power
     # is what --g-spectral's log_spectrum takes the log of

@@ -297,7 +297,9 @@ def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Mode
             spec = LogSpectrum(name="d_spec_input", dtype="float32")(grey)
             spec = layers.Dense(cfg.d_spectrum, name="d_spec_dense", dtype="float32")(spec)
             spec = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name="d_spec_lrelu", dtype="float32")(spec)
-            heads.append(layers.Dense(1, name="d_spec_logit", dtype="float32")(spec))
+            # from zero: its raw log powers (about 1.5 +- 0.1 per band on radiographs) would otherwise
+            # give a logit of several units at initialisation, whatever the image
+            heads.append(layers.Dense(1, kernel_initializer="zeros", name="d_spec_logit", dtype="float32")(spec))
         logit = layers.Add(name=LOGIT_LAYER, dtype="float32")(heads)
     p = layers.Activation("sigmoid", name="d_prob", dtype="float32")(logit)
     return keras.Model(image, p, name="discriminator")
