@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from cxr_training import augment
 from cxr_training.config import Config
-from cxr_training.models import build_generator, logit_model, radial_power
+from cxr_training.models import HighPass, build_generator, logit_model, radial_power
 from cxr_training.pipeline import replica_rows, step_latents
 from cxr_training.tfenv import import_tf
 
@@ -103,21 +103,12 @@ def log_spectrum(images):
 DETAIL_DIRECTIONS = 32
 DETAIL_POSITIONS = 16384
 DETAIL_SEED_OFFSET = 0x6465  # keeps its stateless seeds apart from the latents' (seed, 3 step + stream)
-DETAIL_SIGMA = 1.0  # the fine detail: image minus its Gaussian blur of this sigma (as the texture statistics)
 
 
 def fine_detail(images):
-    """(B, S, S, 1) -> (B, S-6, S-6, 1): the image minus its sigma-1 Gaussian blur (7x7 taps),
-    only where the blur's window lies inside the image (no padding)."""
-    import numpy as np
-
-    t = np.arange(-3, 4, dtype=np.float64)
-    g = np.exp(-0.5 * (t / DETAIL_SIGMA) ** 2)
-    g /= g.sum()
-    x = tf.cast(images, tf.float32)
-    blur = tf.nn.conv2d(x, tf.constant(g.reshape(7, 1, 1, 1), tf.float32), 1, "VALID")
-    blur = tf.nn.conv2d(blur, tf.constant(g.reshape(1, 7, 1, 1), tf.float32), 1, "VALID")
-    return x[:, 3:-3, 3:-3, :] - blur
+    """(B, S, S, 1) -> (B, S-6, S-6, 1) float32: D's high-pass filter (models.HighPass: the image
+    minus its sigma-1 blur) where the blur's 7x7 window lies inside the image (no reflected border)."""
+    return HighPass(dtype="float32")(tf.cast(images, tf.float32))[:, 3:-3, 3:-3, :]
 
 
 def detail_swd(fake, real, key, patch: int):
