@@ -94,12 +94,10 @@ def main(argv=None) -> int:
 
 
 def _kurtosis(tf, images) -> float:
-    """Median over the images of the kurtosis of their fine detail (as the texture statistics)."""
-    from cxr_training.gan import fine_detail
+    """Median over the images of their fine-detail kurtosis, the runtime's texture statistic."""
+    from cxr_runtime.quality import texture_stats
 
-    d = fine_detail(tf.cast(images, tf.float32)).numpy().reshape(int(images.shape[0]), -1)
-    d = d - d.mean(axis=1, keepdims=True)
-    return float(np.median((d**4).mean(axis=1) / (d**2).mean(axis=1) ** 2))
+    return float(np.median(texture_stats(np.asarray(tf.cast(images, tf.float32))[..., 0])[2]))
 
 
 def gradients(run_dir: Path, train_dir: Path, ref, patch: int, keys: int, descend: int = 0, train=None) -> dict:
