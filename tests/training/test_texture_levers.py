@@ -20,7 +20,7 @@ def test_off_in_every_preset(name):
     recipe presets took from the measurements; the study's preset stays the study's."""
     assert preset(name).d_highpass == 0 and preset(name).g_spectral == 0.0 and not preset(name).g_noise
     assert preset(name).d_patch == 0 and preset(name).g_supersample == 0 and preset(name).g_detail == 0.0
-    assert preset(name).d_spectrum == 0
+    assert preset(name).d_spectrum == 0 and preset(name).d_spectrum_tile == 0
     assert preset(name).g_refine == (32 if name in ("quick", "long") else 0)
 
 
@@ -96,6 +96,49 @@ def test_the_spectrum_head_sees_each_image_spectrum_and_adds_to_the_logit():
     assert np.all(low[:, high].mean(axis=1) < -0.5) and np.all(np.abs(low[:, 1]) < 0.3)
 
 
+def test_the_tiled_spectrum_head_judges_each_tile_alone():
+    from cxr_training.models import LogSpectrum, image_tiles, radial_power
+
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
+    tiles = image_tiles(tf.constant(x), 8).numpy()
+    assert tiles.shape == (32, 8, 8, 1)
+    np.testing.assert_array_equal(tiles[0], x[0, :8, :8])  # image 0, first row of tiles
+    np.testing.assert_array_equal(tiles[5], x[0, 8:16, 8:16])  # image 0, second row, second tile
+    np.testing.assert_array_equal(tiles[16 + 3], x[1, :8, 24:32])  # image 1, first row, last tile
+    spec = LogSpectrum(tile=8)(x).numpy()
+    assert spec.shape == (2, 16, 4)
+    # tile k's spectrum is that tile's alone, as if it were the whole image (its own mean and window)
+    np.testing.assert_allclose(spec[0, 5], np.log10(radial_power(x[:1, 8:16, 8:16], 4).numpy()[0] + 1e-8),
+                               rtol=1e-5, atol=1e-5)
+    assert LogSpectrum.from_config(LogSpectrum(tile=8).get_config()).tile == 8
+
+    cfg = preset("smoke").replace(d_spectrum=8, d_spectrum_tile=8)
+    d = build_discriminator(cfg)
+    names = {layer.name for layer in d.layers}
+    assert {"d_main", "d_spec_input", "d_spec_dense", "d_spec_logit", "d_spec_mean", "d_out"} <= names
+    out = d.get_layer("d_spec_logit")
+    out.kernel.assign(rng.normal(0, 0.1, out.kernel.shape).astype(np.float32))
+    per_tile = keras.Model(d.inputs, out.output)(x, training=False).numpy()
+    assert per_tile.shape == (2, 16, 1) and np.abs(per_tile).max() > 1e-3
+    main = keras.Model(d.inputs, d.get_layer("d_main").output)(x, training=False).numpy()
+    logit = logit_model(d)(x, training=False).numpy()
+    np.testing.assert_allclose(logit, main + per_tile.mean(axis=1), rtol=1e-5, atol=1e-5)
+    # the same head on every tile: a tile's logit depends on that tile only, wherever it sits
+    swapped = x.copy()
+    swapped[:, :8, :8], swapped[:, 24:, 24:] = x[:, 24:, 24:], x[:, :8, :8]
+    moved = keras.Model(d.inputs, out.output)(swapped, training=False).numpy()
+    np.testing.assert_allclose(moved[:, 0], per_tile[:, 15], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(moved[:, 1:15], per_tile[:, 1:15], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [dict(d_spectrum_tile=8), dict(d_spectrum=8, d_spectrum_tile=12),
+                                 dict(d_spectrum=8, d_spectrum_tile=2)])
+def test_a_tiled_spectrum_needs_the_head_and_tiles_that_fit(bad):
+    with pytest.raises(ValueError, match="d_spectrum_tile"):
+        preset("smoke").replace(**bad).validate()
+
+
 def test_a_new_lever_off_keeps_the_hash_of_runs_recorded_before_it():
     import dataclasses
     import hashlib
@@ -105,13 +148,15 @@ def test_a_new_lever_off_keeps_the_hash_of_runs_recorded_before_it():
 
     cfg = preset("quick").replace(g_refine=0)  # the quick preset before it took the refinement layer
     skip = UNHASHED | UNLABELLED_NO_EFFECT | {"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch",
-                                                  "d_spectrum"}
+                                                  "d_spectrum", "d_spectrum_tile"}
     old = {k: v for k, v in cfg.to_dict().items() if k not in skip}  # the record of a run from before it
     assert cfg.hash() == hashlib.sha256(json.dumps(old, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     assert cfg.replace(d_patch=32).hash() != cfg.hash() != cfg.replace(g_refine=32).hash()
     assert cfg.replace(g_supersample=16).hash() not in (cfg.hash(), cfg.replace(g_refine=16).hash())
     on = cfg.replace(g_detail=10.0)
-    assert len({cfg.hash(), on.hash(), on.replace(g_detail_patch=3).hash(), cfg.replace(d_spectrum=32).hash()}) == 4
+    spec = cfg.replace(d_spectrum=32)
+    assert len({cfg.hash(), on.hash(), on.replace(g_detail_patch=3).hash(), spec.hash(),
+                spec.replace(d_spectrum_tile=32).hash()}) == 5
     assert {"d_patch", "g_refine"} <= {f.name for f in dataclasses.fields(cfg)}
 
 
@@ -241,6 +286,6 @@ def test_a_run_trains_with_every_lever(tmp_path, few_real):
     from cxr_training.train import train
 
     cfg = preset("smoke").replace(d_highpass=8, d_patch=8, g_spectral=1.0, g_noise=True, g_refine=4, g_supersample=4,
-                                  g_detail=1.0, g_detail_patch=3, d_spectrum=8)
+                                  g_detail=1.0, g_detail_patch=3, d_spectrum=8, d_spectrum_tile=8)
     run = train(cfg, few_real, out_root=tmp_path, log=lambda m: None)
     assert (run / "generator.keras").is_file()

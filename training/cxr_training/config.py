@@ -36,7 +36,8 @@ UNHASHED = frozenset({"checkpoint_minutes", "deterministic"})
 UNLABELLED_NO_EFFECT = frozenset({"d_condition"})
 # Fields added after runs were recorded: left out of Config.hash while at their default (off), so
 # that a run recorded before the field existed keeps its hash (and its rows their recipe).
-HASHED_WHEN_SET = frozenset({"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch", "d_spectrum"})
+HASHED_WHEN_SET = frozenset({"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch", "d_spectrum",
+                             "d_spectrum_tile"})
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,10 @@ class Config:
                              "window): a Dense layer of this many units, LeakyReLU, one logit added to D's (a "
                              "spectral discriminator: per image, where --g-spectral matches the batch's mean); "
                              "0: off.", lo=0)
+    d_spectrum_tile: int = opt(0, "The spectrum head's view: 0, the whole image's spectrum; T, each T x T tile's "
+                                  "own (non-overlapping tiles, each mean-removed and Hann-windowed, T/2 radial "
+                                  "bands) through the same head, the tiles' logits averaged: where in the image "
+                                  "the detail is, not only how much of it there is. Needs --d-spectrum.", lo=0)
 
     # --- optimisation -----------------------------------------------------------------
     epochs: int = opt(15, "Epochs (the paper: 15).", lo=1)
@@ -219,6 +224,9 @@ class Config:
              "progressive_schedule factors must divide image_size")
         need(len(self.augment_policy) >= 1 and set(self.augment_policy) <= set(AUGMENT_TRANSFORMS),
              f"augment_policy must name some of {', '.join(AUGMENT_TRANSFORMS)}")
+        need(not self.d_spectrum_tile or (self.d_spectrum > 0 and self.d_spectrum_tile >= 4
+                                          and self.image_size % self.d_spectrum_tile == 0),
+             "d_spectrum_tile needs d_spectrum > 0, at least 4 pixels and to divide image_size")
         need(self.quality_images == 0 or self.quality_images > 5, "quality_images must be 0 (off) or more than 5")
         need(len(self.classes) != 1 and len(set(self.classes)) == len(self.classes),
              "classes must be empty (unconditional) or at least two distinct names")

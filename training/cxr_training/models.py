@@ -214,17 +214,17 @@ class HighPass(layers.Layer):
 SPECTRUM_BANDS = 32
 
 
-def radial_power(images):
-    """(B, S, S, 1) -> (B, SPECTRUM_BANDS) float32: each image's mean power in radial frequency
-    bands (mean removed, Hann window; DC left out; the corners beyond Nyquist in the last band)."""
+def radial_power(images, bands: int = SPECTRUM_BANDS):
+    """(B, S, S, 1) -> (B, bands) float32: each image's mean power in radial frequency bands (mean
+    removed, Hann window; DC left out; the corners beyond Nyquist in the last band)."""
     import numpy as np
     import tensorflow as tf
 
     size = int(images.shape[1])
     f = np.fft.fftfreq(size)
     r = np.hypot(f[:, None], f[None, :])
-    band = np.minimum((r / 0.5 * (SPECTRUM_BANDS - 1)).astype(np.int64), SPECTRUM_BANDS - 1)
-    onehot = (band.ravel()[:, None] == np.arange(SPECTRUM_BANDS)[None, :]).astype(np.float32)
+    band = np.minimum((r / 0.5 * (bands - 1)).astype(np.int64), bands - 1)
+    onehot = (band.ravel()[:, None] == np.arange(bands)[None, :]).astype(np.float32)
     onehot[0] = 0.0  # DC
     onehot /= np.maximum(onehot.sum(axis=0, keepdims=True), 1.0)
     window = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
@@ -234,17 +234,43 @@ def radial_power(images):
     return tf.matmul(tf.reshape(power, (-1, size * size)), tf.constant(onehot))
 
 
+def image_tiles(images, tile: int):
+    """(B, S, S, C) -> (B * (S/tile)**2, tile, tile, C): each image's non-overlapping tiles, row by
+    row, the images one after the other."""
+    import tensorflow as tf
+
+    size, ch = int(images.shape[1]), int(images.shape[-1])
+    n = size // tile
+    x = tf.reshape(images, (-1, n, tile, n, tile, ch))
+    return tf.reshape(tf.transpose(x, (0, 1, 3, 2, 4, 5)), (-1, tile, tile, ch))
+
+
 @keras.saving.register_keras_serializable(package="cxr")
 class LogSpectrum(layers.Layer):
-    """Each image's log10 radially averaged power spectrum (radial_power), float32. No weights."""
+    """Each image's log10 radially averaged power spectrum (radial_power), float32: (B, 32); with
+    `tile` T, each T x T tile's (mean removed and windowed per tile, T/2 bands): (B, tiles, T/2).
+    No weights."""
+
+    def __init__(self, tile: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.tile = int(tile)
 
     def call(self, x):
         import tensorflow as tf
 
-        return tf.math.log(radial_power(x) + 1e-8) / tf.math.log(10.0)
+        if not self.tile:
+            return tf.math.log(radial_power(x) + 1e-8) / tf.math.log(10.0)
+        n = int(x.shape[1]) // self.tile
+        power = radial_power(image_tiles(x, self.tile), self.tile // 2)
+        return tf.reshape(tf.math.log(power + 1e-8) / tf.math.log(10.0), (-1, n * n, self.tile // 2))
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], SPECTRUM_BANDS)
+        if not self.tile:
+            return (input_shape[0], SPECTRUM_BANDS)
+        return (input_shape[0], (int(input_shape[1]) // self.tile) ** 2, self.tile // 2)
+
+    def get_config(self):
+        return {**super().get_config(), "tile": self.tile}
 
 
 def _patch_head(x, channels: int, prefix: str, out_name: str, cfg: Config, dt):
@@ -294,12 +320,16 @@ def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Mode
         if cfg.d_patch:  # the same on the full-resolution image itself
             heads.append(_patch_head(grey, cfg.d_patch, "d_patch", "d_patch_logits", cfg, dt))
         if cfg.d_spectrum:  # each image's spectrum: what up-sampling gets wrong (Durall et al. 2020)
-            spec = LogSpectrum(name="d_spec_input", dtype="float32")(grey)
+            spec = LogSpectrum(cfg.d_spectrum_tile, name="d_spec_input", dtype="float32")(grey)
+            # with tiles: the same Dense layers on every tile's spectrum (its last axis), then the mean
             spec = layers.Dense(cfg.d_spectrum, name="d_spec_dense", dtype="float32")(spec)
             spec = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name="d_spec_lrelu", dtype="float32")(spec)
             # from zero: its raw log powers (about 1.5 +- 0.1 per band on radiographs) would otherwise
             # give a logit of several units at initialisation, whatever the image
-            heads.append(layers.Dense(1, kernel_initializer="zeros", name="d_spec_logit", dtype="float32")(spec))
+            spec = layers.Dense(1, kernel_initializer="zeros", name="d_spec_logit", dtype="float32")(spec)
+            if cfg.d_spectrum_tile:
+                spec = layers.GlobalAveragePooling1D(name="d_spec_mean", dtype="float32")(spec)
+            heads.append(spec)
         logit = layers.Add(name=LOGIT_LAYER, dtype="float32")(heads)
     p = layers.Activation("sigmoid", name="d_prob", dtype="float32")(logit)
     return keras.Model(image, p, name="discriminator")
