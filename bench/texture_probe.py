@@ -8,6 +8,8 @@ scores each result with bench/texture_features.py's analysis against the held-ou
 - `unsharp A,S`: x + A * (x - blur_S(x)), clipped to the image range (sharper fine detail);
 - `blur S` (on the real training images): a Gaussian blur of S px, how much softening the test
   notices in images it otherwise calls real;
+- `contrast A`: each image's deviation from its own mean times A, clipped and rounded to 8 bits
+  (do the samples lack contrast at every scale?);
 - `bilateral S,R` and `nlmeans H` (on the generated images and, to see the filter's own trace, on
   the training images): edge-preserving smoothing that flattens low-contrast texture and keeps
   strong edges: a bilateral filter of spatial sigma S px and range sigma R grey levels, or OpenCV's
@@ -16,7 +18,7 @@ scores each result with bench/texture_features.py's analysis against the held-ou
 
     .venv/bin/python bench/texture_probe.py --heldout DIR --train DIR --samples DIR
         [--grain 1,2,3] [--unsharp 0.3,0.7 0.6,1] [--blur 0.3,0.4,0.5] [--bilateral 1,2 1,4]
-        [--nlmeans 2,4] [--n 300] [--json OUT]
+        [--nlmeans 2,4] [--contrast 1.1,1.2] [--n 300] [--json OUT]
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ def bilateral(images: np.ndarray, sigma_space: float, sigma_range: float) -> np.
     return (np.clip(np.round((out + 1.0) * 127.5), 0, 255) / 127.5 - 1.0).astype(np.float32)
 
 
+def contrast(images: np.ndarray, amount: float) -> np.ndarray:
+    """Each image's deviation from its mean times `amount`, clipped to [-1, 1], rounded to 8 bits."""
+    m = images.mean(axis=(1, 2), keepdims=True)
+    out = np.clip(m + amount * (images - m), -1.0, 1.0)
+    return (np.round((out + 1.0) * 127.5) / 127.5 - 1.0).astype(np.float32)
+
+
 def nlmeans(images: np.ndarray, h: float) -> np.ndarray:
     """OpenCV's non-local means (7x7 patches, 21x21 search) on the 8-bit image, back to [-1, 1]."""
     u8 = np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
@@ -82,6 +91,7 @@ def main(argv=None) -> int:
                     "bilateral filter, on the generated and on the training images.")
     ap.add_argument("--nlmeans", type=_floats, default=[], help="Strengths of OpenCV's non-local means denoising "
                     "(comma list), on the generated and on the training images.")
+    ap.add_argument("--contrast", type=_floats, default=[], help="Contrast factors on the generated images (comma list).")
     ap.add_argument("--top", type=int, default=6, help="Features shown: those that separate most.")
     ap.add_argument("--json", type=Path, help="Write the full result here.")
     a = ap.parse_args(argv)
@@ -99,6 +109,8 @@ def main(argv=None) -> int:
         space, rng = _floats(spec)
         sets[f"generated, bilateral {space:g} px, {rng:g} grey"] = bilateral(gen, space, rng)
         sets[f"train (real), bilateral {space:g} px, {rng:g} grey"] = bilateral(train, space, rng)
+    for c in a.contrast:
+        sets[f"generated, contrast x{c:g}"] = contrast(gen, c)
     for h in a.nlmeans:
         sets[f"generated, nlmeans {h:g}"] = nlmeans(gen, h)
         sets[f"train (real), nlmeans {h:g}"] = nlmeans(train, h)
