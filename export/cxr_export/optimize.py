@@ -28,7 +28,10 @@ This graph computes the same function with dense convolutions only:
 4. With --g-refine, the last layer's phases are interleaved too, its 3x3 convolution (+
    LeakyReLU) runs on the full-size tensor, and SpaceToDepth turns its 2x2 blocks back into
    the phase channels (2a + b) * C + c that step 3's convolution reads, as one tensor.
-5. With --g-supersample, G's last upsampling layer is one more of the same kind and the
+5. A bilinear resize-convolution (--g-upsample bilinear, models.BilinearConv2x) is already four
+   phase convolutions: 3x3 ones over its input padded by one edge-replicated pixel (one Pad), its
+   kernel's taps mixed per phase by models.bilinear_conv_phases; the rest as for the others.
+6. With --g-supersample, G's last upsampling layer is one more of the same kind and the
    image it draws at twice the size is average-pooled 2x2 (one AveragePool) at the end.
 
 `tests/export/test_optimize.py` checks the graph against Keras on random weights and the
@@ -57,10 +60,10 @@ def _layers(generator):
 
     _, keras = import_tf()
     L = keras.layers
-    from cxr_training.models import ResizeConv2x
+    from cxr_training.models import BilinearConv2x, ResizeConv2x
 
     dense = [layer for layer in generator.layers if isinstance(layer, L.Dense)]
-    ups = [layer for layer in generator.layers if isinstance(layer, (L.Conv2DTranspose, ResizeConv2x))]
+    ups = [layer for layer in generator.layers if isinstance(layer, (L.Conv2DTranspose, ResizeConv2x, BilinearConv2x))]
     convs = [layer for layer in generator.layers if type(layer) is L.Conv2D]
     refine = next((layer for layer in convs if layer.name == "g_refine"), None)
     if refine is not None:
@@ -72,7 +75,7 @@ def _layers(generator):
         raise UnsupportedGenerator("not the paper's generator topology (Dense, Conv2DTranspose or ResizeConv2x x n, "
                                    "Conv2D)")
     for u in ups:
-        if isinstance(u, ResizeConv2x):  # always the 4x4 stride-2 "same" transposed convolution it equals
+        if isinstance(u, (ResizeConv2x, BilinearConv2x)):  # always rewritten (a 4x4 transposed conv, 3x3 phases)
             continue
         if u.kernel_size != (4, 4) or u.strides != (2, 2) or u.padding != "same":
             raise UnsupportedGenerator(f"{u.name}: only 4x4 stride-2 'same' transposed convolutions are rewritten")
@@ -189,7 +192,7 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
     `chunk` is also an optional graph input (an initializer listed as input): a runtime may
     pass another value, e.g. the whole batch on a GPU. chunk = 0: no loop.
     """
-    from cxr_training.models import noise_projection
+    from cxr_training.models import BilinearConv2x, bilinear_conv_phases, noise_projection
 
     dense, ups, refine, final, slope = _layers(generator)
     latent_dim = int(generator.input_shape[-1])
@@ -254,15 +257,29 @@ def build_optimized(generator, opset: int = OPSET, chunk: int = CHUNK) -> onnx.M
 
     # 2. each transposed convolution as four phase convolutions (+ fused LeakyReLU, + noise)
     for li, up in enumerate(ups, start=1):
-        kernel, b = _transposed_weights(up)
+        bilinear = isinstance(up, BilinearConv2x)
+        if bilinear:  # 3x3 phase kernels over the input padded by its edge pixels
+            k3, b = (np.asarray(v.numpy(), np.float32) for v in up.weights)
+            per_phase = np.asarray(bilinear_conv_phases(k3), np.float32)  # (a, b, i, j, in, out)
+            body.append(helper.make_node("Pad", [x, body_const(f"up{li}_pads", np.array([0, 0, 1, 1, 0, 0, 1, 1],
+                                                                                         np.int64))],
+                                         [f"up{li}_edge"], mode="edge", name=f"up{li}_edge"))
+        else:
+            kernel, b = _transposed_weights(up)
         phases = []
         for a in (0, 1):
             for bb in (0, 1):
                 name = f"up{li}_p{a}{bb}"
-                (pt, pb), (pl, pr) = _PHASE_PADS[a], _PHASE_PADS[bb]
-                body.append(helper.make_node(
-                    "Conv", [x, body_const(f"{name}_w", _phase_weight(kernel, a, bb)), body_const(f"{name}_b", b)],
-                    [f"{name}_conv"], kernel_shape=[2, 2], pads=[pt, pl, pb, pr], name=f"{name}_conv"))
+                if bilinear:
+                    w = np.ascontiguousarray(per_phase[a, bb].transpose(3, 2, 0, 1))
+                    body.append(helper.make_node(
+                        "Conv", [f"up{li}_edge", body_const(f"{name}_w", w), body_const(f"{name}_b", b)],
+                        [f"{name}_conv"], kernel_shape=[3, 3], pads=[0, 0, 0, 0], name=f"{name}_conv"))
+                else:
+                    (pt, pb), (pl, pr) = _PHASE_PADS[a], _PHASE_PADS[bb]
+                    body.append(helper.make_node(
+                        "Conv", [x, body_const(f"{name}_w", _phase_weight(kernel, a, bb)), body_const(f"{name}_b", b)],
+                        [f"{name}_conv"], kernel_shape=[2, 2], pads=[pt, pl, pb, pr], name=f"{name}_conv"))
                 act = f"{name}_act" if noises else name
                 body.append(helper.make_node("LeakyRelu", [f"{name}_conv"], [act], alpha=slope, name=f"{name}_lrelu"))
                 if noises:

@@ -37,6 +37,8 @@ def _random_weights(g, seed):
     preset("smoke").replace(g_channels=(8, 8, 8), image_size=64, g_dense_channels=8),  # three upsamplings
     # the lighter generator's shape (halving widths) with resize-convolution upsampling
     preset("smoke").replace(g_channels=(8, 4, 2), image_size=64, g_dense_channels=16, g_upsample="resize"),
+    # bilinear resize-convolutions (3x3 phase convolutions over an edge-padded input)
+    preset("smoke").replace(g_channels=(8, 4, 2), image_size=64, g_dense_channels=16, g_upsample="bilinear"),
 ])
 def test_optimized_graph_equals_keras(cfg):
     keras.utils.set_random_seed(1)
@@ -169,7 +171,8 @@ def test_unsupported_topology_is_refused():
         optimize.build_optimized(g)
 
 
-@pytest.fixture(scope="module", params=["transpose", "resize", "resize+refine+noise", "resize+supersample+noise"])
+@pytest.fixture(scope="module", params=["transpose", "resize", "resize+refine+noise", "resize+supersample+noise",
+                                        "bilinear+refine+noise"])
 def tiny_run(tmp_path_factory, request):
     """A run folder with a smoke-sized G: the study's transposed convolutions, the presets'
     resize convolutions, or those with the texture levers' extra layers (--g-refine, --g-noise);

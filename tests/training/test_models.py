@@ -105,6 +105,43 @@ def test_resize_convolution_equals_upsampling_then_3x3_convolution():
     np.testing.assert_allclose(flat, np.broadcast_to(flat[:1, :1], flat.shape), atol=1e-5)
 
 
+def test_bilinear_resize_convolution_is_bilinear_upsampling_then_3x3_convolution(tmp_path):
+    """BilinearConv2x is computed on the coarse grid (one 3x3 convolution per output phase of the
+    edge-padded input); it must equal tf.image.resize's bilinear doubling followed by a 3x3
+    convolution with its kernel: inside, exactly; at the border, the convolution reads the
+    upsampling of the edge-clamped input where a 'same' convolution reads zeros."""
+    from cxr_training.models import BilinearConv2x, load_generator
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 6, 3)).astype("float32")
+    layer = BilinearConv2x(4)
+    layer(x)
+    layer.bias.assign(rng.standard_normal(4).astype("float32"))
+    y = layer(x).numpy()
+    assert y.shape == (2, 10, 12, 4)
+    up = tf.image.resize(x, (10, 12), method="bilinear").numpy()
+    conv = keras.layers.Conv2D(4, 3, padding="same")
+    conv.build(up.shape)
+    conv.set_weights([layer.kernel.numpy(), layer.bias.numpy()])
+    np.testing.assert_allclose(y[:, 1:-1, 1:-1], conv(up).numpy()[:, 1:-1, 1:-1], atol=1e-5)
+    assert np.abs(y - conv(up).numpy()).max() > 1e-3  # the border is not the zero-padded convolution's
+    edge = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    up_edge = tf.image.resize(edge, (14, 16), method="bilinear").numpy()[:, 1:-1, 1:-1]
+    want = tf.nn.conv2d(up_edge, layer.kernel.numpy(), 1, "VALID").numpy() + layer.bias.numpy()
+    np.testing.assert_allclose(y, want, atol=1e-5)
+    # the identity kernel gives the bilinear doubling itself, everywhere
+    ident = BilinearConv2x(3)
+    ident(x)
+    ident.kernel.assign(np.eye(3, dtype=np.float32)[None, None] * np.pad(np.ones((1, 1)), 1)[:, :, None, None])
+    np.testing.assert_allclose(ident(x).numpy(), up, atol=1e-5)
+    # a generator with it saves and loads
+    g = build_generator(preset("smoke").replace(g_upsample="bilinear"))
+    assert g.get_layer("g_up1").__class__.__name__ == "BilinearConv2x"
+    g.save(tmp_path / "g.keras")
+    z = rng.standard_normal((2, preset("smoke").latent_dim)).astype("float32")
+    np.testing.assert_allclose(load_generator(tmp_path / "g.keras")(z).numpy(), g(z).numpy(), atol=1e-6)
+
+
 def test_lighter_generator_shapes_and_saving(tmp_path):
     """The lighter generator (16x16x256 -> 128 -> 64 -> 32) with resize convolutions: 7.3 M
     parameters instead of 27.3 M, and it saves and loads as any Keras model."""

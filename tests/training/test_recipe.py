@@ -394,6 +394,7 @@ def test_the_step_cost_bench_times_the_presets_step_and_each_ablation_lever_alon
               "today + spectrum loss": {"g_spectral"}, "today + fine-detail term": {"g_detail"},
               "today + D spectrum head 32": {"d_spectrum"},
               "today + D spectrum head 32 on 32x32 tiles": {"d_spectrum", "d_spectrum_tile"},
+              "today with bilinear resize-convolutions": {"g_upsample"},
               "today, labelled (2 classes, projection D)": {"classes"},
               "today, labelled, class channels in D": {"classes", "d_condition"}}
     for name, lever in levers.items():

@@ -61,7 +61,9 @@ class Config:
     g_upsample: str = opt("transpose", "How G doubles resolution: 'transpose' (4x4 stride-2 transposed "
                                        "convolution, the paper's) or 'resize' (nearest-neighbour resize then a 3x3 "
                                        "convolution, free of checkerboard artefacts; computed as the equivalent "
-                                       "transposed convolution, so at the same cost).", choices=("transpose", "resize"))
+                                       "transposed convolution, so at the same cost) or 'bilinear' (bilinear "
+                                       "resize then a 3x3 convolution: a smooth input stays smooth; x2.25 the "
+                                       "upsampling layers' multiply-adds).", choices=("transpose", "resize", "bilinear"))
     g_refine: int = opt(0, "A 3x3 convolution of this many channels (+ LeakyReLU) at full resolution between G's last "
                            "upsampling layer and its output convolution; 0: off.", lo=0)
     g_supersample: int = opt(0, "G draws at twice image_size and 2x2-averages down to it: one more upsampling layer "

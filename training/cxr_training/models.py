@@ -74,6 +74,60 @@ class ResizeConv2x(layers.Layer):
         return {**super().get_config(), "filters": self.filters}
 
 
+# Bilinear 2x upsampling (half-pixel centres, edges clamped) followed by a 3x3 convolution, per
+# axis: output 2m + a reads the coarse inputs m-1, m, m+1 (rows i = 0, 1, 2) with these weights on
+# the 3x3 kernel's taps d = 0, 1, 2 (columns). From u[2m] = x[m-1]/4 + 3x[m]/4, u[2m+1] = 3x[m]/4 +
+# x[m+1]/4 and y[n] = sum_d k[d] u[n + d - 1]; the convolution's own border is the upsampling of the
+# edge-clamped input (not zeros), so the layer is a 3x3 convolution of the edge-padded coarse input
+# per output phase.
+BILINEAR_TAPS = np.array([[[0.75, 0.25, 0.0], [0.25, 0.75, 0.75], [0.0, 0.0, 0.25]],
+                          [[0.25, 0.0, 0.0], [0.75, 0.75, 0.25], [0.0, 0.25, 0.75]]], np.float32)
+
+
+def bilinear_conv_phases(kernel3):
+    """(2, 2, 3, 3, in, out) kernels, one per output phase (row a, column b), of bilinear 2x
+    upsampling followed by a 3x3 convolution with `kernel3` (3, 3, in, out), each applied to the
+    input padded by one edge-replicated pixel; numpy or a backend tensor."""
+    taps = keras.ops.convert_to_tensor(BILINEAR_TAPS, dtype=kernel3.dtype)
+    return keras.ops.einsum("aip,bjq,pqco->abijco", taps, taps, kernel3)
+
+
+@keras.saving.register_keras_serializable(package="cxr")
+class BilinearConv2x(layers.Layer):
+    """Bilinear 2x upsampling (half-pixel centres, as tf.image.resize) then a 3x3 convolution:
+    no output phase is favoured, and a smooth input stays smooth (a nearest-neighbour doubling
+    leaves each 2x2 block's four pixels equal for the convolution to undo). Computed on the coarse
+    grid as one 3x3 convolution of the edge-padded input with 4 x filters outputs (one per output
+    phase, `bilinear_conv_phases`) and a depth-to-space: 9 multiply-adds per output pixel and
+    channel pair (ResizeConv2x: 4). The trained weight is the 3x3 kernel."""
+
+    def __init__(self, filters: int, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+
+    def build(self, input_shape):
+        cin = int(input_shape[-1])
+        self.kernel = self.add_weight(name="kernel", shape=(3, 3, cin, self.filters), initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+
+    def call(self, x):
+        import tensorflow as tf
+
+        cin = int(x.shape[-1])
+        w = bilinear_conv_phases(keras.ops.cast(self.kernel, self.compute_dtype))  # (a, b, i, j, c, o)
+        w = keras.ops.reshape(keras.ops.transpose(w, (2, 3, 4, 0, 1, 5)), (3, 3, cin, 4 * self.filters))
+        padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")  # one pixel: the edge repeated
+        y = tf.nn.depth_to_space(keras.ops.conv(padded, w, strides=1, padding="valid"), 2)  # channel (2a + b) * out + o
+        return y + keras.ops.cast(self.bias, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        return (b, None if h is None else 2 * h, None if w is None else 2 * w, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
 NOISE_SEED = 20261205  # the fixed projections of --g-noise (stored in the model's weights too)
 NOISE_GAIN = 1.0  # projection weights ~ N(0, gain): with z ~ N(0, I_100) the sine's argument has sd 10
 
@@ -142,6 +196,8 @@ def build_generator(cfg: Config, precision: str | None = None) -> keras.Model:
     for i, ch in enumerate(ladder, start=1):
         if cfg.g_upsample == "resize":
             x = ResizeConv2x(ch, name=f"g_up{i}", dtype=dt)(x)
+        elif cfg.g_upsample == "bilinear":
+            x = BilinearConv2x(ch, name=f"g_up{i}", dtype=dt)(x)
         else:
             x = layers.Conv2DTranspose(ch, cfg.g_kernel, strides=2, padding="same", name=f"g_up{i}", dtype=dt)(x)
         x = layers.LeakyReLU(negative_slope=cfg.leaky_slope, name=f"g_up{i}_lrelu", dtype=dt)(x)
@@ -337,9 +393,10 @@ def build_discriminator(cfg: Config, precision: str | None = None) -> keras.Mode
 
 
 def load_generator(path) -> keras.Model:
-    """A saved generator.keras, its custom layers (ResizeConv2x) known to Keras."""
+    """A saved generator.keras, its custom layers (ResizeConv2x, BilinearConv2x) known to Keras."""
     return keras.models.load_model(path, compile=False,
-                                   custom_objects={"ResizeConv2x": ResizeConv2x, "PixelNoise": PixelNoise})
+                                   custom_objects={"ResizeConv2x": ResizeConv2x, "BilinearConv2x": BilinearConv2x,
+                                                   "PixelNoise": PixelNoise})
 
 
 def logit_model(discriminator: keras.Model) -> keras.Model:
