@@ -8,6 +8,8 @@ scores each result with bench/texture_features.py's analysis against the held-ou
 - `unsharp A,S`: x + A * (x - blur_S(x)), clipped to the image range (sharper fine detail);
 - `blur S` (on the real training images): a Gaussian blur of S px, how much softening the test
   notices in images it otherwise calls real;
+- `gen-blur S`: the same Gaussian blur on the generated images (is their pixel-level texture what
+  sets them apart, and would a softer output pass?);
 - `contrast A`: each image's deviation from its own mean times A, clipped and rounded to 8 bits
   (do the samples lack contrast at every scale?);
 - `bilateral S,R` and `nlmeans H` (on the generated images and, to see the filter's own trace, on
@@ -18,7 +20,7 @@ scores each result with bench/texture_features.py's analysis against the held-ou
 
     .venv/bin/python bench/texture_probe.py --heldout DIR --train DIR --samples DIR
         [--grain 1,2,3] [--unsharp 0.3,0.7 0.6,1] [--blur 0.3,0.4,0.5] [--bilateral 1,2 1,4]
-        [--nlmeans 2,4] [--contrast 1.1,1.2] [--n 300] [--json OUT]
+        [--nlmeans 2,4] [--contrast 1.1,1.2] [--gen-blur 0.4,0.6] [--n 300] [--json OUT]
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ def main(argv=None) -> int:
                     "bilateral filter, on the generated and on the training images.")
     ap.add_argument("--nlmeans", type=_floats, default=[], help="Strengths of OpenCV's non-local means denoising "
                     "(comma list), on the generated and on the training images.")
+    ap.add_argument("--gen-blur", type=_floats, default=[], help="Blur sigmas for the generated images (px), rounded "
+                    "to 8 bits.")
     ap.add_argument("--contrast", type=_floats, default=[], help="Contrast factors on the generated images (comma list).")
     ap.add_argument("--top", type=int, default=6, help="Features shown: those that separate most.")
     ap.add_argument("--json", type=Path, help="Write the full result here.")
@@ -109,6 +113,8 @@ def main(argv=None) -> int:
         space, rng = _floats(spec)
         sets[f"generated, bilateral {space:g} px, {rng:g} grey"] = bilateral(gen, space, rng)
         sets[f"train (real), bilateral {space:g} px, {rng:g} grey"] = bilateral(train, space, rng)
+    for s_ in a.gen_blur:
+        sets[f"generated, blur {s_:g} px"] = contrast(blur(gen, s_), 1.0)
     for c in a.contrast:
         sets[f"generated, contrast x{c:g}"] = contrast(gen, c)
     for h in a.nlmeans:
