@@ -157,7 +157,7 @@ def test_lighter_generator_shapes_and_saving(tmp_path):
     again = keras.models.load_model(tmp_path / "g.keras", compile=False)
     np.testing.assert_allclose(again(z).numpy(), g(z).numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="g_upsample"):
-        cfg.replace(g_upsample="bilinear").validate()
+        cfg.replace(g_upsample="nearest").validate()
 
 
 def _broken_values(f):

@@ -41,15 +41,9 @@ def resize_conv_as_transposed(kernel3):
     return keras.ops.einsum("ap,bq,pqio->aboi", taps, taps, kernel3)
 
 
-@keras.saving.register_keras_serializable(package="cxr")
-class ResizeConv2x(layers.Layer):
-    """Nearest-neighbour 2x upsampling, then a 3x3 "same" convolution (Odena et al. 2016,
-    "Deconvolution and Checkerboard Artifacts"): all four output phases answer a flat input
-    alike, so the stride-2 transposed convolution's checkerboard cannot arise.
-
-    Computed as the one 4x4 stride-2 transposed convolution it equals (RESIZE_TAPS), which does
-    4 multiply-adds per output pixel and channel pair where the upsampled 3x3 convolution does
-    9; the trained weight is the 3x3 kernel."""
+class _Conv2x(layers.Layer):
+    """A 2x upsampling layer whose trained weights are one 3x3 kernel (in, filters) and a bias;
+    subclasses say how the upsampling and the convolution are computed (`call`)."""
 
     def __init__(self, filters: int, **kwargs):
         super().__init__(**kwargs)
@@ -61,17 +55,28 @@ class ResizeConv2x(layers.Layer):
                                       initializer="glorot_uniform")
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
 
-    def call(self, x):
-        kernel = resize_conv_as_transposed(keras.ops.cast(self.kernel, self.compute_dtype))
-        y = keras.ops.conv_transpose(x, kernel, strides=2, padding="same")
-        return y + keras.ops.cast(self.bias, self.compute_dtype)
-
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
         return (b, None if h is None else 2 * h, None if w is None else 2 * w, self.filters)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters}
+
+
+@keras.saving.register_keras_serializable(package="cxr")
+class ResizeConv2x(_Conv2x):
+    """Nearest-neighbour 2x upsampling, then a 3x3 "same" convolution (Odena et al. 2016,
+    "Deconvolution and Checkerboard Artifacts"): all four output phases answer a flat input
+    alike, so the stride-2 transposed convolution's checkerboard cannot arise.
+
+    Computed as the one 4x4 stride-2 transposed convolution it equals (RESIZE_TAPS), which does
+    4 multiply-adds per output pixel and channel pair where the upsampled 3x3 convolution does
+    9; the trained weight is the 3x3 kernel."""
+
+    def call(self, x):
+        kernel = resize_conv_as_transposed(keras.ops.cast(self.kernel, self.compute_dtype))
+        y = keras.ops.conv_transpose(x, kernel, strides=2, padding="same")
+        return y + keras.ops.cast(self.bias, self.compute_dtype)
 
 
 # Bilinear 2x upsampling (half-pixel centres, edges clamped) followed by a 3x3 convolution, per
@@ -93,22 +98,13 @@ def bilinear_conv_phases(kernel3):
 
 
 @keras.saving.register_keras_serializable(package="cxr")
-class BilinearConv2x(layers.Layer):
+class BilinearConv2x(_Conv2x):
     """Bilinear 2x upsampling (half-pixel centres, as tf.image.resize) then a 3x3 convolution:
     no output phase is favoured, and a smooth input stays smooth (a nearest-neighbour doubling
     leaves each 2x2 block's four pixels equal for the convolution to undo). Computed on the coarse
     grid as one 3x3 convolution of the edge-padded input with 4 x filters outputs (one per output
     phase, `bilinear_conv_phases`) and a depth-to-space: 9 multiply-adds per output pixel and
     channel pair (ResizeConv2x: 4). The trained weight is the 3x3 kernel."""
-
-    def __init__(self, filters: int, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = int(filters)
-
-    def build(self, input_shape):
-        cin = int(input_shape[-1])
-        self.kernel = self.add_weight(name="kernel", shape=(3, 3, cin, self.filters), initializer="glorot_uniform")
-        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
 
     def call(self, x):
         import tensorflow as tf
@@ -119,13 +115,6 @@ class BilinearConv2x(layers.Layer):
         padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")  # one pixel: the edge repeated
         y = tf.nn.depth_to_space(keras.ops.conv(padded, w, strides=1, padding="valid"), 2)  # channel (2a + b) * out + o
         return y + keras.ops.cast(self.bias, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        b, h, w, _ = input_shape
-        return (b, None if h is None else 2 * h, None if w is None else 2 * w, self.filters)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters}
 
 
 NOISE_SEED = 20261205  # the fixed projections of --g-noise (stored in the model's weights too)
