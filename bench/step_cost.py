@@ -72,6 +72,8 @@ def variants() -> dict[str, dict]:
         "today + fine-detail term": {**today, "g_detail": 10.0},
         "today + D spectrum head 32": {**today, "d_spectrum": 32},
         "today with bilinear resize-convolutions": {**today, "g_upsample": "bilinear"},
+        "today with bilinear resize-convolutions but the last": {**today, "g_upsample": "bilinear",
+                                                                 "g_upsample_last": "resize"},
         "today + D spectrum head 32 on 32x32 tiles": {**today, "d_spectrum": 32, "d_spectrum_tile": 32},
         "today, labelled (2 classes, projection D)": {**today, "classes": ("NORMAL", "PNEUMONIA")},
         "today, labelled, class channels in D": {**today, "classes": ("NORMAL", "PNEUMONIA"), "d_condition": "channels"},

@@ -39,6 +39,9 @@ def _random_weights(g, seed):
     preset("smoke").replace(g_channels=(8, 4, 2), image_size=64, g_dense_channels=16, g_upsample="resize"),
     # bilinear resize-convolutions (3x3 phase convolutions over an edge-padded input)
     preset("smoke").replace(g_channels=(8, 4, 2), image_size=64, g_dense_channels=16, g_upsample="bilinear"),
+    # bilinear coarse doublings, the last one nearest (the two kinds in one graph)
+    preset("smoke").replace(g_channels=(8, 4, 2), image_size=64, g_dense_channels=16, g_upsample="bilinear",
+                            g_upsample_last="resize"),
 ])
 def test_optimized_graph_equals_keras(cfg):
     keras.utils.set_random_seed(1)

@@ -137,6 +137,11 @@ def test_bilinear_resize_convolution_is_bilinear_upsampling_then_3x3_convolution
     # a generator with it saves and loads
     g = build_generator(preset("smoke").replace(g_upsample="bilinear"))
     assert g.get_layer("g_up1").__class__.__name__ == "BilinearConv2x"
+    # --g-upsample-last: the last doubling of another kind, the others as --g-upsample
+    mixed = build_generator(preset("smoke").replace(g_upsample="bilinear", g_upsample_last="resize"))
+    assert [type(mixed.get_layer(f"g_up{i}")).__name__ for i in (1, 2)] == ["BilinearConv2x", "ResizeConv2x"]
+    cfg = preset("smoke").replace(g_upsample="resize")
+    assert cfg.replace(g_upsample_last="bilinear").hash() != cfg.hash() == cfg.replace(g_upsample_last="").hash()
     g.save(tmp_path / "g.keras")
     z = rng.standard_normal((2, preset("smoke").latent_dim)).astype("float32")
     np.testing.assert_allclose(load_generator(tmp_path / "g.keras")(z).numpy(), g(z).numpy(), atol=1e-6)

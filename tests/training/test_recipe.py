@@ -395,6 +395,7 @@ def test_the_step_cost_bench_times_the_presets_step_and_each_ablation_lever_alon
               "today + D spectrum head 32": {"d_spectrum"},
               "today + D spectrum head 32 on 32x32 tiles": {"d_spectrum", "d_spectrum_tile"},
               "today with bilinear resize-convolutions": {"g_upsample"},
+              "today with bilinear resize-convolutions but the last": {"g_upsample", "g_upsample_last"},
               "today, labelled (2 classes, projection D)": {"classes"},
               "today, labelled, class channels in D": {"classes", "d_condition"}}
     for name, lever in levers.items():

@@ -20,7 +20,7 @@ def test_off_in_every_preset(name):
     recipe presets took from the measurements; the study's preset stays the study's."""
     assert preset(name).d_highpass == 0 and preset(name).g_spectral == 0.0 and not preset(name).g_noise
     assert preset(name).d_patch == 0 and preset(name).g_supersample == 0 and preset(name).g_detail == 0.0
-    assert preset(name).d_spectrum == 0 and preset(name).d_spectrum_tile == 0
+    assert preset(name).d_spectrum == 0 and preset(name).d_spectrum_tile == 0 and preset(name).g_upsample_last == ""
     assert preset(name).g_refine == (32 if name in ("quick", "long") else 0)
 
 
@@ -148,7 +148,7 @@ def test_a_new_lever_off_keeps_the_hash_of_runs_recorded_before_it():
 
     cfg = preset("quick").replace(g_refine=0)  # the quick preset before it took the refinement layer
     skip = UNHASHED | UNLABELLED_NO_EFFECT | {"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch",
-                                                  "d_spectrum", "d_spectrum_tile"}
+                                                  "d_spectrum", "d_spectrum_tile", "g_upsample_last"}
     old = {k: v for k, v in cfg.to_dict().items() if k not in skip}  # the record of a run from before it
     assert cfg.hash() == hashlib.sha256(json.dumps(old, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     assert cfg.replace(d_patch=32).hash() != cfg.hash() != cfg.replace(g_refine=32).hash()

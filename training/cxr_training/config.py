@@ -37,7 +37,7 @@ UNLABELLED_NO_EFFECT = frozenset({"d_condition"})
 # Fields added after runs were recorded: left out of Config.hash while at their default (off), so
 # that a run recorded before the field existed keeps its hash (and its rows their recipe).
 HASHED_WHEN_SET = frozenset({"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch", "d_spectrum",
-                             "d_spectrum_tile"})
+                             "d_spectrum_tile", "g_upsample_last"})
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,10 @@ class Config:
                                        "transposed convolution, so at the same cost) or 'bilinear' (bilinear "
                                        "resize then a 3x3 convolution: a smooth input stays smooth; x2.25 the "
                                        "upsampling layers' multiply-adds).", choices=("transpose", "resize", "bilinear"))
+    g_upsample_last: str = opt("", "The last doubling's kind when it differs from --g-upsample's (the one that "
+                                    "draws the pixel scale; with --g-supersample, the extra layer): transpose, "
+                                    "resize or bilinear; empty: as --g-upsample.",
+                               choices=("", "transpose", "resize", "bilinear"))
     g_refine: int = opt(0, "A 3x3 convolution of this many channels (+ LeakyReLU) at full resolution between G's last "
                            "upsampling layer and its output convolution; 0: off.", lo=0)
     g_supersample: int = opt(0, "G draws at twice image_size and 2x2-averages down to it: one more upsampling layer "

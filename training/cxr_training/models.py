@@ -183,9 +183,10 @@ def build_generator(cfg: Config, precision: str | None = None) -> keras.Model:
     x = layers.Reshape((base, base, cfg.g_dense_channels), name="g_reshape", dtype=dt)(x)
     ladder = (*cfg.g_channels, cfg.g_supersample) if cfg.g_supersample else cfg.g_channels
     for i, ch in enumerate(ladder, start=1):
-        if cfg.g_upsample == "resize":
+        kind = cfg.g_upsample_last if i == len(ladder) and cfg.g_upsample_last else cfg.g_upsample
+        if kind == "resize":
             x = ResizeConv2x(ch, name=f"g_up{i}", dtype=dt)(x)
-        elif cfg.g_upsample == "bilinear":
+        elif kind == "bilinear":
             x = BilinearConv2x(ch, name=f"g_up{i}", dtype=dt)(x)
         else:
             x = layers.Conv2DTranspose(ch, cfg.g_kernel, strides=2, padding="same", name=f"g_up{i}", dtype=dt)(x)
