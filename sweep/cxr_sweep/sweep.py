@@ -37,6 +37,13 @@ pausing and resuming is training straight through (bitwise with --deterministic)
 session's) keeps that order: a run already past one of its pauses waits in the first pass, which
 scores its score_steps up to that pause, and goes on in the next pass, once every other run has had its turn.
 
+An entry whose `steps` grew after its run started (6000 -> 12000) lengthens that run instead of
+starting another: `cxr-train --resume RUN --epochs N` (with the entry's later score_steps as
+snapshots), finished or not; the finished model becomes the snapshot of its old last step, where
+the rows already scored on it find it (add that step to score_steps to keep its rows in the
+entry). Runs with a decaying learning rate or progressive resizing cannot grow (cxr-train says
+why).
+
 The plan file is read again after every run, so runs appended to it while a sweep trains are
 picked up. One sweep at a time works on a run root (a lock file); SIGTERM or SIGINT is passed on
 to the running stage (cxr-train checkpoints and exits) and the sweep then exits with 128 + the
@@ -80,6 +87,24 @@ def model_path(run: Path, entry: Entry, step: int, weights: str) -> Path:
     """The Keras file a row scores: the final model or a snapshot's, EMA or raw weights."""
     base = next((weights.removesuffix(x) for x in SCALED if weights.endswith(x)), weights)
     return RunFolder(run).generator_path(base, None if step == entry.steps else step)
+
+
+def growth(run: Path, entry: Entry) -> list[str]:
+    """cxr-train's options that lengthen a run whose plan entry has grown since it started
+    (more steps; the entry's score steps after its newest checkpoint kept as snapshots), [] when
+    the run is as long as the entry. A finished run's final model becomes the snapshot of its
+    last step (cxr_training.runs.lengthen), where the rows scored on it find it again."""
+    folder = RunFolder(run)
+    saved = folder.config
+    if entry.steps <= saved.total_steps:
+        return []
+    if entry.steps % saved.steps_per_epoch:
+        raise SweepError(f"{entry.name}: steps {entry.steps} is not a multiple of the {saved.steps_per_epoch} steps "
+                         f"per epoch of {run}")
+    done = folder.checkpoint_step
+    later = sorted(s for s in entry.score_steps if s > done and s not in saved.snapshot_steps)
+    return ["--epochs", str(entry.steps // saved.steps_per_epoch),
+            *(["--snapshot-steps", ",".join(map(str, later))] if later else [])]
 
 
 class Sweep:
@@ -175,7 +200,8 @@ class Sweep:
     def train(self, plan: Plan, entry: Entry, cfg, base: Path) -> tuple[Path, int]:
         """Train to the entry's next pause or its end: (the run folder, the step reached)."""
         run = run_folder(self.root, entry.name)
-        if run is not None and RunFolder(run).finished:
+        grow = growth(run, entry) if run is not None else []
+        if run is not None and RunFolder(run).finished and not grow:
             return run, entry.steps
         last = RunFolder(run).checkpoint_step if run is not None else 0
         passed = entry.passed_pause(last)
@@ -199,12 +225,14 @@ class Sweep:
             segment["from_step"] = 0
         else:
             saved = RunFolder(run).config
-            if saved != cfg.replace(precision=saved.precision, classes=saved.classes):  # both set by cxr-train
+            grown = dict(epochs=cfg.epochs, snapshot_steps=cfg.snapshot_steps) if grow else {}
+            if saved.replace(**grown) != cfg.replace(precision=saved.precision, classes=saved.classes):  # set by cxr-train
                 self.log(f"cxr-sweep: {entry.name}: note: {run.name} was started with a config other than the "
                          "plan entry now gives (a preset changed since?); it is resumed with its own")
-            argv = command("cxr-train", "--resume", run, "--data", plan.data, "--heldout", plan.heldout, *stop)
+            argv = command("cxr-train", "--resume", run, "--data", plan.data, "--heldout", plan.heldout, *grow, *stop)
             segment["from_step"] = RunFolder(run).checkpoint_step
             self.log(f"cxr-sweep: {entry.name}: resuming {run} after step {segment['from_step']}"
+                     f"{f', grown from {saved.total_steps} to {entry.steps} steps' if grow else ''}"
                      f"{f' to step {target}' if stop else ''}; log {log_path}")
         segment["command"] = shlex.join(display(argv))
         with open(base / "segments.jsonl", "a") as f:

@@ -109,6 +109,12 @@ class FakeRunner(sweep.Runner):
 
         if "--resume" in argv:
             run = _arg(argv, "--resume")
+            if "--epochs" in argv:  # a grown plan entry: the run is lengthened as cxr-train does it
+                from cxr_training.runs import lengthen
+
+                later = argv[argv.index("--snapshot-steps") + 1] if "--snapshot-steps" in argv else ""
+                lengthen(RunFolder(run), int(argv[argv.index("--epochs") + 1]),
+                         [int(x) for x in later.split(",") if x], log=lambda m: None)
             cfg = Config.from_dict(json.loads((run / "config.json").read_text())["config"])
         else:
             cfg = resolve_config(_entry_from_argv(argv))
@@ -134,6 +140,8 @@ class FakeRunner(sweep.Runner):
             (run / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")
             raise Stopped(signal.SIGTERM)
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run / "checkpoints" / f"epoch-{cfg.epochs:04d}").mkdir(parents=True, exist_ok=True)  # the last one
+        (run / "checkpoints" / f"epoch-{cfg.epochs:04d}" / "meta.json").write_text(json.dumps({"step": cfg.total_steps}))
         self._snapshots(run, cfg.snapshot_steps)
         (run / "generator.keras").write_bytes(b"k")
         (run / "generator-raw.keras").write_bytes(b"k")
@@ -220,6 +228,30 @@ def test_an_interrupted_run_resumes_and_a_plan_grown_meanwhile_is_followed(tmp_p
     trains = [c for c in runner.calls if c[0] == "cxr-train"]
     assert "--resume" in trains[0] and "--resume" not in trains[1]
     assert len({r["key"] for r in read_results(root)}) == len(read_results(root)) == 16
+
+
+def test_an_entry_given_more_steps_lengthens_its_finished_run_and_keeps_the_rows_of_its_old_end(tmp_path):
+    flags = '["--ema-halflife", "2", "--lr-schedule", "constant", "--no-progressive"]'  # a run that can grow
+    plan = _plan(tmp_path, _run("a", flags=flags))
+    root = tmp_path / "runs"
+    _sweep(plan, root, FakeRunner()).run()
+    plan.write_text(plan.read_text().replace("steps = 6", "steps = 12").replace("score_steps = [3]",
+                                                                               "score_steps = [3, 6, 9]"))
+    runner, logs = FakeRunner(), []
+    assert Sweep(plan, root, runner=runner, log=logs.append).run() == 0
+    trains = [c for c in runner.calls if c[0] == "cxr-train"]
+    assert len(trains) == 1 and "--resume" in trains[0]
+    assert trains[0][trains[0].index("--epochs"):][:4] == ["--epochs", "4", "--snapshot-steps", "9"]
+    assert any("grown from 6 to 12 steps" in m for m in logs)
+    assert not any("started with a config other than" in m for m in logs)
+    run = RunFolder(next((root / "a").glob("0*")))
+    assert run.config.epochs == 4 and run.config.snapshot_steps == (3, 6, 9)
+    keys = [r["key"] for r in read_results(root)]
+    # the rows of steps 3 and 6 were kept (the old end's model is the snapshot of step 6 now): no new export
+    assert keys == [f"a@{s}:{w}" for s in (3, 6) for w in ("ema", "raw", "ema-scaled", "ema-diverse")] + [
+        f"a@{s}:{w}" for s in (9, 12) for w in ("ema", "raw", "ema-scaled", "ema-diverse")]
+    exported = {_arg(c, "--out").parent.name for c in runner.calls if c[0] == "cxr-export"}
+    assert exported and not any("step-000000006" in name or "step-000000003" in name for name in exported)
 
 
 def test_a_paused_run_lets_the_next_runs_go_first_and_is_finished_in_the_next_pass(tmp_path):

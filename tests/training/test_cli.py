@@ -43,8 +43,16 @@ def test_no_data_is_a_usage_error(run):
 
 
 def test_resume_refuses_overrides(run, tmp_path):
+    r = run("--resume", str(tmp_path), "--seed", "3", "--epochs", "3")
+    assert r.exit_code == 2 and "saved config" in r.output and "(seed)" in r.output
+    assert "only --epochs (more of them) and --snapshot-steps (later ones)" in r.output
+
+
+def test_resume_with_more_epochs_reaches_the_run_folder_check(run, tmp_path):
+    """--epochs is the one config option a resume takes (a run grows): it gets as far as the
+    folder, which here holds no run."""
     r = run("--resume", str(tmp_path), "--epochs", "3")
-    assert r.exit_code == 2 and "saved config" in r.output
+    assert r.exit_code == 2 and "cannot resume" in r.output and "no readable config.json" in r.output
 
 
 def test_folder_without_images_exits_2(run, tmp_path):

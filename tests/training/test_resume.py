@@ -273,3 +273,34 @@ def test_deterministic_refuses_a_process_whose_thread_pools_already_run(few_real
               log=lambda m: None)
     assert not (tmp_path / "runs").exists()
 
+
+
+def test_a_finished_run_lengthened_ends_where_a_run_started_at_that_length_ends(few_real, tmp_path):
+    """cxr-train --resume RUN --epochs N: a finished 2-epoch run of the recipe (constant rate, no
+    resizing) grown to 4 epochs ends bitwise where a 4-epoch run ends, with the same config hash;
+    its old final generator is the snapshot of step 6, equal to the 4-epoch run's snapshot there."""
+    from cxr_training.config import LIGHT, RECIPE
+    from cxr_training.runs import RunFolder
+
+    base = preset("smoke").replace(steps_per_epoch=3, keep_checkpoints=2, **RECIPE, shared_fake=LIGHT["shared_fake"],
+                                   g_upsample=LIGHT["g_upsample"], preset="long")
+    straight = train(base.replace(epochs=4, snapshot_steps=(6,)), few_real, out_root=tmp_path / "a",
+                     log=lambda m: None)
+    short = train(base.replace(epochs=2), few_real, out_root=tmp_path / "b", log=lambda m: None)
+    final_at_6 = (short / "generator.keras").read_bytes()
+    logs = []
+    grown = train(None, None, resume_dir=short, epochs=4, log=logs.append)
+    assert any("lengthened from 2 to 4 epochs (6 to 12 steps)" in m for m in logs)
+    assert any("resuming from epoch-0002 (step 6)" in m for m in logs)
+    assert (grown / "snapshots" / "step-000000006" / "generator.keras").read_bytes() == final_at_6
+    a, b = RunFolder(straight), RunFolder(grown)
+    assert a.config == b.config and a.record["config_hash"] == b.record["config_hash"]
+    assert b.finished and json.loads((grown / "generator.json").read_text())["step"] == 12
+    meta_a, sa = _state(straight)
+    meta_b, sb = _state(grown)
+    assert meta_a["step"] == meta_b["step"] == 12 and sa.keys() == sb.keys()
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+    assert [r["epoch"] for r in b.history] == [1, 2, 3, 4]
+    with pytest.raises(TrainingError, match="a run is not shortened"):
+        train(None, None, resume_dir=grown, epochs=3, log=lambda m: None)

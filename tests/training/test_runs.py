@@ -137,3 +137,76 @@ def test_reading_a_run_folder_needs_no_tensorflow():
     code = "import sys, cxr_training.runs; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def _finished(path, cfg):
+    """A finished run of `cfg` as cxr-train leaves it: the last checkpoint and the final generator."""
+    run = _started(path, cfg)
+    ckpt = run.path / "checkpoints" / f"epoch-{cfg.epochs:04d}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "meta.json").write_text(json.dumps({"step": cfg.total_steps}))
+    for name in ("generator.keras", "generator-raw.keras"):
+        (run.path / name).write_bytes(name.encode())
+    (run.path / "generator.json").write_text(json.dumps({"step": cfg.total_steps}))
+    return run
+
+
+RECIPE_RUN = preset("smoke").replace(epochs=2, steps_per_epoch=3, lr_schedule="constant", progressive=False)
+
+
+def test_a_finished_run_grows_its_final_generator_becomes_a_snapshot_and_config_json_says_so(tmp_path):
+    from cxr_training.runs import lengthen
+
+    run = _finished(tmp_path / "00001-smoke", RECIPE_RUN)
+    logs = []
+    assert lengthen(run, 5, [6, 9], log=logs.append)  # its end may be named: it is kept anyway
+    assert not run.finished and not (run.path / "generator.keras").exists()
+    keep = run.snapshot(6)
+    assert (keep / "generator.keras").read_bytes() == b"generator.keras"
+    assert (keep / "generator-raw.keras").read_bytes() == b"generator-raw.keras"
+    assert json.loads((keep / "generator.json").read_text()) == {"step": 6}
+    grown = run.config
+    assert grown == RECIPE_RUN.replace(epochs=5, snapshot_steps=(6, 9))
+    record = run.record
+    assert record["config_hash"] == grown.hash() != RECIPE_RUN.hash()
+    assert record["lengthened"][0]["from_epochs"] == 2 and record["lengthened"][0]["to_epochs"] == 5
+    assert record["lengthened"][0]["at_step"] == 6 and record["data"]["count"] == 8  # the rest kept
+    assert any("lengthened from 2 to 5 epochs (6 to 15 steps)" in m for m in logs)
+    assert not lengthen(run, 5, [9])  # already so: nothing to do
+    assert len(run.record["lengthened"]) == 1
+
+
+def test_an_unfinished_run_grows_and_a_snapshot_already_kept_is_not_copied_again(tmp_path):
+    from cxr_training.runs import lengthen
+
+    run = _started(tmp_path / "00001-smoke", RECIPE_RUN.replace(epochs=4))
+    (run.path / "checkpoints" / "epoch-0001").mkdir(parents=True)
+    (run.path / "checkpoints" / "epoch-0001" / "meta.json").write_text(json.dumps({"step": 3}))
+    assert lengthen(run, 6, [], log=lambda m: None)
+    assert run.config.epochs == 6 and run.config.snapshot_steps == () and not run.snapshot(12).exists()
+
+    done = _finished(tmp_path / "00002-smoke", RECIPE_RUN.replace(snapshot_steps=(6,)))
+    done.snapshot(6).mkdir(parents=True)
+    (done.snapshot(6) / "generator.keras").write_bytes(b"the snapshot's own")
+    (done.snapshot(6) / "generator.json").write_text("{}")
+    assert lengthen(done, 3, [], log=lambda m: None)
+    assert (done.snapshot(6) / "generator.keras").read_bytes() == b"the snapshot's own"
+    assert done.config.snapshot_steps == (6,) and not done.finished
+
+
+@pytest.mark.parametrize("cfg, epochs, steps, message", [
+    (RECIPE_RUN, 1, [], "a run is not shortened"),
+    (RECIPE_RUN.replace(lr_schedule="decay"), 4, [], "learning rate schedule \\(decay\\)"),
+    (RECIPE_RUN.replace(progressive=True), 4, [], "progressive resizing"),
+    (RECIPE_RUN, 4, [3], "snapshot steps \\[3\\] are not after the newest checkpoint"),
+    (RECIPE_RUN, 4, [7], "snapshot_steps must be epoch ends"),
+    (RECIPE_RUN, 4, [15], "within the run's 12 steps"),
+])
+def test_a_run_that_cannot_grow_so_is_refused_and_left_as_it_was(tmp_path, cfg, epochs, steps, message):
+    from cxr_training.runs import lengthen
+
+    run = _finished(tmp_path / "00001-smoke", cfg)
+    before = {p.relative_to(run.path): p.read_bytes() for p in run.path.rglob("*") if p.is_file()}
+    with pytest.raises(TrainingError, match=message):
+        lengthen(run, epochs, steps, log=lambda m: None)
+    assert {p.relative_to(run.path): p.read_bytes() for p in run.path.rglob("*") if p.is_file()} == before

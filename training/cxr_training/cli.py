@@ -97,6 +97,10 @@ def config_options() -> list[click.Option]:
     return options
 
 
+# the options a --resume may also take: a run grows (runs.lengthen)
+GROWABLE = ("epochs", "snapshot_steps")
+
+
 def config_from_options(params: dict) -> Config:
     """The Config a (parsed) cxr-train command line asks for: the preset, then the overrides;
     raises ValueError naming the first bad field."""
@@ -133,7 +137,11 @@ def config_from_options(params: dict) -> Config:
 @click.option("--out", "out_root", type=click.Path(file_okay=False, path_type=str), default="runs",
               show_default=True, help="Folder that receives the numbered run folders.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False, path_type=str),
-              help="Continue the run in this folder from its newest intact checkpoint.")
+              help="Continue the run in this folder from its newest intact checkpoint. With --epochs N, "
+                   "a run (finished or not) first grows to N epochs: its final generator, if any, becomes "
+                   "the snapshot of its last step; with --snapshot-steps, it keeps generators at later "
+                   "steps too. Only runs with a constant learning rate and no progressive resizing grow "
+                   "(every preset but paper).")
 @click.option("--stop-at", "stop_at", type=click.IntRange(min=1), metavar="STEP",
               help="Pause at the end of the epoch that ends at STEP, with a checkpoint, and exit 0 without the "
                    "final generator; --resume continues the run exactly as if it had not paused. Not part of "
@@ -161,15 +169,18 @@ def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, res
       cxr-train --preset paper --data /data/xrays --augment fixed --ema-halflife 300
       cxr-train --resume runs/00003-paper
       cxr-train --resume runs/00003-paper --stop-at 2000
+      cxr-train --resume runs/00004-long --epochs 60 --snapshot-steps 4500   (train a finished run further)
       cxr-train --preset paper --data /data/xrays --strategy mirrored --batch-size 128
     """
     overrides = sorted(k for k, v in fields.items() if v is not None)
     ctx = click.get_current_context()
     if resume_dir:
         explicit = [k for k in ("preset_name",) if ctx.get_parameter_source(k).name == "COMMANDLINE"]
-        if overrides or explicit:
+        others = [k for k in overrides if k not in GROWABLE]
+        if others or explicit:
             raise click.UsageError("--resume continues a run with its saved config; drop the other options "
-                                   f"({', '.join(sorted([*overrides, *explicit]))})")
+                                   f"({', '.join(sorted([*others, *explicit]))}); only --epochs (more of them) "
+                                   "and --snapshot-steps (later ones) may be given")
         if dry_run:
             raise click.UsageError("--dry-run and --resume cannot be combined")
     elif not data_dir:
@@ -199,7 +210,9 @@ def main(preset_name, data_dir, heldout_dir, strategy, input_mode, out_root, res
     with reported():  # TrainingError: exit 2, NonFiniteLoss: exit 1, one line each
         try:
             train(cfg, data_dir, out_root=out_root, resume_dir=resume_dir, strategy=strategy, input_mode=input_mode,
-                  heldout_dir=heldout_dir, stop_at=stop_at, labels=labels)
+                  heldout_dir=heldout_dir, stop_at=stop_at, labels=labels,
+                  **({"epochs": fields["epochs"], "snapshot_steps": fields["snapshot_steps"] or ()}
+                     if resume_dir else {}))
         except Interrupted as e:  # checkpoint written: say how to resume, exit 128 + signal at once
             click.echo(f"\n{e}", err=True)
             exit_now(e.exit_code)

@@ -23,15 +23,17 @@ import io
 import json
 import platform
 import re
+import shutil
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from cxr_runtime import quality
-from cxr_runtime.io import atomic_write_text
+from cxr_runtime.io import atomic_path, atomic_write_json, atomic_write_text
 from cxr_training import checkpoint
 from cxr_training.config import Config
-from cxr_training.errors import RunFolderError
+from cxr_training.errors import RunFolderError, TrainingError
 
 METRIC_KEYS = ("g_loss", "d_loss", "real_acc", "fake_acc", "d_precision", "d_recall", "ssim", "mse")
 # keys of rows written before the rename (D's precision and recall), read as today's
@@ -217,3 +219,74 @@ class RunFolder:
     def provenance(self, weights: str = "ema", step: int | None = None) -> dict:
         """generator.json of generator_path(weights, step) (see provenance())."""
         return provenance(self.generator_path(weights, step))
+
+
+def lengthen(run: RunFolder, epochs: int, snapshot_steps=(), log=print) -> bool:
+    """Give a run more epochs (`cxr-train --resume RUN --epochs N`), finished or not; a resume
+    then trains on from its newest checkpoint to the new last step. True when the run changed.
+
+    Only a run whose steps do not depend on its length can grow: with a constant learning rate
+    and no progressive resizing (every preset but `paper`), the first steps of a longer run are
+    those of a shorter one (tests/training/test_resume.py), so the lengthened run is the run
+    that would have been started with the new length. A decaying rate or resizing stages are
+    laid over the run's length, and are refused. `snapshot_steps`: more steps to keep a
+    generator at, after the newest checkpoint (earlier ones are past). A finished run's final
+    generator (generator.keras, generator-raw.keras, generator.json) becomes the snapshot of
+    its last step, and that step joins the snapshot steps. config.json records the new config
+    and hash, with a `lengthened` entry (steps before and after, when). Ordered for a crash at
+    any point: the snapshot is complete before the final files go, and the final files go
+    before the config grows (a run with neither is one whose last save a plain resume redoes).
+    """
+    record = run.record
+    cfg = run.config
+    done = run.checkpoint_step
+    wanted = sorted(set(cfg.snapshot_steps) | {int(s) for s in snapshot_steps})
+    if epochs == cfg.epochs and wanted == sorted(cfg.snapshot_steps):
+        return False
+    if epochs < cfg.epochs:
+        raise TrainingError(f"run {run.name} has {cfg.epochs} epochs; a run is not shortened (pause it at an "
+                            "earlier step with --stop-at)")
+    if epochs > cfg.epochs and cfg.lr_schedule != "constant":
+        raise TrainingError(f"run {run.name} cannot be lengthened: its learning rate schedule ({cfg.lr_schedule}) "
+                            f"is laid over its {cfg.epochs} epochs, and a longer run would have stepped at other "
+                            "rates from the start")
+    if epochs > cfg.epochs and cfg.progressive:
+        raise TrainingError(f"run {run.name} cannot be lengthened: its progressive resizing stages are fractions "
+                            f"of its {cfg.epochs} epochs, and a longer run would have changed size at other steps")
+    ending = run.finished and epochs > cfg.epochs  # its final generator is kept as the snapshot of its end
+    past = [s for s in wanted if s <= done and s not in cfg.snapshot_steps and not (ending and s == cfg.total_steps)]
+    if past:
+        raise TrainingError(f"snapshot steps {past} are not after the newest checkpoint of run {run.name} "
+                            f"(step {done}): their generators are gone")
+    end = cfg.total_steps
+    finished = ending
+    if finished:
+        wanted = sorted(set(wanted) | {end})
+    try:
+        grown = cfg.replace(epochs=epochs, snapshot_steps=tuple(wanted))
+        grown.validate()
+    except ValueError as e:
+        raise TrainingError(f"cannot lengthen run {run.name}: {e}") from None
+    if finished:
+        keep = run.snapshot(end)
+        if not (keep / PROVENANCE_FILE).is_file():  # copied whole before the final files go
+            for name in (GENERATOR_FILE, RAW_GENERATOR_FILE):
+                if (run.path / name).is_file():
+                    with atomic_path(keep / name, suffix=".keras") as tmp:
+                        shutil.copyfile(run.path / name, tmp)
+            with atomic_path(keep / PROVENANCE_FILE, suffix=".json") as tmp:
+                shutil.copyfile(run.path / PROVENANCE_FILE, tmp)
+        for name in (PROVENANCE_FILE, GENERATOR_FILE, RAW_GENERATOR_FILE):  # generator.json first: unfinished
+            (run.path / name).unlink(missing_ok=True)
+        log(f"the final generator of step {end} is now snapshot {keep.name}")
+    history = [*record.get("lengthened", []),  # also a change of snapshot steps alone
+               {"from_epochs": cfg.epochs, "to_epochs": epochs, "at_step": done,
+                "snapshot_steps": list(wanted), "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
+    atomic_write_json(run.path / CONFIG_FILE, {**record, "config": grown.to_dict(), "config_hash": grown.hash(),
+                                               "lengthened": history})
+    if epochs > cfg.epochs:
+        log(f"run {run.name} lengthened from {cfg.epochs} to {epochs} epochs ({end} to {grown.total_steps} steps); "
+            f"it goes on from step {done}")
+    if wanted != sorted(cfg.snapshot_steps):
+        log(f"snapshots at steps {', '.join(map(str, wanted))}")
+    return True

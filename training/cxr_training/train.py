@@ -54,7 +54,15 @@ from cxr_training.errors import Interrupted, RunFolderError, TrainingError
 from cxr_training.evaluate import LATENTS_KEYED, LATENTS_LEGACY, Evaluator, QualityMonitor
 from cxr_training.gan import GAN, make_optimizers
 from cxr_training.models import build_discriminator, build_generator
-from cxr_training.runs import CONFIG_FILE, RunFolder, library_versions, new_run_dir, read_history, write_history
+from cxr_training.runs import (
+    CONFIG_FILE,
+    RunFolder,
+    lengthen,
+    library_versions,
+    new_run_dir,
+    read_history,
+    write_history,
+)
 from cxr_training.signals import StopState, handled
 from cxr_training.tfenv import import_tf
 
@@ -105,7 +113,7 @@ class Run:
 def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_root: str | Path = "runs",
           resume_dir: str | Path | None = None, log=log_stderr, extra_callbacks=(), strategy: str = "default",
           input_mode: str = "auto", heldout_dir: str | Path | None = None, stop_at: int | None = None,
-          labels: str = "auto") -> Path:
+          labels: str = "auto", epochs: int | None = None, snapshot_steps=()) -> Path:
     """Run (or resume) training; return the run folder. `stop_at`: pause at the end of the epoch
     that ends at this step (fit). `strategy`: default, mirrored or
     multiworker (distribute.py); `input_mode`: auto, memory or stream (pipeline.py); neither
@@ -114,8 +122,19 @@ def train(cfg: Config | None = None, data_dir: str | Path | None = None, out_roo
     objects with any of on_epoch_begin(epoch), on_train_batch_begin(batch),
     on_train_batch_end(batch, logs), on_epoch_end(epoch, logs) (a keras Callback has them).
     `labels`: auto (a data folder with one subfolder per class trains one generator for all
-    classes; data.class_layout) or off (every image one set, as the study)."""
+    classes; data.class_layout) or off (every image one set, as the study). `epochs`,
+    `snapshot_steps` with `resume_dir`: the resumed run grows to that many epochs, or keeps
+    generators at more steps, first (runs.lengthen)."""
     if resume_dir is not None:
+        if epochs is not None or snapshot_steps:
+            if strategy == "multiworker":
+                raise TrainingError("lengthen a run on one host first (cxr-train --resume RUN --epochs N --stop-at "
+                                    "<its step>), then resume it with --strategy multiworker")
+            folder = RunFolder(resume_dir)
+            try:
+                lengthen(folder, folder.config.epochs if epochs is None else epochs, snapshot_steps, log)
+            except RunFolderError as e:
+                raise TrainingError(f"cannot resume {e}") from None
         run = resume_run(resume_dir, data_dir, heldout_dir, strategy, input_mode, log)
     else:
         if cfg is None or data_dir is None:
