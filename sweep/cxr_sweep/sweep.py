@@ -404,6 +404,9 @@ def status(plan: Plan, root: Path) -> list[str]:
         scored = sum(1 for r in have if r.startswith(f"{e.name}@"))
         if run is None:
             state = "not started"
+        elif RunFolder(run).finished and RunFolder(run).config.total_steps < e.steps:
+            state = (f"trained to step {RunFolder(run).config.total_steps} of {e.steps}; {scored} row(s) written; "
+                     "grows on its turn")
         elif RunFolder(run).finished:
             state = f"trained; {scored} row(s) written"
         else:

@@ -237,6 +237,8 @@ def test_an_entry_given_more_steps_lengthens_its_finished_run_and_keeps_the_rows
     _sweep(plan, root, FakeRunner()).run()
     plan.write_text(plan.read_text().replace("steps = 6", "steps = 12").replace("score_steps = [3]",
                                                                                "score_steps = [3, 6, 9]"))
+    assert sweep.status(load_plan(plan), root) == [f"{'a':<28} trained to step 6 of 12; 8 row(s) written; grows on "
+                                                   "its turn"]
     runner, logs = FakeRunner(), []
     assert Sweep(plan, root, runner=runner, log=logs.append).run() == 0
     trains = [c for c in runner.calls if c[0] == "cxr-train"]
