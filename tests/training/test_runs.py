@@ -210,3 +210,23 @@ def test_a_run_that_cannot_grow_so_is_refused_and_left_as_it_was(tmp_path, cfg, 
     with pytest.raises(TrainingError, match=message):
         lengthen(run, epochs, steps, log=lambda m: None)
     assert {p.relative_to(run.path): p.read_bytes() for p in run.path.rglob("*") if p.is_file()} == before
+
+
+def test_a_lengthening_cut_short_after_the_final_files_went_is_finished_by_the_next_try(tmp_path, monkeypatch):
+    """A crash after the final generator became a snapshot and before config.json grew: the next
+    `--epochs` try still counts the old end among the snapshot steps."""
+    from cxr_training import runs
+
+    run = _finished(tmp_path / "00001-smoke", RECIPE_RUN)
+
+    def crash(*a, **k):
+        raise OSError("disk gone")
+
+    with monkeypatch.context() as m:
+        m.setattr(runs, "atomic_write_json", crash)
+        with pytest.raises(OSError):
+            runs.lengthen(run, 4, [], log=lambda msg: None)
+    assert not run.finished and run.config.epochs == 2 and (run.snapshot(6) / "generator.json").is_file()
+    assert runs.lengthen(run, 4, [], log=lambda msg: None)
+    assert run.config.epochs == 4 and run.config.snapshot_steps == (6,)
+    assert (run.snapshot(6) / "generator.keras").read_bytes() == b"generator.keras"

@@ -253,7 +253,9 @@ def lengthen(run: RunFolder, epochs: int, snapshot_steps=(), log=print) -> bool:
     if epochs > cfg.epochs and cfg.progressive:
         raise TrainingError(f"run {run.name} cannot be lengthened: its progressive resizing stages are fractions "
                             f"of its {cfg.epochs} epochs, and a longer run would have changed size at other steps")
-    ending = run.finished and epochs > cfg.epochs  # its final generator is kept as the snapshot of its end
+    # its final generator is kept as the snapshot of its end (already, when an earlier try was cut short)
+    kept = (run.snapshot(cfg.total_steps) / PROVENANCE_FILE).is_file() and done == cfg.total_steps
+    ending = (run.finished or kept) and epochs > cfg.epochs
     past = [s for s in wanted if s <= done and s not in cfg.snapshot_steps and not (ending and s == cfg.total_steps)]
     if past:
         raise TrainingError(f"snapshot steps {past} are not after the newest checkpoint of run {run.name} "
@@ -267,7 +269,7 @@ def lengthen(run: RunFolder, epochs: int, snapshot_steps=(), log=print) -> bool:
         grown.validate()
     except ValueError as e:
         raise TrainingError(f"cannot lengthen run {run.name}: {e}") from None
-    if finished:
+    if run.finished and finished:
         keep = run.snapshot(end)
         if not (keep / PROVENANCE_FILE).is_file():  # copied whole before the final files go
             for name in (GENERATOR_FILE, RAW_GENERATOR_FILE):
