@@ -244,15 +244,15 @@ def lengthen(run: RunFolder, epochs: int, snapshot_steps=(), log=print) -> bool:
     if epochs == cfg.epochs and wanted == sorted(cfg.snapshot_steps):
         return False
     if epochs < cfg.epochs:
-        raise TrainingError(f"run {run.name} has {cfg.epochs} epochs; a run is not shortened (pause it at an "
+        raise TrainingError(f"run {run.name} has {_epochs(cfg.epochs)}; a run is not shortened (pause it at an "
                             "earlier step with --stop-at)")
     if epochs > cfg.epochs and cfg.lr_schedule != "constant":
         raise TrainingError(f"run {run.name} cannot be lengthened: its learning rate schedule ({cfg.lr_schedule}) "
-                            f"is laid over its {cfg.epochs} epochs, and a longer run would have stepped at other "
+                            f"is laid over its {_epochs(cfg.epochs)}, and a longer run would have stepped at other "
                             "rates from the start")
     if epochs > cfg.epochs and cfg.progressive:
         raise TrainingError(f"run {run.name} cannot be lengthened: its progressive resizing stages are fractions "
-                            f"of its {cfg.epochs} epochs, and a longer run would have changed size at other steps")
+                            f"of its {_epochs(cfg.epochs)}, and a longer run would have changed size at other steps")
     # its final generator is kept as the snapshot of its end (already, when an earlier try was cut short)
     kept = (run.snapshot(cfg.total_steps) / PROVENANCE_FILE).is_file() and done == cfg.total_steps
     ending = (run.finished or kept) and epochs > cfg.epochs
@@ -292,3 +292,7 @@ def lengthen(run: RunFolder, epochs: int, snapshot_steps=(), log=print) -> bool:
     if wanted != sorted(cfg.snapshot_steps):
         log(f"snapshots at steps {', '.join(map(str, wanted))}")
     return True
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
