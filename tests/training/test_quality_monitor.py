@@ -12,7 +12,7 @@ from cxr_training import checkpoint, evaluate
 from cxr_training.config import preset
 from cxr_training.errors import TrainingError
 from cxr_training.models import build_generator
-from cxr_training.runs import QUALITY_KEYS
+from cxr_training.runs import D_HELDOUT_KEYS, QUALITY_KEYS
 from cxr_training.tfenv import import_tf
 from cxr_training.train import train
 
@@ -32,8 +32,12 @@ def test_epoch_rows_carry_the_held_out_scores(few_real, few_heldout, tmp_path):
                     "q_texture_auc_se", "q_hf_power_ratio", "q_detail_kurtosis", "q_detail_kurtosis_real"):
             assert np.isfinite(row[key]), key
         assert 0.0 <= row["q_recall"] <= 1.0 and 0.0 <= row["q_coverage"] <= 1.0
+    # D's verdict on held-out real images beside its verdict on the training ones
+    for row in rows:
+        assert 0.0 <= row["heldout_acc"] <= 1.0
+        assert all(abs(row[k]) <= 16.0 for k in D_HELDOUT_KEYS[1:])
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert set(QUALITY_KEYS) <= set(header)
+    assert set(QUALITY_KEYS) <= set(header) and set(D_HELDOUT_KEYS) <= set(header)
     assert (run / "plots" / "quality.png").stat().st_size > 1000
     record = json.loads((run / "config.json").read_text())
     assert record["heldout"]["count"] == 10
@@ -117,3 +121,32 @@ def test_resume_refuses_a_heldout_folder_the_run_never_recorded(few_real, few_he
     with pytest.raises(TrainingError, match="started without --heldout"):
         train(None, None, resume_dir=run, heldout_dir=few_heldout, log=lambda m: None)
     assert (run / "metrics.jsonl").read_text() == rows_before
+
+
+def test_heldout_scores_tell_memorising_from_learning():
+    """Logits from probabilities, clipped at |16|; a D that calls its training images real and
+    other patients' fake reads heldout_acc 0 with d_logit_real far above d_logit_heldout."""
+    p = 1.0 / (1.0 + np.exp(-np.array([2.0, -1.0])))
+    out = evaluate.heldout_scores(p, p, p)
+    assert out["heldout_acc"] == 0.5 and out["d_logit_real"] == pytest.approx(0.5, abs=1e-9)
+    memorised = evaluate.heldout_scores(np.ones(8), np.full(8, 0.2), np.zeros(8))
+    assert memorised["heldout_acc"] == 0.0
+    assert memorised["d_logit_real"] == pytest.approx(16.0) and memorised["d_logit_fake"] == pytest.approx(-16.0)
+    assert memorised["d_logit_heldout"] == pytest.approx(np.log(0.25))
+
+
+def test_evaluator_judges_the_heldout_images_themselves():
+    """The held-out verdict comes from D on the held-out images: a D that calls bright images
+    real sees bright training images and dark held-out ones; without held-out images no such
+    keys are written."""
+    cfg = preset("smoke")
+    inp = keras.Input((cfg.image_size, cfg.image_size, 1))
+    d = keras.Model(inp, keras.layers.Lambda(lambda x: tf.sigmoid(50.0 * tf.reduce_mean(x, axis=(1, 2, 3))))(inp))
+    size = cfg.image_size
+    ev = evaluate.Evaluator(build_generator(cfg), d, np.full((6, size, size), 0.5, np.float32), cfg.latent_dim, 0, 6, 4)
+    assert "heldout_acc" not in ev.score()[0]
+    ev.set_heldout(np.full((9, size, size), -0.5, np.float32))
+    scores = ev.score()[0]
+    assert scores["real_acc"] == 1.0 and scores["heldout_acc"] == 0.0
+    assert scores["d_logit_real"] > 10 and scores["d_logit_heldout"] < -10
+    assert len(ev.heldout) == 6  # at most as many as the training images scored

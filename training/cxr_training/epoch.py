@@ -150,7 +150,9 @@ def epoch_end(run, epoch: int, logs: dict, step_times: list[float], train_second
                     + (f" audit flags {mine['audit_flagged']}" if "audit_flagged" in mine else ""))
     run.log(f"epoch {epoch}/{cfg.epochs} step {step}: g_loss {row['g_loss']:.3f} d_loss {row['d_loss']:.3f} "
             f"ssim {row['ssim']:.3f} (real {row['ref_ssim']:.3f}) mse {row['mse']:.3f} (real {row['ref_mse']:.3f}) "
-            f"real_acc {row['real_acc']:.2f} fake_acc {row['fake_acc']:.2f} "
+            f"real_acc {row['real_acc']:.2f} "
+            + (f"heldout_acc {row['heldout_acc']:.2f} " if "heldout_acc" in row else "")
+            + f"fake_acc {row['fake_acc']:.2f} "
             f"d_precision {row['d_precision']:.2f} d_recall {row['d_recall']:.2f} | "
             f"{per_step:.2f} s/step, epoch {fmt_duration(train_seconds + eval_seconds)}{saved}")
     return written

@@ -67,6 +67,15 @@ class Evaluator:
         self._gens: dict[int, object] = {}
         self.classes = classes
         self._disc = tf.function(lambda x: discriminator(x, training=False))
+        self.heldout = self.heldout_labels = None
+
+    def set_heldout(self, images: np.ndarray, labels=None) -> None:
+        """Real images of other patients (the first max_images): D's verdict on them is logged
+        beside its verdict on the training images, which tells a D that memorises the training set
+        from one that has learnt what real X-rays look like (heldout_acc, d_logit_*)."""
+        n = min(len(images), len(self.real))
+        self.heldout = np.asarray(images[:n], np.float32)
+        self.heldout_labels = None if labels is None else np.asarray(labels[:n])
 
     def generate(self, z: np.ndarray, model=None) -> np.ndarray:
         """(N, S, S) images of `model` (default: G) for latents z, in batches of EVAL_BATCH."""
@@ -93,10 +102,28 @@ class Evaluator:
         """Return (metrics, images generated from all fixed latents) for the current weights."""
         fake_all = self.generate(self.z)
         fake = fake_all[: self.n]
-        scores = metrics.discriminator_scores(self.discriminate(self.real, self.real_labels),
-                                              self.discriminate(fake, class_cycle(len(fake), self.classes)))
+        p_real = self.discriminate(self.real, self.real_labels)
+        p_fake = self.discriminate(fake, class_cycle(len(fake), self.classes))
+        scores = metrics.discriminator_scores(p_real, p_fake)
+        if self.heldout is not None:
+            scores.update(heldout_scores(p_real, self.discriminate(self.heldout, self.heldout_labels), p_fake))
         ssim, mse = metrics.paired_ssim_mse(fake, self.real)
         return {**scores, "ssim": ssim, "mse": mse}, fake_all
+
+
+def heldout_scores(p_real: np.ndarray, p_heldout: np.ndarray, p_fake: np.ndarray) -> dict[str, float]:
+    """D's verdicts (probabilities that an image is real) on training, held-out and generated
+    images: heldout_acc, the share of held-out real images D calls real (real_acc's twin on
+    images D never trained on), and the mean logit of each set (the sigmoid's inverse, clipped to
+    |logit| <= 16: accuracies saturate at 1.00 while the logits keep moving). A D that memorises
+    its training images calls them real and the held-out ones less so: d_logit_real climbs away
+    from d_logit_heldout (the overfitting measure of Karras et al. 2020, Fig. 1)."""
+    def logit(p):
+        p = np.clip(np.asarray(p, np.float64), 1.0 / (1.0 + np.exp(16.0)), 1.0 / (1.0 + np.exp(-16.0)))
+        return float(np.mean(np.log(p) - np.log1p(-p)))
+
+    return {"heldout_acc": float(np.mean(np.asarray(p_heldout) > 0.5)), "d_logit_real": logit(p_real),
+            "d_logit_heldout": logit(p_heldout), "d_logit_fake": logit(p_fake)}
 
 
 

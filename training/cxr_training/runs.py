@@ -36,13 +36,15 @@ from cxr_training.config import Config
 from cxr_training.errors import RunFolderError, TrainingError
 
 METRIC_KEYS = ("g_loss", "d_loss", "real_acc", "fake_acc", "d_precision", "d_recall", "ssim", "mse")
+# D on held-out real images (with --heldout; evaluate.heldout_scores)
+D_HELDOUT_KEYS = ("heldout_acc", "d_logit_real", "d_logit_heldout", "d_logit_fake")
 # keys of rows written before the rename (D's precision and recall), read as today's
 RENAMED_KEYS = {"precision": "d_precision", "recall": "d_recall"}
 # the quality monitor's columns (empty without --heldout: cxr_runtime.quality's metric table,
 # then the audit's) and the recipe's (empty when off)
 QUALITY_KEYS = (*quality.metric_columns(), "audit_flagged", "audit_nn_max", "audit_nn_detail_max")
 RECIPE_KEYS = ("augment_p", "r1")
-ROW_KEYS = ("epoch", "step", *METRIC_KEYS, "ref_ssim", "ref_mse", *QUALITY_KEYS, *RECIPE_KEYS, "g_lr", "d_lr",
+ROW_KEYS = ("epoch", "step", *METRIC_KEYS, *D_HELDOUT_KEYS, "ref_ssim", "ref_mse", *QUALITY_KEYS, *RECIPE_KEYS, "g_lr", "d_lr",
             "real_downscale", "train_seconds", "seconds_per_step", "eval_seconds")
 _RUN_RE = re.compile(r"^(\d{5})-")
 CONFIG_FILE = "config.json"

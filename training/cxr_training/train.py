@@ -496,6 +496,7 @@ def _prepare_epoch_end(run: Run) -> None:
         train_labels = None if labels is None else labels[: len(train_images)]
         run.monitor = QualityMonitor(run.heldout.images, train_images, cfg.quality_images, cfg.latent_dim, cfg.seed,
                                      latents, cfg.classes, run.heldout_labels, train_labels)
+        run.evaluator.set_heldout(run.heldout.images, run.heldout_labels)
         run.baseline = {f"train_{k}": v for k, v in run.monitor.baseline().items()}
     atomic_write_json(run.folder / "reference.json", {
         **run.reference, "images": len(run.evaluator.real),
