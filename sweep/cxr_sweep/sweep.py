@@ -78,7 +78,7 @@ from cxr_sweep.results import (
     summary,
 )
 from cxr_sweep.stages import Runner, _rmtree, command, display, run_folder
-from cxr_training.runs import RunFolder
+from cxr_training.runs import D_HELDOUT_KEYS, RunFolder
 
 LOCK = ".sweep.lock"
 
@@ -361,6 +361,9 @@ class Sweep:
                     if x.strip()] if (self.root / entry.name / "segments.jsonl").is_file() else []
         per_step = [r["seconds_per_step"] for r in history if r.get("seconds_per_step")]
         monitor = next((r for r in reversed(history) if "q_kid" in r), {})
+        # D at the row's step: its verdict on the training, held-out and generated images (epoch rows since
+        # 2026-12-07; a D that calls the held-out radiographs fake has memorised the training set)
+        judged = next((r for r in reversed(history) if "heldout_acc" in r), {})
         per_class = score["quality"].get("classes")
         q, base = ({}, {}) if per_class else (score["quality"]["quality"], baseline_of(score["quality"]))
         first = shlex.join(display(command("cxr-train", *train_args(entry, record["config"]["steps_per_epoch"]),
@@ -387,6 +390,8 @@ class Sweep:
             "baseline": base,
             "audit": score["audit"],
             "monitor": {k: v for k, v in monitor.items() if k.startswith("q_") or k.startswith("audit_")},
+            **({"discriminator": {k: judged[k] for k in ("step", "real_acc", "fake_acc", *D_HELDOUT_KEYS) if k in judged}}
+               if judged else {}),
             "samples": score["samples"], "sample_seed": score["sample_seed"],
             "heldout": str(plan.heldout), "data": str(plan.data),
             "scored": score["scored"], "scoring_seconds": score["scoring_seconds"],

@@ -123,7 +123,9 @@ class FakeRunner(sweep.Runner):
             (run / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "config_hash": cfg.hash(),
                                                          "command": ["cxr-train", *argv[1:]]}))
         rows = [{"epoch": e, "step": e * cfg.steps_per_epoch, "seconds_per_step": 0.5, "train_seconds": 10.0,
-                 "eval_seconds": 1.0, "q_kid": 2.0} for e in range(1, cfg.epochs + 1)]
+                 "eval_seconds": 1.0, "q_kid": 2.0, "real_acc": 1.0, "fake_acc": 0.5, "heldout_acc": 1.0 / e,
+                 "d_logit_real": 1.0 * e, "d_logit_heldout": -1.0 * e, "d_logit_fake": -0.5}
+                for e in range(1, cfg.epochs + 1)]
         if "--stop-at" in argv:  # cxr-train --stop-at: a checkpoint there, no final generator
             stop = int(argv[argv.index("--stop-at") + 1])
             assert stop % cfg.steps_per_epoch == 0 and stop < cfg.total_steps
@@ -192,6 +194,10 @@ def test_plan_trains_scores_and_writes_one_row_per_scored_model(tmp_path):
     assert row["entry"]["flags"] == ["--ema-halflife", "2"] and row["cpu"]
     assert row["command"].startswith("cxr-train --preset smoke --seed 0 --ema-halflife 2 --epochs 2 --snapshot-steps 3")
     assert rows[0]["wall_seconds"] == 11.0  # step 3: the first epoch's time only
+    # D's verdict at the row's step, from the epoch row that ends there
+    assert rows[0]["discriminator"] == {"step": 3, "real_acc": 1.0, "fake_acc": 0.5, "heldout_acc": 1.0,
+                                        "d_logit_real": 1.0, "d_logit_heldout": -1.0, "d_logit_fake": -0.5}
+    assert row["discriminator"]["step"] == 6 and row["discriminator"]["heldout_acc"] == 0.5
     trains = [c for c in runner.calls if c[0] == "cxr-train"]
     assert len(trains) == 2 and all("--resume" not in c for c in trains)
     # the KID cell: its 95 % interval (1.96 standard errors); the texture columns are empty in this row
