@@ -70,7 +70,7 @@ class Evaluator:
         self.heldout = self.heldout_labels = None
 
     def set_heldout(self, images: np.ndarray, labels=None) -> None:
-        """Real images of other patients (the first max_images): D's verdict on them is logged
+        """Real images of other patients (the first as many as the training images scored): D's verdict on them is logged
         beside its verdict on the training images, which tells a D that memorises the training set
         from one that has learnt what real X-rays look like (heldout_acc, d_logit_*)."""
         n = min(len(images), len(self.real))
