@@ -75,6 +75,9 @@ def variants() -> dict[str, dict]:
         "today with bilinear resize-convolutions but the last": {**today, "g_upsample": "bilinear",
                                                                  "g_upsample_last": "resize"},
         "today + D spectrum head 32 on 32x32 tiles": {**today, "d_spectrum": 32, "d_spectrum_tile": 32},
+        # adaptive augmentation, driven by D's real logits (ADA's r_t) or by withheld training images
+        "today + ADA": {**today, "augment": "adaptive"},
+        "today + ADA on withheld images": {**today, "augment": "adaptive", "ada_signal": "validation"},
         "today, labelled (2 classes, projection D)": {**today, "classes": ("NORMAL", "PNEUMONIA")},
         "today, labelled, class channels in D": {**today, "classes": ("NORMAL", "PNEUMONIA"), "d_condition": "channels"},
     }
@@ -119,6 +122,9 @@ def main() -> None:
         gan = GAN(build_generator(cfg), build_discriminator(cfg), cfg)
         gan.compile(*make_optimizers(cfg))
         gan.build_optimizers()
+        if cfg.augment == "adaptive" and cfg.ada_signal == "validation":  # what data.split_validation gives
+            k = cfg.ada_validation
+            gan.set_validation(real[:k], real[k : 2 * k])
         fn = gan.step_function()
         labels = np.arange(len(real)) % cfg.n_classes if cfg.n_classes else None  # classes in turn (cost only)
         it = iter(pipeline.dataset(pipeline.MemorySource(real, cfg, labels), cfg, 0, cfg.total_steps))

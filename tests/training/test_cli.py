@@ -97,6 +97,21 @@ def test_recipe_flags_reach_the_config(run, few_real, tmp_path):
     assert quick["preset"] == "quick" and quick["augment"] == "off" and quick["ema_halflife"] > 0
 
 
+def test_dry_run_names_the_images_withheld_from_d(run, few_real):
+    args = ("--batch-size", "4", "--data", str(few_real), "--dry-run", "--augment", "adaptive", "--ada-signal",
+            "validation")
+    r = run(*args, "--ada-validation", "2")
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.output)
+    withheld = plan["data"]["withheld_from_d"]
+    assert len(withheld) == 2 and all((few_real / f).exists() for f in withheld) and plan["config"]["ada_gap"] == 0.2
+    assert "withheld_from_d" not in json.loads(run(*args[:7]).output)["data"]
+    r = run(*args, "--ada-validation", "3")
+    assert r.exit_code == 2 and "leave 5 to train on" in r.output
+    r = run(*args[:5], "--ada-signal", "validation")
+    assert r.exit_code == 2 and "needs augment adaptive" in r.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["--snapshot-steps", "3,x"], "not a comma-separated list"),
     (["--snapshot-steps", "5"], "snapshot_steps must be epoch ends"),

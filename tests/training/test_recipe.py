@@ -3,14 +3,19 @@ augment.py, models.py): augmentation, R1, label smoothing, minibatch stddev, ADA
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from cxr_training import augment
 from cxr_training.config import PRESETS, Config, preset
+from cxr_training.data import load_images_or_fail, split_validation
+from cxr_training.errors import TrainingError
 from cxr_training.gan import GAN, make_optimizers
-from cxr_training.models import MinibatchStdDev, build_discriminator, build_generator, logit_model
+from cxr_training.models import LOGIT_LAYER, MinibatchStdDev, build_discriminator, build_generator, logit_model
 from cxr_training.tfenv import import_tf
+from cxr_training.train import train
 
 tf, keras = import_tf()
 POLICY = ("color", "translation", "cutout")
@@ -262,6 +267,117 @@ def test_configs_from_before_ada_start_keep_their_starting_probability():
               if k != "ada_start"}
     assert Config.from_dict(legacy).ada_start == 0.7
     assert Config.from_dict({**legacy, "ada_start": 0.0}).ada_start == 0.0
+
+
+# --- ADA's validation signal ------------------------------------------------------------------
+
+
+def _brightness_d(cfg):
+    """A D that calls bright images real: logit = 50 x mean pixel, in the layer logit_model reads."""
+    inp = keras.Input((cfg.image_size, cfg.image_size, 1))
+    logit = keras.layers.Lambda(lambda x: 50.0 * tf.reduce_mean(x, axis=(1, 2, 3))[:, None], name=LOGIT_LAYER)(inp)
+    return keras.Model(inp, keras.layers.Activation("sigmoid")(logit))
+
+
+VALIDATION = preset("smoke").replace(progressive=False, augment="adaptive", ada_signal="validation", ada_validation=3,
+                                     ada_interval=2, ada_speed=10.0, ada_gap=0.2)
+
+
+def test_validation_shares_are_d_verdicts_on_the_probe_and_the_withheld_images():
+    cfg = VALIDATION
+    gan = _gan(cfg, _brightness_d(cfg))
+    size = cfg.image_size
+    bright, dark = np.full((3, size, size), 0.5, np.float32), np.full((3, size, size), -0.5, np.float32)
+    gan.set_validation(bright, dark)  # D "memorised" the probe: all real; the withheld: none
+    assert [float(v) for v in gan.validation_shares(tf.constant(0, tf.int64))] == [1.0, 0.0]
+    mixed = np.concatenate([bright[:1], dark[:2]])
+    gan.set_validation(mixed, mixed[::-1])
+    np.testing.assert_allclose([float(v) for v in gan.validation_shares(tf.constant(0, tf.int64))], [1 / 3, 1 / 3])
+    # augmented alike: at p = 1 every transform applies, with the same draws on both sets, so
+    # equal images get equal verdicts whatever the transforms do to brightness
+    gan.augment_p.assign(1.0)
+    images = np.random.default_rng(1).uniform(-0.2, 0.2, (3, size, size)).astype(np.float32)
+    gan.set_validation(images, images.copy())
+    for step in range(5):
+        a, b = gan.validation_shares(tf.constant(step, tf.int64))
+        assert float(a) == float(b)
+
+
+@pytest.mark.parametrize("probe, withheld, moved", [(0.5, -0.5, +1), (0.5, 0.5, -1)])
+def test_ada_validation_moves_p_by_the_gap_every_interval(probe, withheld, moved):
+    """p rises while D calls the images it trains on real more often than the withheld ones by
+    more than ada_gap (gap 1 > 0.2), falls otherwise (gap 0), on adjustment steps only; the
+    shares measured there are kept for the epoch rows."""
+    cfg = VALIDATION.replace(ada_start=0.5)
+    gan = _gan(cfg, _brightness_d(cfg))
+    size = cfg.image_size
+    gan.set_validation(np.full((3, size, size), probe, np.float32), np.full((3, size, size), withheld, np.float32))
+    ctx = tf.distribute.get_replica_context()
+    unused = tf.fill((4, 1), 1.0)  # D's real logits: not this signal's input
+    gan._adapt(ctx, tf.constant(0, tf.int64), unused)
+    assert float(gan.augment_p) == 0.5 and [float(v) for v in gan.ada_sums] == [0.0, 0.0]
+    gan._adapt(ctx, tf.constant(1, tf.int64), unused)
+    np.testing.assert_allclose(float(gan.augment_p), 0.5 + moved * 2 / 10.0, rtol=1e-6)
+    assert [float(v) for v in gan.ada_sums] == [1.0, 1.0 if withheld > 0 else 0.0]
+    gan._adapt(ctx, tf.constant(2, tf.int64), unused)  # not an adjustment step: the shares stay
+    assert [float(v) for v in gan.ada_sums] == [1.0, 1.0 if withheld > 0 else 0.0]
+
+
+def test_ada_validation_needs_its_images_and_adaptive_augmentation():
+    gan = _gan(VALIDATION)
+    with pytest.raises(ValueError, match="set_validation"):
+        gan._adapt(tf.distribute.get_replica_context(), tf.constant(1, tf.int64), tf.fill((4, 1), 1.0))
+    size = VALIDATION.image_size
+    with pytest.raises(ValueError, match="as many"):
+        gan.set_validation(np.zeros((3, size, size), np.float32), np.zeros((2, size, size), np.float32))
+    with pytest.raises(ValueError, match="set_validation is for"):
+        _gan(preset("smoke").replace(augment="adaptive")).set_validation(np.zeros((1, size, size), np.float32),
+                                                                          np.zeros((1, size, size), np.float32))
+    for bad, match in ((dict(augment="fixed"), "needs augment adaptive"), (dict(progressive=True), "progressive off"),
+                       (dict(classes=("A", "B")), "unlabelled runs")):
+        with pytest.raises(ValueError, match=match):
+            VALIDATION.replace(**bad).validate()
+
+
+def test_split_validation_is_drawn_from_the_seed_and_leaves_enough(few_real):
+    images, _, _ = load_images_or_fail(few_real, VALIDATION, log=lambda m: None)
+    cfg = VALIDATION.replace(ada_validation=2)
+    trained, withheld, probe = split_validation(images, cfg, "memory")
+    again = split_validation(images, cfg, "memory")
+    assert withheld.files == again[1].files and np.array_equal(probe, again[2])  # a resumed run withholds the same
+    assert len(withheld.files) == 2 and len(trained.files) == 6 == len(trained.images)
+    assert set(withheld.files).isdisjoint(trained.files) and set(withheld.files) | set(trained.files) == set(images.files)
+    for f, img in zip(withheld.files, withheld.images):
+        np.testing.assert_array_equal(img, images.images[images.files.index(f)])
+    assert len(probe) == 2 and all(any(np.array_equal(p, t) for t in trained.images) for p in probe)
+    assert split_validation(images, cfg.replace(seed=1), "memory")[1].files != withheld.files or \
+        split_validation(images, cfg.replace(seed=2), "memory")[1].files != withheld.files
+    with pytest.raises(TrainingError, match="leave 5 to train on"):
+        split_validation(images, cfg.replace(ada_validation=3), "memory")
+    with pytest.raises(TrainingError, match="in memory"):
+        split_validation(images, cfg, "stream")
+
+
+def test_a_run_with_the_validation_signal_withholds_its_images(few_real, tmp_path):
+    cfg = VALIDATION.replace(ada_validation=2, ada_interval=1, ada_start=0.5, epochs=2, steps_per_epoch=3)
+    logs = []
+    run = train(cfg, few_real, out_root=tmp_path, log=logs.append)
+    named = next(m for m in logs if m.startswith("ADA's validation signal"))
+    withheld = named.split(": ", 2)[2].split(", ")
+    assert len(withheld) == 2 and all((few_real / f).exists() for f in withheld)
+    assert any("| 6 images from" in m for m in logs)  # D trains on the other 6
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all({"ada_probe_real", "ada_withheld_real", "augment_p"} <= r.keys() for r in rows)
+    assert rows[-1]["augment_p"] != 0.5  # the controller moved p (6 adjustments of 1/10)
+    with pytest.raises(TrainingError, match="in memory"):
+        train(cfg, few_real, out_root=tmp_path / "stream", log=lambda m: None, input_mode="stream")
+
+
+def test_validation_hashes_only_when_set():
+    """The new fields leave the hash of every run started before them unchanged."""
+    ada = preset("long").replace(augment="adaptive")
+    assert ada.replace(ada_validation=12, ada_gap=0.2, ada_signal="train").hash() == ada.hash()
+    assert ada.replace(ada_signal="validation").hash() != ada.hash()
 
 
 # --- EMA ------------------------------------------------------------------------------------

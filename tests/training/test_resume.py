@@ -54,6 +54,10 @@ PAPER_SMOKE = preset("smoke").replace(epochs=4, steps_per_epoch=3, keep_checkpoi
 RECIPE_SMOKE = PAPER_SMOKE.replace(augment="adaptive", ada_start=0.3, ada_interval=2, ada_speed=4.0, r1_gamma=0.1,
                                    label_smoothing=0.1, d_mbstd=True, ema_halflife=3.0)
 
+# ADA driven by D's verdict on withheld training images (no progressive resizing: D's input
+# size must stay that of the withheld images); the last shares are restored with p
+VALIDATION_SMOKE = RECIPE_SMOKE.replace(progressive=False, ada_signal="validation", ada_validation=2, ada_interval=1)
+
 
 @pytest.fixture
 def cfg():
@@ -74,7 +78,7 @@ def recipe_straight(train_normal, tmp_path_factory):
         return train(RECIPE_SMOKE, few, out_root=root / "a", log=lambda m: None)
 
 
-@pytest.mark.parametrize("cfg", [PAPER_SMOKE, RECIPE_SMOKE], ids=["paper", "recipe"])
+@pytest.mark.parametrize("cfg", [PAPER_SMOKE, RECIPE_SMOKE, VALIDATION_SMOKE], ids=["paper", "recipe", "validation"])
 def test_resume_equals_uninterrupted(cfg, few_real, tmp_path):
     straight = train(cfg, few_real, out_root=tmp_path / "a", log=lambda m: None)
 
@@ -104,6 +108,9 @@ def test_resume_equals_uninterrupted(cfg, few_real, tmp_path):
         p_key = next(v["key"] for v in meta_a["variables"] if v["path"].endswith("augment_p"))
         assert a[p_key] != cfg.ada_start
         assert rows[-1]["augment_p"] == float(a[p_key]) and "r1" in rows[-1]
+    if cfg.ada_signal == "validation":
+        assert any(v["path"].endswith("ada_withheld_real") for v in meta_a["variables"])
+        assert all(ra["ada_withheld_real"] == rb["ada_withheld_real"] for ra, rb in zip(rows_a, rows))
 
 
 def test_resume_comparison_can_fail(cfg, few_real, tmp_path):

@@ -32,6 +32,7 @@ CUTOUT = 0.5  # side of the cutout square, as a fraction of the image's side
 # Slots: which images of a step a draw is for (keys must differ, or the real and the
 # generated batch would get identical transforms).
 SLOT_D_REAL, SLOT_D_FAKE, SLOT_G_FAKE = 0, 1, 2
+SLOT_VALIDATION = 3  # ADA's validation signal: the probe and the withheld images (gan.py)
 _KEY_OFFSET = 2**31  # keeps augmentation keys apart from the latent and batch keys (seed < 2**31)
 
 

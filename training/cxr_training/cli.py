@@ -244,6 +244,15 @@ def _dry_run(cfg, data_dir, labels: str = "auto"):
     warning = images.skipped_warning()
     if warning:
         click.echo(warning, err=True)
+    withheld = {}
+    if cfg.augment == "adaptive" and cfg.ada_signal == "validation":
+        from cxr_training.data import split_validation
+
+        try:
+            withheld = {"withheld_from_d": split_validation(images, cfg, "memory")[1].files}
+        except TrainingError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(EXIT_USER_ERROR)
     from cxr_training.models import build_discriminator, build_generator
     from cxr_training.precision import resolve_here
 
@@ -253,7 +262,7 @@ def _dry_run(cfg, data_dir, labels: str = "auto"):
         "precision": {"resolved": chosen, "why": why},
         "config": cfg.to_dict(),
         "data": {"root": images.root, "usable": len(images.files), "skipped": len(images.skipped),
-                 "sha256": images.fingerprint()["sha256"]},
+                 "sha256": images.fingerprint()["sha256"], **withheld},
         "parameters": {"generator": g.count_params(), "discriminator": d.count_params()},
         "total_steps": cfg.total_steps,
     }

@@ -15,6 +15,7 @@ from cxr_runtime.choices import RESIZE_MODES
 from cxr_training.precision import CHOICES as PRECISIONS
 
 AUGMENT_MODES = ("off", "fixed", "adaptive")
+ADA_SIGNALS = ("train", "validation")
 AUGMENT_TRANSFORMS = ("color", "translation", "cutout")
 
 
@@ -37,7 +38,7 @@ UNLABELLED_NO_EFFECT = frozenset({"d_condition"})
 # Fields added after runs were recorded: left out of Config.hash while at their default (off), so
 # that a run recorded before the field existed keeps its hash (and its rows their recipe).
 HASHED_WHEN_SET = frozenset({"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch", "d_spectrum",
-                             "d_spectrum_tile", "g_upsample_last"})
+                             "d_spectrum_tile", "g_upsample_last", "ada_signal", "ada_validation", "ada_gap"})
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,16 @@ class Config:
     ada_interval: int = opt(4, "Adaptive: steps between adjustments of the probability.", lo=1)
     ada_speed: float = opt(500.0, "Adaptive: steps for the probability to move by 1 when always off target.",
                            lo=0.0, lo_open=True)
+    ada_signal: str = opt("train", "Adaptive: what drives p. train: ADA's r_t, the sign of D's logits on the real "
+                                   "batch, against ada_target. validation: D's overfitting itself: ada_validation "
+                                   "training images are withheld from D, and p rises while the share of them that D "
+                                   "calls real trails the share of as many images it trains on (both augmented alike, "
+                                   "D in inference mode) by more than ada_gap, and falls otherwise.",
+                          choices=ADA_SIGNALS)
+    ada_validation: int = opt(12, "Adaptive, signal validation: training images withheld from D (drawn from the seed; "
+                                  "named in the log).", lo=1)
+    ada_gap: float = opt(0.2, "Adaptive, signal validation: the target gap between D's share of real verdicts on "
+                              "images it trains on and on the withheld ones.", lo=0.0, hi=1.0, hi_open=True)
     r1_gamma: float = opt(0.0, "R1 gradient penalty gamma/2 E|grad_x D_logit(x_real)|^2 on D (Mescheder et al. "
                                "2018); 0: off.", lo=0.0)
     g_spectral: float = opt(0.0, "Weight of a spectrum term in G's loss: the mean squared difference between the "
@@ -233,6 +244,13 @@ class Config:
         need(not self.d_spectrum_tile or (self.d_spectrum > 0 and self.d_spectrum_tile >= 4
                                           and self.image_size % self.d_spectrum_tile == 0),
              "d_spectrum_tile needs d_spectrum > 0, at least 4 pixels and to divide image_size")
+        if self.ada_signal == "validation":
+            need(self.augment == "adaptive", "ada_signal validation drives adaptive augmentation: it needs augment "
+                                             "adaptive")
+            need(not self.progressive, "ada_signal validation needs progressive off (D's input size would change "
+                                       "under the withheld images)")
+            need(not self.classes, "ada_signal validation is for unlabelled runs (a labelled D needs each withheld "
+                                   "image's class, and the split would unbalance the classes)")
         need(self.quality_images == 0 or self.quality_images > 5, "quality_images must be 0 (off) or more than 5")
         need(len(self.classes) != 1 and len(set(self.classes)) == len(self.classes),
              "classes must be empty (unconditional) or at least two distinct names")

@@ -209,3 +209,35 @@ def heldout_record(heldout, heldout_dir, images) -> dict | None:
                             "held-out images must never be trained on")
     fp = heldout.fingerprint()
     return {"root": fp["root"], "count": fp["count"], "sha256": fp["sha256"]}
+
+
+VALIDATION_SEED_OFFSET = 7_919  # keeps the split's draw apart from every other use of the seed
+
+
+def split_validation(images: ImageSet, cfg: Config, mode: str) -> tuple[ImageSet, ImageSet, np.ndarray]:
+    """(trained, withheld, probe): ADA's validation split (ada_signal "validation").
+    `cfg.ada_validation` images, drawn from the seed, are taken out of the training set (D never
+    trains on them); `probe` is as many of the images it trains on, also drawn from the seed,
+    against which the controller compares D's verdict on the withheld ones. A function of the
+    seed and the file list only, so a resumed run withholds the same images. Needs the images
+    in memory, and at least twice as many left as withheld, and a batch."""
+    k, n = cfg.ada_validation, len(images.files)
+    if mode != "memory":
+        raise TrainingError("ada_signal validation needs the training images in memory (--input memory); "
+                            "this set is streamed")
+    left = n - k
+    if left < max(2 * k, cfg.batch_size):
+        raise TrainingError(f"ada_validation {k}: {n} training images leave {left} to train on; need at least "
+                            f"max(2 x {k}, batch size {cfg.batch_size})")
+    order = np.random.default_rng([cfg.seed, VALIDATION_SEED_OFFSET]).permutation(n)
+    held = np.sort(order[:k])
+    keep = np.setdiff1d(np.arange(n), held)
+
+    def subset(rows) -> ImageSet:
+        return ImageSet(root=images.root, images=np.ascontiguousarray(images.images[rows]),
+                        files=[images.files[i] for i in rows], sha256=[images.sha256[i] for i in rows],
+                        skipped=list(images.skipped), duplicates=list(images.duplicates))
+
+    probe = np.searchsorted(keep, np.sort(order[k : 2 * k]))  # rows of the trained set
+    trained = subset(keep)
+    return trained, subset(held), np.ascontiguousarray(trained.images[probe])

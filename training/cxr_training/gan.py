@@ -21,7 +21,9 @@ optimizers are LossScaleOptimizers (dynamic loss scaling), see precision.py.
 The data-efficient recipe (Config fields; all off in the 'paper' preset, whose step is
 then exactly the one above):
 - augmentation (augment.py) of real and generated images before every D call, in both
-  phases; with `augment="adaptive"` its probability p follows ADA's controller (_adapt);
+  phases; with `augment="adaptive"` its probability p follows ADA's controller (_adapt), driven
+  by D's real logits (ADA's r_t) or by D's verdict on training images withheld from it
+  (ada_signal "validation");
 - R1 gradient penalty on D (d_phase_loss); one-sided label smoothing of D's real targets;
 - minibatch standard deviation in D (models.py);
 - an EMA of G's weights (_update_ema) that sampler() returns for grids, snapshots and export;
@@ -168,9 +170,14 @@ class GAN(keras.Model):
             start = cfg.ada_start if cfg.augment == "adaptive" else cfg.augment_p
             self.augment_p = keras.Variable(start, dtype="float32", trainable=False, name="augment_p",
                                             aggregation="only_first_replica")
-        if cfg.augment == "adaptive":  # sum of sign(D's real logits) and their count since the last adjustment
+        # ADA's state. Signal train: the sum of sign(D's real logits) and their count since the last
+        # adjustment. Signal validation: the last measured shares of the probe and of the withheld
+        # images that D calls real (set_validation gives the images).
+        if cfg.augment == "adaptive":
+            names = ("signs", "count") if cfg.ada_signal == "train" else ("probe_real", "withheld_real")
             self.ada_sums = [keras.Variable(0.0, dtype="float32", trainable=False, name=f"ada_{n}",
-                                            aggregation="only_first_replica") for n in ("signs", "count")]
+                                            aggregation="only_first_replica") for n in names]
+        self.ada_probe = self.ada_withheld = None
         self.ema_weights: list = []
         self.ema_generator = None
         if cfg.ema:
@@ -207,6 +214,30 @@ class GAN(keras.Model):
         """Variables of the recipe that a checkpoint must hold (empty groups are left out)."""
         groups = {"augment": [v for v in (self.augment_p, *self.ada_sums) if v is not None], "ema": self.ema_weights}
         return {k: v for k, v in groups.items() if v}
+
+    def set_validation(self, probe, withheld):
+        """ADA's validation signal (ada_signal "validation"): `withheld` [k, S, S] are training
+        images D never trains on, `probe` as many that it does (data.split_validation). Call
+        before the first step."""
+        if self.cfg.ada_signal != "validation" or self.cfg.augment != "adaptive":
+            raise ValueError("set_validation is for adaptive augmentation with ada_signal validation")
+        if len(probe) != len(withheld) or not len(withheld):
+            raise ValueError(f"the probe ({len(probe)}) and the withheld images ({len(withheld)}) must be as many, "
+                             "and some")
+        self.ada_probe, self.ada_withheld = (tf.constant(a[..., None], tf.float32) for a in (probe, withheld))
+        self._step_function = None  # traced again with the images
+
+    def validation_shares(self, step):
+        """(share of the probe images D calls real, share of the withheld ones): both sets
+        augmented with the same draws (slot SLOT_VALIDATION of the step) at the current p, D in
+        inference mode (no dropout), so that the two differ only in whether D trains on them."""
+        k = augment.key(self.seed, step, augment.SLOT_VALIDATION)
+        shares = []
+        for images in (self.ada_probe, self.ada_withheld):
+            x = augment.augment(images, k, self.augment_p, self.cfg.augment_policy, images.shape[0])
+            logit = tf.cast(self.d_logit(x, training=False), tf.float32)
+            shares.append(tf.reduce_mean(tf.cast(logit > 0, tf.float32)))
+        return tuple(shares)
 
     def sampler(self):
         """The generator that samples, snapshots and exports: the EMA copy when the recipe
@@ -396,8 +427,25 @@ class GAN(keras.Model):
 
     def _adapt(self, ctx, step, real_logit):
         """ADA's controller: every ada_interval steps, move p by interval / ada_speed toward
-        r_t = E[sign(D's real logits)] == ada_target (r_t above target: D is overfitting)."""
+        r_t = E[sign(D's real logits)] == ada_target (r_t above target: D is overfitting); with
+        the validation signal, toward (share of the probe D calls real) - (share of the withheld
+        images) == ada_gap."""
         cfg = self.cfg
+        # no tf.cond around assignments: an assignment inside control flow cannot synchronise
+        # replicas, so the adjustment is computed every step and applied with weight 1 on
+        # adjustment steps only
+        now = tf.cast(tf.equal((step + 1) % cfg.ada_interval, 0), tf.float32)
+        if cfg.ada_signal == "validation":
+            if self.ada_withheld is None:
+                raise ValueError("ada_signal validation: the withheld images are not set (GAN.set_validation)")
+            # D's verdicts only on adjustment steps (no assignment inside the cond); every replica
+            # computes the same shares from the same weights and images
+            shares = tf.cond(now > 0, lambda: self.validation_shares(step), lambda: (tf.zeros(()), tf.zeros(())))
+            for v, x in zip(self.ada_sums, shares):
+                v.assign(now * x + (1.0 - now) * v)
+            p = self.augment_p + now * tf.sign(shares[0] - shares[1] - cfg.ada_gap) * (cfg.ada_interval / cfg.ada_speed)
+            self.augment_p.assign(tf.clip_by_value(p, 0.0, 1.0))
+            return
         signs = tf.reduce_sum(tf.sign(tf.cast(real_logit, tf.float32)))
         count = tf.cast(tf.shape(real_logit)[0], tf.float32)
         if ctx.num_replicas_in_sync > 1:
@@ -405,9 +453,6 @@ class GAN(keras.Model):
         total, seen = self.ada_sums
         total.assign_add(signs)
         seen.assign_add(count)
-        # no tf.cond: an assignment inside control flow cannot synchronise replicas, so the
-        # adjustment is computed every step and applied with weight 1 on adjustment steps only
-        now = tf.cast(tf.equal((step + 1) % cfg.ada_interval, 0), tf.float32)
         r_t = total / tf.maximum(seen, 1.0)
         p = self.augment_p + now * tf.sign(r_t - cfg.ada_target) * (cfg.ada_interval / cfg.ada_speed)
         self.augment_p.assign(tf.clip_by_value(p, 0.0, 1.0))

@@ -48,9 +48,11 @@ def plot_history(rows: list[dict], out_dir: Path, baseline: dict | None = None) 
     for key in ("d_precision", "d_recall"):
         axes[0].plot(epochs, [r[key] for r in rows], "o-", label=key)
     axes[0].set_title("D precision / recall (real = positive)")
-    for key in ("real_acc", "fake_acc", "heldout_acc"):
-        if all(key in r for r in rows):  # heldout_acc: with --heldout, in rows since 2026-12-07
-            axes[1].plot(epochs, [r[key] for r in rows], "o-", label=key)
+    # heldout_acc: with --heldout, in rows since 2026-12-07; augment_p with augmentation; ADA's
+    # validation shares with ada_signal validation (the withheld training images, not --heldout)
+    for key in ("real_acc", "fake_acc", "heldout_acc", "ada_probe_real", "ada_withheld_real", "augment_p"):
+        if all(key in r for r in rows):
+            axes[1].plot(epochs, [r[key] for r in rows], "o-" if key != "augment_p" else "k--", label=key)
     axes[1].set_title("D accuracy on real / generated / held-out real")
     fig7 = _finish(fig, axes, out_dir / "discriminator.png", ylim=(-0.05, 1.05))
     scored = [r for r in rows if "q_kid" in r]

@@ -47,6 +47,7 @@ from cxr_training.data import (
     load_heldout,
     load_images_or_fail,
     remove_stream_file,
+    split_validation,
     with_data_classes,
 )
 from cxr_training.epoch import Progress, check_losses, epoch_end, log_stderr, save_checkpoint
@@ -362,8 +363,16 @@ def _setup(cfg: Config, placement: distribute.Placement, data_dir, heldout_dir, 
     images, mode, store = load_images_or_fail(data_dir, cfg, log, input_mode)
     with _removed_on_failure(store) as made:
         folder, record, scratch = place(cfg, images, heldout, made)
+        validation = None
+        if cfg.augment == "adaptive" and cfg.ada_signal == "validation":
+            images, withheld, probe = split_validation(images, cfg, mode)
+            validation = (probe, withheld.images)
+            log(f"ADA's validation signal: {len(withheld.files)} training images withheld from D: "
+                f"{', '.join(withheld.files)}")
         run = Run(cfg, folder, record, images, mode, placement, _build(cfg, placement), heldout, log=log, store=store,
                   scratch=scratch)
+        if validation is not None:
+            run.gan.set_validation(*validation)
         if resuming:
             _restore(run)
     _announce(run)
