@@ -54,7 +54,7 @@ def variants() -> dict[str, dict]:
         "+ lighter G (resize)": {**recipe, "shared_fake": True, **LIGHT_G, "g_upsample": "resize"},
         "+ lighter D": light,
         "+ batch 16": {**light, "batch_size": 16},
-        # the presets' recipe today (augmentation off, G's refinement convolution) and the levers of its 1,000-step ablation
+        # the presets' recipe today (adaptive augmentation, G's refinement convolution) and the levers of its 1,000-step ablation
         # (docs/results.md, "One lever at a time from the chosen recipe"), each alone
         "today (quick, long)": today,
         "today + R1": {**today, "r1_gamma": 0.5},
@@ -75,9 +75,10 @@ def variants() -> dict[str, dict]:
         "today with bilinear resize-convolutions but the last": {**today, "g_upsample": "bilinear",
                                                                  "g_upsample_last": "resize"},
         "today + D spectrum head 32 on 32x32 tiles": {**today, "d_spectrum": 32, "d_spectrum_tile": 32},
-        # adaptive augmentation, driven by D's real logits (ADA's r_t) or by withheld training images
-        "today + ADA": {**today, "augment": "adaptive"},
-        "today + ADA on withheld images": {**today, "augment": "adaptive", "ada_signal": "validation"},
+        # augmentation: off (the presets of 2026-12-03 to 2026-12-07), or ADA driven by withheld training
+        # images instead of D's real logits (ADA's r_t, today's)
+        "today without augmentation (the presets before 2026-12-07)": {**today, "augment": "off"},
+        "today with ADA on withheld images": {**today, "ada_signal": "validation"},
         "today, labelled (2 classes, projection D)": {**today, "classes": ("NORMAL", "PNEUMONIA")},
         "today, labelled, class channels in D": {**today, "classes": ("NORMAL", "PNEUMONIA"), "d_condition": "channels"},
     }

@@ -94,7 +94,7 @@ def test_recipe_flags_reach_the_config(run, few_real, tmp_path):
     assert cfg["d_mbstd"] and (cfg["g_lr"], cfg["d_lr"]) == (1e-4, 4e-4) and not cfg["progressive"]
     assert cfg["lr_schedule"] == "constant" and cfg["quality_images"] == 64 and cfg["snapshot_steps"] == [4000, 8000]
     quick = json.loads(run("--data", str(few_real), "--batch-size", "4", "--dry-run").output)["config"]
-    assert quick["preset"] == "quick" and quick["augment"] == "off" and quick["ema_halflife"] > 0
+    assert quick["preset"] == "quick" and quick["augment"] == "adaptive" and quick["ema_halflife"] > 0
 
 
 def test_dry_run_names_the_images_withheld_from_d(run, few_real):
@@ -108,7 +108,7 @@ def test_dry_run_names_the_images_withheld_from_d(run, few_real):
     assert "withheld_from_d" not in json.loads(run(*args[:7]).output)["data"]
     r = run(*args, "--ada-validation", "3")
     assert r.exit_code == 2 and "leave 5 to train on" in r.output
-    r = run(*args[:5], "--ada-signal", "validation")
+    r = run(*args[:5], "--augment", "fixed", "--ada-signal", "validation")
     assert r.exit_code == 2 and "needs augment adaptive" in r.output
 
 

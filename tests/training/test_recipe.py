@@ -422,12 +422,13 @@ def test_paper_preset_is_the_studys_recipe():
 
 
 def test_recipe_presets_are_the_recipe_on_the_cheaper_step():
-    """quick and long differ from the study only in the recipe's levers (augmentation off, G's
+    """quick and long differ from the study only in the recipe's levers (adaptive augmentation, G's
     refinement convolution) and the cheaper step's networks, and from each other only in length: every field is checked,
     G's and D's alike."""
     from cxr_training.config import CHOSEN, LIGHT, RECIPE
 
-    assert CHOSEN == {"augment": "off", "g_refine": 32} and RECIPE["augment"] == "fixed"
+    assert CHOSEN == {"augment": "adaptive", "g_refine": 32} and RECIPE["augment"] == "fixed"
+    assert (PRESETS["quick"].ada_signal, PRESETS["quick"].ada_start) == ("train", 0.0)  # ADA's r_t, from p = 0
     length = {"preset", "epochs", "steps_per_epoch", "keep_checkpoints"}
     for name in ("quick", "long"):
         cfg = PRESETS[name]
@@ -436,9 +437,18 @@ def test_recipe_presets_are_the_recipe_on_the_cheaper_step():
         for field in Config.__dataclass_fields__:
             if field not in length:
                 assert getattr(cfg, field) == getattr(expected, field), (name, field)
-    assert PRESETS["long"].total_steps > PRESETS["quick"].total_steps
+    assert (PRESETS["quick"].total_steps, PRESETS["long"].total_steps) == (1000, 6000)
     assert (LIGHT["g_channels"], LIGHT["d_channels"], LIGHT["g_upsample"]) == ((128, 64, 32), (32, 64, 128, 256),
                                                                              "resize")
+
+
+def test_the_presets_of_before_ada_train_again_with_augment_off():
+    """Runs of `quick` and `long` recorded before the presets took ADA (2026-12-07) keep their config
+    hash: --augment off (and --epochs 30 for `long`) trains them again. The hashes are those the
+    presets of 1b74cd9 computed."""
+    assert preset("quick").replace(augment="off").hash() == "6beab5f1946740ea"
+    assert preset("long").replace(augment="off", epochs=30).hash() == "8b3e157f656c3563"
+    assert preset("quick").hash() != "6beab5f1946740ea"
 
 
 def test_recipe_fields_are_validated():
@@ -512,12 +522,14 @@ def test_the_step_cost_bench_times_the_presets_step_and_each_ablation_lever_alon
               "today + D spectrum head 32 on 32x32 tiles": {"d_spectrum", "d_spectrum_tile"},
               "today with bilinear resize-convolutions": {"g_upsample"},
               "today with bilinear resize-convolutions but the last": {"g_upsample", "g_upsample_last"},
+              "today without augmentation (the presets before 2026-12-07)": {"augment"},
+              "today with ADA on withheld images": {"ada_signal"},
               "today, labelled (2 classes, projection D)": {"classes"},
               "today, labelled, class channels in D": {"classes", "d_condition"}}
     for name, lever in levers.items():
         changed = {k for k in set(variants[name]) | set(today) if variants[name].get(k) != today.get(k)}
         assert changed == lever, name
-    assert today["augment"] == preset("quick").augment == "off"
+    assert today["augment"] == preset("quick").augment == preset("long").augment == "adaptive"
 
 
 def test_step_cost_refuses_a_variant_name_it_does_not_know():

@@ -146,7 +146,7 @@ def test_a_new_lever_off_keeps_the_hash_of_runs_recorded_before_it():
 
     from cxr_training.config import UNHASHED, UNLABELLED_NO_EFFECT
 
-    cfg = preset("quick").replace(g_refine=0)  # the quick preset before it took the refinement layer
+    cfg = preset("quick").replace(g_refine=0, augment="off")  # the quick preset before it took the refinement layer
     skip = UNHASHED | UNLABELLED_NO_EFFECT | {"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch",
                                                   "d_spectrum", "d_spectrum_tile", "g_upsample_last", "ada_signal",
                                                   "ada_validation", "ada_gap"}

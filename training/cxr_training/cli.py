@@ -113,7 +113,7 @@ def config_from_options(params: dict) -> Config:
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default="quick", show_default=True,
               help="Named configuration: 'quick' (the data-efficient recipe on the lighter, cheaper networks, "
-                   "without augmentation, 1,000 steps), 'long' (the same for 3,000 steps), "
+                   "with adaptive augmentation, 1,000 steps), 'long' (the same for 6,000 steps), "
                    "'paper' (the study's networks and recipe "
                    "exactly: 15 x 4000 steps), 'smoke' (tiny networks, seconds). docs/training.md has what each "
                    "costs per CPU. Every option below overrides one field of it.")

@@ -334,26 +334,32 @@ RECIPE = dict(progressive=False, lr_schedule="constant", augment="fixed", ema_ha
 # the study's widths in its first three layers, and one G forward pass per step.
 LIGHT = dict(g_channels=(128, 64, 32), g_upsample="resize", d_channels=(32, 64, 128, 256), shared_fake=True)
 
-# What both recipe presets change from RECIPE: augmentation off, chosen by the ablation at 1,000
-# steps and the runs to 3,000 steps (docs/results.md, "One lever at a time" and "Augmentation off
-# at length"); a 3x3 refinement convolution of 32 channels at full resolution in G, the one texture
-# lever that moved the fine-detail statistics on three seeds with KID, recall and coverage holding
-# (docs/results.md, "The refinement layer on three seeds and at length"; since 2026-12-06: runs of
-# the presets recorded before it have g_refine 0, and --g-refine 0 trains them again).
-CHOSEN = dict(augment="off", g_refine=32)
+# What both recipe presets change from RECIPE: adaptive augmentation (ADA, its r_t signal) in place of
+# DiffAugment's fixed probability, since 2026-12-07: at 6,000 steps it lowered the texture test's AUC
+# on three seeds out of three with KID, coverage, recall and the audit holding (docs/results.md,
+# "Adaptive augmentation against the D that memorises"); its probability stays under 0.01 for the
+# first 1,000 steps, so `quick` is hardly touched by it. Augmentation was off from 2026-12-03 to
+# 2026-12-07 (the ablation at 1,000 steps and the runs to 3,000: docs/results.md, "One lever at a
+# time" and "Augmentation off at length"); --augment off trains those presets again. And a 3x3
+# refinement convolution of 32 channels at full resolution in G, the one texture lever that moved
+# the fine-detail statistics on three seeds with KID, recall and coverage holding (docs/results.md,
+# "The refinement layer on three seeds and at length"; since 2026-12-06: runs of the presets
+# recorded before it have g_refine 0, and --g-refine 0 trains them again).
+CHOSEN = dict(augment="adaptive", g_refine=32)
 
 PRESETS: dict[str, Config] = {
     # The study: 15 epochs x 4000 steps. Batch 32 (the paper is silent): 138 images give
     # about 4 batches a pass, and it is the size our reference measurements use; larger
     # batches are an option on GPUs. None of the recipe's levers.
     "paper": Config(preset="paper"),
-    # The recipe on the cheaper step without augmentation, with G's refinement convolution, 1,000
-    # steps (10 x 100, batch 32): the README's default; the first 1,000 steps of `long` (the same config and draws). Why these
-    # levers: docs/results.md.
+    # The recipe on the cheaper step with adaptive augmentation and G's refinement convolution, 1,000
+    # steps (10 x 100, batch 32): the README's default; the first 1,000 steps of `long` (the same
+    # config and draws). Why these levers: docs/results.md.
     "quick": Config(preset="quick", epochs=10, steps_per_epoch=100, batch_size=32, keep_checkpoints=1,
                     **{**RECIPE, **CHOSEN}, **LIGHT),
-    # The same recipe for 3,000 steps (30 x 100). DiffAugment: --augment fixed.
-    "long": Config(preset="long", epochs=30, steps_per_epoch=100, batch_size=32, keep_checkpoints=1,
+    # The same recipe for 6,000 steps (60 x 100; 3,000 until 2026-12-07: ADA's gain in texture shows
+    # between 3,000 and 6,000 steps, docs/results.md).
+    "long": Config(preset="long", epochs=60, steps_per_epoch=100, batch_size=32, keep_checkpoints=1,
                    **{**RECIPE, **CHOSEN}, **LIGHT),
     # Tiny widths and 32x32 images: seconds, for tests and a first look at the plumbing;
     # float32 so that it computes the same on every machine. The paper's recipe.
