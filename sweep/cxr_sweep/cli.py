@@ -87,7 +87,9 @@ def main(argv=None) -> None:
                 return
             for label, folder in (("data", loaded.data), ("heldout", loaded.heldout)):
                 if not Path(folder).is_dir():
-                    raise SweepError(f"the plan's {label} folder {folder} does not exist")
+                    raise SweepError(f"the plan's {label} folder {folder} does not exist (relative paths are read "
+                                     f"from the current folder; set `{label} = ...` in the plan or "
+                                     f"CXR_{label.upper()} to an absolute path)")
             with locked(root):
                 sweep = Sweep(plan, root)
                 with sweep.runner.signals():

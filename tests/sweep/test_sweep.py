@@ -399,6 +399,19 @@ def test_cli_bad_plan_is_one_line_exit_2(tmp_path):
     assert not (tmp_path / "runs" / "a").exists()
 
 
+def test_a_missing_data_folder_says_how_to_point_at_it(tmp_path):
+    """A plan without `data` run from a checkout that has no ../shared beside it (a worktree elsewhere)
+    stops before anything runs, naming the folder and both ways to set it."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text('samples = 20\n' + _run("a"))
+    env = {k: v for k, v in os.environ.items() if k not in ("CXR_DATA", "CXR_HELDOUT")}
+    r = subprocess.run([sys.executable, "-m", "cxr_sweep.cli", str(plan), "--runs", str(tmp_path / "runs")],
+                       capture_output=True, text=True, timeout=120, env={**env, "CXR_DATA": str(tmp_path / "nowhere")})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "data folder" in r.stderr and "nowhere" in r.stderr and "CXR_DATA" in r.stderr and "`data = ...`" in r.stderr
+    assert not (tmp_path / "runs" / "a").exists()
+
+
 def test_one_sweep_at_a_time_on_a_run_root(tmp_path):
     root = tmp_path / "runs"
     with sweep.locked(root), pytest.raises(SweepError, match="another cxr-sweep"), sweep.locked(root):
