@@ -159,7 +159,7 @@ def test_r1_penalty_and_its_gradient_match_a_hand_computation():
     dense = gan.discriminator.get_layer("d_out")
     real, fake = _images(3, cfg.image_size, 1), _images(3, cfg.image_size, 2)
     with tf.GradientTape() as tape:
-        _, r1, _ = gan.d_phase_loss(tf.constant(0, tf.int64), real, fake, 0, 3)
+        _, r1, _, _ = gan.d_phase_loss(tf.constant(0, tf.int64), real, fake, 0, 3)
     grad = tape.gradient(r1, dense.kernel).numpy()[:, 0]
     w = dense.kernel.numpy()[:, 0].astype(np.float64)
     x2 = real.numpy().reshape(3, -1).astype(np.float64) ** 2
@@ -180,7 +180,7 @@ def test_r1_is_taken_through_the_augmentation():
     w = gan.discriminator.get_layer("d_out").kernel.numpy()[:, 0].astype(np.float64)
     real, fake = _images(3, cfg.image_size, 1), _images(3, cfg.image_size, 2)
     step = tf.constant(4, tf.int64)
-    _, r1, _ = gan.d_phase_loss(step, real, fake, 0, 3)
+    _, r1, _, _ = gan.d_phase_loss(step, real, fake, 0, 3)
     mask = augment.augment(tf.ones_like(real), augment.key(cfg.seed, step, augment.SLOT_D_REAL), 1.0, ("cutout",),
                            3).numpy().reshape(3, -1).astype(np.float64)
     assert 0 < mask.mean() < 1  # the cutout removed part of every image
@@ -194,7 +194,7 @@ def test_r1_off_is_zero_and_label_smoothing_sets_the_real_target():
     cfg = preset("smoke").replace(batch_size=3, label_smoothing=0.1)
     gan = _gan(cfg, _toy_discriminator(cfg))
     real, fake = _images(3, cfg.image_size, 1), _images(3, cfg.image_size, 2)
-    d_loss, r1, real_logit = gan.d_phase_loss(tf.constant(0, tf.int64), real, fake, 0, 3)
+    d_loss, r1, real_logit, _ = gan.d_phase_loss(tf.constant(0, tf.int64), real, fake, 0, 3)
     assert float(r1) == 0.0
     fake_logit = gan.d_logit(fake).numpy().ravel().astype(np.float64)
     rl = real_logit.numpy().ravel().astype(np.float64)
@@ -205,6 +205,70 @@ def test_r1_off_is_zero_and_label_smoothing_sets_the_real_target():
 
     want = np.mean(np.concatenate([bce(0.9, rl), bce(0.0, fake_logit)]))
     np.testing.assert_allclose(float(d_loss), want, rtol=1e-5)
+
+
+# --- LeCam ------------------------------------------------------------------------------------
+
+
+def test_lecam_penalty_matches_a_hand_computation():
+    """lecam * (mean relu(real - mean_fake)^2 + mean relu(mean_real - fake)^2), the means being the
+    moving sums over 1 - decay**step; only the logits carry gradient."""
+    cfg = preset("smoke").replace(lecam=0.3, lecam_decay=0.9, batch_size=4)
+    gan = _gan(cfg)
+    gan.lecam_sums[0].assign(0.5)
+    gan.lecam_sums[1].assign(-0.2)
+    step = tf.constant(3, tf.int64)
+    real = tf.constant([[1.5], [-0.4], [0.2], [3.0]])
+    fake = tf.constant([[-2.0], [0.9], [-0.1], [0.4]])
+    with tf.GradientTape() as tape:
+        tape.watch([real, fake])
+        penalty = gan.lecam_penalty(step, real, fake)
+    g_real, g_fake = tape.gradient(penalty, [real, fake])
+    mean_real, mean_fake = 0.5 / (1 - 0.9**3), -0.2 / (1 - 0.9**3)
+    r, f = real.numpy().ravel(), fake.numpy().ravel()
+    want = 0.3 * (np.mean(np.maximum(r - mean_fake, 0) ** 2) + np.mean(np.maximum(mean_real - f, 0) ** 2))
+    np.testing.assert_allclose(float(penalty), want, rtol=1e-5)
+    assert 0 < float(penalty)
+    np.testing.assert_allclose(g_real.numpy().ravel(), 0.3 * 2 * np.maximum(r - mean_fake, 0) / 4, rtol=1e-5)
+    np.testing.assert_allclose(g_fake.numpy().ravel(), -0.3 * 2 * np.maximum(mean_real - f, 0) / 4, rtol=1e-5)
+    assert float(gan.lecam_penalty(tf.constant(0, tf.int64), real, fake)) == 0.0  # no history at step 0
+    off = _gan(preset("smoke"))
+    assert off.lecam_sums == [] and float(off.lecam_penalty(step, real, fake)) == 0.0
+
+
+def test_lecam_averages_follow_d_and_the_penalty_moves_d_from_the_second_step():
+    """After step 0 the moving sums are (1 - decay) times D's mean logits of that step (bias-corrected:
+    the means themselves); the penalty is 0 at step 0 (D's step is the step without LeCam) and
+    changes D's step from step 1 on."""
+    from cxr_training.pipeline import step_latents
+
+    base = preset("smoke").replace(d_dropout=0.0, batch_size=4)
+    cfg = base.replace(lecam=0.5)
+    gan, twin, plain = _gan(cfg), _gan(cfg), _gan(base)
+    for other in (twin, plain):
+        other.generator.set_weights(gan.generator.get_weights())
+        other.discriminator.set_weights(gan.discriminator.get_weights())
+    step, real = _step_input(cfg, 0)
+    z = step_latents(cfg.seed, step, 1, cfg.batch_size, cfg.latent_dim)
+    _, _, real_logit, fake_logit = twin.d_phase_loss(step, real, twin.generator(z, training=True), 0,
+                                                      cfg.batch_size)
+    logs = gan.train_step((step, real))
+    plain_logs = plain.train_step((step, real))
+    d = cfg.lecam_decay
+    np.testing.assert_allclose([v.numpy() for v in gan.lecam_sums],
+                               [(1 - d) * real_logit.numpy().mean(), (1 - d) * fake_logit.numpy().mean()], rtol=1e-5)
+    np.testing.assert_allclose([m.numpy() for m in gan.lecam_means(tf.constant(1, tf.int64))],
+                               [real_logit.numpy().mean(), fake_logit.numpy().mean()], rtol=1e-5)
+    assert float(logs["lecam"]) == 0.0 and "lecam" not in plain_logs
+    for a, b in zip(gan.discriminator.get_weights(), plain.discriminator.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    step, real = _step_input(cfg, 1)
+    logs = gan.train_step((step, real))
+    plain.train_step((step, real))
+    assert float(logs["lecam"]) > 0
+    assert any(not np.array_equal(a, b) for a, b in zip(gan.discriminator.get_weights(),
+                                                        plain.discriminator.get_weights()))
+    assert set(gan.recipe_state()) == {"lecam"}
 
 
 def test_minibatch_stddev_appends_the_mean_feature_spread():
@@ -416,8 +480,8 @@ def test_without_ema_the_sampler_is_g():
 def test_paper_preset_is_the_studys_recipe():
     paper = PRESETS["paper"]
     assert paper == Config(preset="paper")
-    assert (paper.augment, paper.r1_gamma, paper.label_smoothing, paper.ema_halflife, paper.d_mbstd) == \
-        ("off", 0.0, 0.0, 0.0, False)
+    assert (paper.augment, paper.r1_gamma, paper.label_smoothing, paper.ema_halflife, paper.d_mbstd, paper.lecam) == \
+        ("off", 0.0, 0.0, 0.0, False, 0.0)
     assert paper.progressive and paper.lr_schedule == "decay" and paper.g_lr == paper.d_lr == 2e-4
 
 
@@ -454,7 +518,8 @@ def test_the_presets_of_before_ada_train_again_with_augment_off():
 def test_recipe_fields_are_validated():
     for bad in ({"augment": "sometimes"}, {"augment_p": 1.5}, {"augment_policy": ("rotate",)}, {"r1_gamma": -1.0},
                 {"label_smoothing": 0.5}, {"ema_halflife": -1.0}, {"quality_images": 3},
-                {"snapshot_steps": (4,)}, {"ada_interval": 0}):
+                {"snapshot_steps": (4,)}, {"ada_interval": 0}, {"lecam": -0.1}, {"lecam_decay": 1.0},
+                {"lecam_decay": 0.0}):
         with pytest.raises(ValueError):
             preset("smoke").replace(**bad).validate()
 
@@ -486,7 +551,7 @@ def test_shared_fake_is_one_generator_pass_with_g_trained_through_the_updated_d(
 
     z = step_latents(cfg.seed, step, 1, cfg.batch_size, cfg.latent_dim)
     with tf.GradientTape() as tape:
-        d_loss, r1, _ = twin.d_phase_loss(step, real, twin.generator(z, training=True), 0, cfg.batch_size)
+        d_loss, r1, _, _ = twin.d_phase_loss(step, real, twin.generator(z, training=True), 0, cfg.batch_size)
         d_total = d_loss + r1
     d_vars = twin.discriminator.trainable_variables
     twin.d_optimizer.apply_gradients(zip(tape.gradient(d_total, d_vars), d_vars))

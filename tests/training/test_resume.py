@@ -50,9 +50,9 @@ def _state(run_dir):
 PAPER_SMOKE = preset("smoke").replace(epochs=4, steps_per_epoch=3, keep_checkpoints=2,
                                       progressive_schedule=((0.0, 4), (0.3, 2), (0.6, 1)))
 # every lever of the data-efficient recipe at once: its state (augmentation probability and
-# ADA's sums, EMA weights, the R1 tracker) must be checkpointed and restored too
+# ADA's sums, EMA weights, the R1 tracker, LeCam's moving sums) must be checkpointed and restored too
 RECIPE_SMOKE = PAPER_SMOKE.replace(augment="adaptive", ada_start=0.3, ada_interval=2, ada_speed=4.0, r1_gamma=0.1,
-                                   label_smoothing=0.1, d_mbstd=True, ema_halflife=3.0)
+                                   label_smoothing=0.1, d_mbstd=True, ema_halflife=3.0, lecam=0.1)
 
 # ADA driven by D's verdict on withheld training images (no progressive resizing: D's input
 # size must stay that of the withheld images); the last shares are restored with p
@@ -107,7 +107,9 @@ def test_resume_equals_uninterrupted(cfg, few_real, tmp_path):
         assert any(k.startswith("ema/") for k in a) and any(k.startswith("augment/") for k in a)
         p_key = next(v["key"] for v in meta_a["variables"] if v["path"].endswith("augment_p"))
         assert a[p_key] != cfg.ada_start
-        assert rows[-1]["augment_p"] == float(a[p_key]) and "r1" in rows[-1]
+        assert rows[-1]["augment_p"] == float(a[p_key]) and "r1" in rows[-1] and "lecam" in rows[-1]
+        lecam_keys = [k for k in a if k.startswith("lecam/")]
+        assert len(lecam_keys) == 2 and all(a[k] != 0 for k in lecam_keys)
     if cfg.ada_signal == "validation":
         assert any(v["path"].endswith("ada_withheld_real") for v in meta_a["variables"])
         assert all(ra["ada_withheld_real"] == rb["ada_withheld_real"] for ra, rb in zip(rows_a, rows))

@@ -149,7 +149,7 @@ def test_a_new_lever_off_keeps_the_hash_of_runs_recorded_before_it():
     cfg = preset("quick").replace(g_refine=0, augment="off")  # the quick preset before it took the refinement layer
     skip = UNHASHED | UNLABELLED_NO_EFFECT | {"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch",
                                                   "d_spectrum", "d_spectrum_tile", "g_upsample_last", "ada_signal",
-                                                  "ada_validation", "ada_gap"}
+                                                  "ada_validation", "ada_gap", "lecam", "lecam_decay"}
     old = {k: v for k, v in cfg.to_dict().items() if k not in skip}  # the record of a run from before it
     assert cfg.hash() == hashlib.sha256(json.dumps(old, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     assert cfg.replace(d_patch=32).hash() != cfg.hash() != cfg.replace(g_refine=32).hash()
@@ -157,7 +157,8 @@ def test_a_new_lever_off_keeps_the_hash_of_runs_recorded_before_it():
     on = cfg.replace(g_detail=10.0)
     spec = cfg.replace(d_spectrum=32)
     assert len({cfg.hash(), on.hash(), on.replace(g_detail_patch=3).hash(), spec.hash(),
-                spec.replace(d_spectrum_tile=32).hash()}) == 5
+                spec.replace(d_spectrum_tile=32).hash(), cfg.replace(lecam=0.1).hash(),
+                cfg.replace(lecam=0.1, lecam_decay=0.9).hash()}) == 7
     assert {"d_patch", "g_refine"} <= {f.name for f in dataclasses.fields(cfg)}
 
 
@@ -260,7 +261,9 @@ def test_pixel_noise_is_a_function_of_z_learned_from_zero():
     z = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)
     a = g(z).numpy()
     np.testing.assert_array_equal(a, g(z).numpy())  # no random state
-    np.testing.assert_allclose(g(z[1:2]).numpy(), a[1:2], atol=1e-6)  # nor a dependence on the batch
+    # nor a dependence on the batch (up to float32 rounding, which depends on the batch size in oneDNN's
+    # kernels: 1.1e-6 seen on an AVX2-only EPYC; noise drawn per batch would move pixels by ~0.1)
+    np.testing.assert_allclose(g(z[1:2]).numpy(), a[1:2], atol=1e-5)
     assert np.abs(a[0] - a[1]).mean() > 0.01
 
 

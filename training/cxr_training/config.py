@@ -38,7 +38,8 @@ UNLABELLED_NO_EFFECT = frozenset({"d_condition"})
 # Fields added after runs were recorded: left out of Config.hash while at their default (off), so
 # that a run recorded before the field existed keeps its hash (and its rows their recipe).
 HASHED_WHEN_SET = frozenset({"d_patch", "g_refine", "g_supersample", "g_detail", "g_detail_patch", "d_spectrum",
-                             "d_spectrum_tile", "g_upsample_last", "ada_signal", "ada_validation", "ada_gap"})
+                             "d_spectrum_tile", "g_upsample_last", "ada_signal", "ada_validation", "ada_gap",
+                             "lecam", "lecam_decay"})
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,13 @@ class Config:
                               "images it trains on and on the withheld ones.", lo=0.0, hi=1.0, hi_open=True)
     r1_gamma: float = opt(0.0, "R1 gradient penalty gamma/2 E|grad_x D_logit(x_real)|^2 on D (Mescheder et al. "
                                "2018); 0: off.", lo=0.0)
+    lecam: float = opt(0.0, "Weight of the LeCam regularisation of D (Tseng et al. 2021, for GANs on little "
+                            "data): lecam * (E[relu(D(x) - mean_fake)^2] + E[relu(mean_real - D(G(z)))^2]) on D's "
+                            "logits, mean_real and mean_fake being exponential moving averages of D's mean logit on "
+                            "real and on generated images over the steps before: D's verdicts are kept near their "
+                            "own history instead of running apart as D memorises; 0: off.", lo=0.0)
+    lecam_decay: float = opt(0.99, "Decay per step of the LeCam term's moving averages of D's logits.", lo=0.0,
+                             hi=1.0, lo_open=True, hi_open=True)
     g_spectral: float = opt(0.0, "Weight of a spectrum term in G's loss: the mean squared difference between the "
                                  "log radially averaged power spectra of the generated and the real batch (Hann "
                                  "window, 32 radial bands); 0: off.", lo=0.0)

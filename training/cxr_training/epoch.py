@@ -123,6 +123,7 @@ def epoch_end(run, epoch: int, logs: dict, step_times: list[float], train_second
         **({f"ada_{k}": float(np.asarray(v)) for k, v in zip(("probe_real", "withheld_real"), gan.ada_sums)}
            if cfg.ada_signal == "validation" and gan.ada_sums else {}),
         **({"r1": logs["r1"]} if "r1" in logs else {}),
+        **({"lecam": logs["lecam"]} if "lecam" in logs else {}),
         "g_lr": float(np.asarray(gan.g_optimizer.learning_rate)),
         "d_lr": float(np.asarray(gan.d_optimizer.learning_rate)),
         "real_downscale": pipeline.stage_factor(cfg, step - 1),

@@ -25,6 +25,7 @@ then exactly the one above):
   by D's real logits (ADA's r_t) or by D's verdict on training images withheld from it
   (ada_signal "validation");
 - R1 gradient penalty on D (d_phase_loss); one-sided label smoothing of D's real targets;
+- the LeCam regularisation of D's logits (lecam_penalty, its moving averages in _update_lecam);
 - minibatch standard deviation in D (models.py);
 - an EMA of G's weights (_update_ema) that sampler() returns for grids, snapshots and export;
 - `shared_fake`: one forward pass of G per step instead of two; D's phase and G's phase use
@@ -163,6 +164,7 @@ class GAN(keras.Model):
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.r1_tracker = keras.metrics.Mean(name="r1") if cfg.r1_gamma > 0 else None
+        self.lecam_tracker = keras.metrics.Mean(name="lecam") if cfg.lecam > 0 else None
         # recipe state (checkpointed, see recipe_state)
         self.augment_p = None
         self.ada_sums: list = []
@@ -178,6 +180,12 @@ class GAN(keras.Model):
             self.ada_sums = [keras.Variable(0.0, dtype="float32", trainable=False, name=f"ada_{n}",
                                             aggregation="only_first_replica") for n in names]
         self.ada_probe = self.ada_withheld = None
+        # LeCam's moving averages of D's mean logit on real and on generated images (not yet divided
+        # by 1 - decay**steps: lecam_means)
+        self.lecam_sums: list = []
+        if cfg.lecam > 0:
+            self.lecam_sums = [keras.Variable(0.0, dtype="float32", trainable=False, name=f"lecam_{n}",
+                                              aggregation="only_first_replica") for n in ("real", "fake")]
         self.ema_weights: list = []
         self.ema_generator = None
         if cfg.ema:
@@ -204,7 +212,8 @@ class GAN(keras.Model):
 
     @property
     def metrics(self):
-        return [m for m in (self.g_loss_tracker, self.d_loss_tracker, self.r1_tracker) if m is not None]
+        return [m for m in (self.g_loss_tracker, self.d_loss_tracker, self.r1_tracker, self.lecam_tracker)
+                if m is not None]
 
     @property
     def step(self) -> int:
@@ -212,7 +221,8 @@ class GAN(keras.Model):
 
     def recipe_state(self) -> dict[str, list]:
         """Variables of the recipe that a checkpoint must hold (empty groups are left out)."""
-        groups = {"augment": [v for v in (self.augment_p, *self.ada_sums) if v is not None], "ema": self.ema_weights}
+        groups = {"augment": [v for v in (self.augment_p, *self.ada_sums) if v is not None], "ema": self.ema_weights,
+                  "lecam": self.lecam_sums}
         return {k: v for k, v in groups.items() if v}
 
     def set_validation(self, probe, withheld):
@@ -310,7 +320,7 @@ class GAN(keras.Model):
         return logits[:rows], logits[rows:]
 
     def d_phase_loss(self, step, real, fake, start, rows, real_labels=None, fake_labels=None):
-        """(BCE, R1 penalty, real logits) of D's phase on this replica's rows; call it under the
+        """(BCE, R1 penalty, real logits, generated logits) of D's phase on this replica's rows; call it under the
         tape that differentiates D. Real images are labelled 1 - label_smoothing, generated 0.
         R1 (Mescheder et al. 2018, "Which Training Methods for GANs do actually Converge?"):
         gamma/2 * mean over images of |d D_logit(x) / dx|^2 at the real images x (taken before
@@ -329,7 +339,41 @@ class GAN(keras.Model):
             r1 = tf.constant(0.0)
         labels = tf.concat([tf.fill((rows, 1), 1.0 - cfg.label_smoothing), tf.zeros((rows, 1))], axis=0)
         d_loss = self.bce(labels, tf.concat([real_logit, fake_logit], axis=0))
-        return d_loss, r1, real_logit
+        return d_loss, r1, real_logit, fake_logit
+
+    def lecam_means(self, step):
+        """LeCam's (mean_real, mean_fake): the moving averages of D's mean logit on real and on
+        generated images over steps 0 .. step-1, bias-corrected (divided by 1 - decay**step, as
+        Adam's moments: the sums start at 0); (0, 0) at step 0, where there is no history."""
+        history = 1.0 - tf.pow(tf.constant(self.cfg.lecam_decay, tf.float32), tf.cast(step, tf.float32))
+        scale = tf.where(history > 0, 1.0 / tf.maximum(history, 1e-12), 0.0)
+        return tuple(tf.stop_gradient(v * scale) for v in self.lecam_sums)
+
+    def lecam_penalty(self, step, real_logit, fake_logit):
+        """lecam * (mean relu(real logit - mean_fake)^2 + mean relu(mean_real - generated logit)^2)
+        over this replica's rows (Tseng et al. 2021, "Regularizing Generative Adversarial Networks
+        under Limited Data"): D is penalised for calling a real image more real than it has called
+        generated ones of late, and a generated one more fake than it has called real ones; a D that
+        memorises the training images drives its two verdicts apart, and the term holds them near
+        each other. 0 when off and at step 0."""
+        if not self.cfg.lecam:
+            return tf.constant(0.0)
+        mean_real, mean_fake = self.lecam_means(step)
+        real_logit, fake_logit = tf.cast(real_logit, tf.float32), tf.cast(fake_logit, tf.float32)
+        term = (tf.reduce_mean(tf.square(tf.nn.relu(real_logit - mean_fake)))
+                + tf.reduce_mean(tf.square(tf.nn.relu(mean_real - fake_logit))))
+        return tf.where(tf.cast(step, tf.float32) > 0, self.cfg.lecam * term, 0.0)
+
+    def _update_lecam(self, ctx, real_logit, fake_logit):
+        """sums <- decay * sums + (1 - decay) * D's mean logit on this step's real (generated)
+        images, over all replicas' rows."""
+        totals = [tf.reduce_sum(tf.cast(x, tf.float32)) for x in (real_logit, fake_logit)]
+        count = tf.cast(tf.shape(real_logit)[0], tf.float32)
+        if ctx.num_replicas_in_sync > 1:
+            *totals, count = ctx.all_reduce("sum", [*totals, count])
+        decay = self.cfg.lecam_decay
+        for v, total in zip(self.lecam_sums, totals):
+            v.assign(decay * v + (1.0 - decay) * total / count)
 
     def train_step(self, data):
         # from pipeline.dataset: this replica's rows of the step's real batch (and their classes)
@@ -357,9 +401,10 @@ class GAN(keras.Model):
             with tf.GradientTape() as g_tape:
                 fake = self.generator(z_d, training=True)
                 with tf.GradientTape() as tape:
-                    d_loss, r1, real_logit = self.d_phase_loss(step, real, tf.stop_gradient(fake), start, rows,
-                                                               **labels)
-                    d_scaled = for_gradients(d_loss + r1, self.d_optimizer)
+                    d_loss, r1, real_logit, fake_logit = self.d_phase_loss(step, real, tf.stop_gradient(fake), start,
+                                                                           rows, **labels)
+                    lecam = self.lecam_penalty(step, real_logit, fake_logit)
+                    d_scaled = for_gradients(d_loss + r1 + lecam, self.d_optimizer)
                 self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))
                 g_loss = self.bce(tf.ones((rows, 1)), self.d_logit(self.class_channels(
                     self._augmented(fake, step, augment.SLOT_G_FAKE, start), fake_labels), training=True))
@@ -369,8 +414,9 @@ class GAN(keras.Model):
         else:
             with tf.GradientTape() as tape:
                 fake = self.generator(z_d, training=True)
-                d_loss, r1, real_logit = self.d_phase_loss(step, real, fake, start, rows, **labels)
-                d_scaled = for_gradients(d_loss + r1, self.d_optimizer)
+                d_loss, r1, real_logit, fake_logit = self.d_phase_loss(step, real, fake, start, rows, **labels)
+                lecam = self.lecam_penalty(step, real_logit, fake_logit)
+                d_scaled = for_gradients(d_loss + r1 + lecam, self.d_optimizer)
             self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))
 
             # G's phase: the non-saturating loss -log D(G(z)), through the same augmentation
@@ -387,6 +433,8 @@ class GAN(keras.Model):
             self._update_ema(step)
         if self.ada_sums:
             self._adapt(ctx, step, real_logit)
+        if self.lecam_sums:
+            self._update_lecam(ctx, real_logit, fake_logit)
         self.global_step.assign(step + 1)
         self.d_loss_tracker.update_state(d_loss)
         self.g_loss_tracker.update_state(g_loss)
@@ -394,6 +442,9 @@ class GAN(keras.Model):
         if self.r1_tracker is not None:
             self.r1_tracker.update_state(r1)
             logs["r1"] = self.r1_tracker.result()
+        if self.lecam_tracker is not None:
+            self.lecam_tracker.update_state(lecam)
+            logs["lecam"] = self.lecam_tracker.result()
         return logs
 
     def _spectral(self, fake, real):

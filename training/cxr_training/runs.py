@@ -43,7 +43,7 @@ RENAMED_KEYS = {"precision": "d_precision", "recall": "d_recall"}
 # the quality monitor's columns (empty without --heldout: cxr_runtime.quality's metric table,
 # then the audit's) and the recipe's (empty when off)
 QUALITY_KEYS = (*quality.metric_columns(), "audit_flagged", "audit_nn_max", "audit_nn_detail_max")
-RECIPE_KEYS = ("augment_p", "ada_probe_real", "ada_withheld_real", "r1")
+RECIPE_KEYS = ("augment_p", "ada_probe_real", "ada_withheld_real", "r1", "lecam")
 ROW_KEYS = ("epoch", "step", *METRIC_KEYS, *D_HELDOUT_KEYS, "ref_ssim", "ref_mse", *QUALITY_KEYS, *RECIPE_KEYS, "g_lr", "d_lr",
             "real_downscale", "train_seconds", "seconds_per_step", "eval_seconds")
 _RUN_RE = re.compile(r"^(\d{5})-")
