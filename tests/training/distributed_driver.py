@@ -20,9 +20,9 @@ def config(recipe: bool = False):
 
     # dropout off: each replica draws its own dropout masks, the single device one mask
     cfg = preset("smoke").replace(epochs=2, steps_per_epoch=3, batch_size=4, d_dropout=0.0, keep_checkpoints=3)
-    if recipe:  # every lever of the recipe, mbstd's statistic (over the global batch) and R1 through it included
+    if recipe:  # every lever of the recipe, mbstd's statistic (over the global batch), R1 and LeCam's all-reduced means included
         cfg = cfg.replace(augment="adaptive", ada_start=0.3, ada_interval=2, ada_speed=4.0, r1_gamma=0.1,
-                          label_smoothing=0.1, ema_halflife=3.0, d_mbstd=True)
+                          label_smoothing=0.1, ema_halflife=3.0, d_mbstd=True, lecam=0.1)
     return cfg
 
 
@@ -66,7 +66,7 @@ def main() -> int:
         return 0
     ckpt, meta = checkpoint.latest_valid(run)
     with np.load(ckpt / "state.npz") as state:
-        arrays = {k: state[k] for k in state.files if k.startswith(("generator/", "discriminator/", "ema/", "augment/"))}
+        arrays = {k: state[k] for k in state.files if k.startswith(("generator/", "discriminator/", "ema/", "augment/", "lecam/"))}
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     np.savez(Path(args.out) / "result.npz", **arrays,
              losses=np.array([[r["g_loss"], r["d_loss"]] for r in rows]), step=meta["step"])

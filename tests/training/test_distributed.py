@@ -69,12 +69,14 @@ def test_mirrored_two_logical_cpus_equals_default(single, data, tmp_path):
 
 def test_mirrored_recipe_equals_default(data, tmp_path):
     """The recipe's shared state under two replicas: augmentation drawn per global row, ADA's
-    sign sums all-reduced, the EMA updated from the synchronised weights, R1 per replica."""
+    sign sums all-reduced, the EMA updated from the synchronised weights, R1 per replica, LeCam's
+    moving averages of the global batch's mean logits."""
     _run(tmp_path / "one", data, "default", "--recipe")
     proc = _run(tmp_path / "two", data, "mirrored", "--recipe", env={"CXR_LOGICAL_CPUS": "2"})
     assert "mirrored strategy, 2 replicas" in proc.stdout
     one, two = _result(tmp_path / "one"), _result(tmp_path / "two")
     assert any(k.startswith("ema/") for k in one) and any(k.startswith("augment/") for k in one)
+    assert len([k for k in one if k.startswith("lecam/")]) == 2
     _assert_same(one, two)
 
 
