@@ -346,6 +346,8 @@ class GAN(keras.Model):
         generated images over steps 0 .. step-1, bias-corrected (divided by 1 - decay**step, as
         Adam's moments: the sums start at 0); (0, 0) at step 0, where there is no history."""
         history = 1.0 - tf.pow(tf.constant(self.cfg.lecam_decay, tf.float32), tf.cast(step, tf.float32))
+        # no division by 0 at step 0: lecam_penalty's tf.where discards the step-0 term, but a NaN in
+        # it would still reach D's gradients through the where
         scale = tf.where(history > 0, 1.0 / tf.maximum(history, 1e-12), 0.0)
         return tuple(tf.stop_gradient(v * scale) for v in self.lecam_sums)
 
