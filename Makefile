@@ -85,11 +85,15 @@ PLAN        ?= bench/plans/recipe.toml
 sweep: setup
 	$(BIN)/cxr-sweep $(PLAN)
 
+# The suite runs in TEST_JOBS worker processes (pytest-xdist), one test file to a worker at a time,
+# so that a file's module fixtures are built once; TEST_JOBS=0 runs it in one process.
+TEST_JOBS   ?= 2
+
 test: setup-all
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile
 
 test-runtime: setup-runtime
-	$(RBIN)/python -m pytest tests/runtime
+	$(RBIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile tests/runtime
 
 lint: setup
 	$(BIN)/ruff check runtime training export utility sweep tests bench
